@@ -1,0 +1,90 @@
+# steeple — build, run, test, bench.
+#
+#   make            build build/steeple (installs missing Debian packages first)
+#   make run        start a private PostgreSQL in var/ unless DATABASE_URL is set, then serve
+#   make test       every spec: C unit tests, Lua unit specs, integration specs
+#   make asan       the same objects built with ASan+UBSan into build/asan/
+#   make asan-test  the C and integration specs against the ASan build
+#   make bench      benchmarks (spec/bench); not part of make test
+
+PKGS    := lua5.4 lua5.4-cjson libevent libevent_openssl libevent_pthreads libpq libsodium openssl
+CC      ?= cc
+CWARNS  := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wcast-align -Wwrite-strings \
+           -Wmissing-prototypes -Wstrict-prototypes -Wformat=2 -Wno-unused-parameter
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(CWARNS) $(CFLAGS) $(shell pkg-config --cflags $(PKGS))
+LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+
+CORE_OBJS := log.o metrics.o threadpool.o crypto.o conn_guard.o http_reply.o \
+             config_load.o lua_host.o request.o worker.o master.o \
+             lmod_core.o lmod_log.o lmod_metrics.o lmod_crypto.o
+MAIN_OBJ  := main.o
+C_TESTS   := test_log test_metrics test_threadpool test_http_reply
+
+BUILD ?= build
+OBJS  := $(addprefix $(BUILD)/obj/,$(CORE_OBJS))
+BIN   := $(BUILD)/steeple
+
+.SECONDARY:
+
+.PHONY: all deps run test test-c test-unit test-integration asan asan-test bench clean lint
+
+all: deps $(BIN)
+
+deps:
+	@bash vendor/install.sh
+
+# Rebuild everything when the flags change.
+$(BUILD)/flags.stamp: FORCE
+	@mkdir -p $(BUILD)/obj
+	@echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS) $(LDLIBS)' | cmp -s - $@ || \
+	  echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS) $(LDLIBS)' > $@
+FORCE:
+
+$(BUILD)/obj/%.o: core/%.c $(BUILD)/flags.stamp
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/test_%.o: spec/c/test_%.c $(BUILD)/flags.stamp
+	$(CC) $(ALL_CFLAGS) -Icore -MMD -MP -c $< -o $@
+
+$(BIN): $(OBJS) $(BUILD)/obj/$(MAIN_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/test_%: $(BUILD)/obj/test_%.o $(OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+-include $(wildcard $(BUILD)/obj/*.d)
+
+run: all
+	@bash scripts/run.sh
+
+test: all $(addprefix $(BUILD)/,$(C_TESTS))
+	@BUILD=$(BUILD) C_TESTS="$(C_TESTS)" bash spec/run.sh
+
+test-c: all $(addprefix $(BUILD)/,$(C_TESTS))
+	@BUILD=$(BUILD) C_TESTS="$(C_TESTS)" bash spec/run.sh c
+
+test-unit:
+	@bash spec/run.sh unit
+
+test-integration: all
+	@BUILD=$(BUILD) bash spec/run.sh integration
+
+ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" build/asan/steeple $(addprefix build/asan/,$(C_TESTS))
+
+asan-test: asan
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  BUILD=build/asan C_TESTS="$(C_TESTS)" bash spec/run.sh c integration
+
+bench: all
+	@bash spec/bench/run.sh
+
+lint:
+	@luacheck lua spec
+
+clean:
+	rm -rf build

@@ -1,0 +1,12 @@
+/* lmod.h — the Lua modules the core provides (one lmod_<name>.c each). */
+#ifndef STEEPLE_LMOD_H
+#define STEEPLE_LMOD_H
+
+#include <lua.h>
+
+int luaopen_steeple(lua_State *L);         /* steeple: sleep, now, clock, worker */
+int luaopen_steeple_log(lua_State *L);     /* steeple.log */
+int luaopen_steeple_metrics(lua_State *L); /* steeple.metrics */
+int luaopen_steeple_crypto(lua_State *L);  /* steeple.crypto */
+
+#endif

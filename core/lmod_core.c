@@ -1,0 +1,109 @@
+/* lmod_core.c — the `steeple` module: sleep, clocks, worker identity.
+ *
+ *   steeple.sleep(ms)      suspends the request for ms milliseconds
+ *   steeple.now()          wall-clock seconds since the epoch (float)
+ *   steeple.clock()        monotonic seconds (float), for durations
+ *   steeple.worker()       this worker's index (0-based)
+ *   steeple.request_id()   the running request's id, or nil outside one */
+#include "clock.h"
+#include "lmod.h"
+#include "lua_host.h"
+#include "request.h"
+#include "worker.h"
+
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <math.h>
+#include <stdlib.h>
+
+struct sleeper {
+    struct event *ev;
+    struct request *r;
+};
+
+static int no_results(lua_State *L, void *data)
+{
+    (void)L;
+    (void)data;
+    return 0;
+}
+
+static void sleep_done(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct sleeper *s = arg;
+    struct request *r = s->r;
+    event_free(s->ev);
+    free(s);
+    request_resume(r, no_results, NULL);
+}
+
+static void sleep_cancel(void *data)
+{
+    struct sleeper *s = data;
+    event_free(s->ev);
+    free(s);
+}
+
+static int l_sleep(lua_State *L)
+{
+    struct request *r = request_check(L, "steeple.sleep");
+    lua_Number ms = luaL_checknumber(L, 1);
+    luaL_argcheck(L, ms >= 0 && ms <= 86400000.0 && isfinite(ms), 1,
+                  "milliseconds must be between 0 and 86400000");
+    struct sleeper *s = malloc(sizeof *s);
+    if (s == NULL)
+        return luaL_error(L, "steeple.sleep: out of memory");
+    s->r = r;
+    s->ev = evtimer_new(request_worker(r)->base, sleep_done, s);
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)fmod(ms, 1000.0) * 1000};
+    if (s->ev == NULL || evtimer_add(s->ev, &tv) != 0) {
+        if (s->ev)
+            event_free(s->ev);
+        free(s);
+        return luaL_error(L, "steeple.sleep: could not arm a timer");
+    }
+    request_suspend(r, sleep_cancel, s);
+    return lua_yield(L, 0);
+}
+
+static int l_now(lua_State *L)
+{
+    lua_pushnumber(L, clock_wall());
+    return 1;
+}
+
+static int l_clock(lua_State *L)
+{
+    lua_pushnumber(L, clock_mono());
+    return 1;
+}
+
+static int l_worker(lua_State *L)
+{
+    lua_pushinteger(L, script_worker(L)->index);
+    return 1;
+}
+
+static int l_request_id(lua_State *L)
+{
+    struct request *r = script_worker(L)->running;
+    if (r == NULL)
+        lua_pushnil(L);
+    else
+        lua_pushstring(L, request_id(r));
+    return 1;
+}
+
+static const luaL_Reg funcs[] = {
+    {"sleep", l_sleep},   {"now", l_now},
+    {"clock", l_clock},   {"worker", l_worker},
+    {"request_id", l_request_id}, {NULL, NULL},
+};
+
+int luaopen_steeple(lua_State *L)
+{
+    luaL_newlib(L, funcs);
+    return 1;
+}

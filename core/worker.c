@@ -1,0 +1,264 @@
+/* worker.c — one worker process (see worker.h). */
+#include "worker.h"
+#include "conn_guard.h"
+#include "clock.h"
+#include "log.h"
+#include "lua_host.h"
+#include "http_reply.h"
+#include "request.h"
+#include "threadpool.h"
+
+#include <errno.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Jobs that may wait for a pool thread, per thread. */
+#define POOL_QUEUE_PER_THREAD 16
+
+/* Creates a non-blocking listening socket on listen:port with SO_REUSEPORT,
+ * so every worker accepts on the same port. Returns the fd or -1. */
+int worker_listen_socket(const char *listen_addr, int port, char *err, size_t errlen)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    char service[16];
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    snprintf(service, sizeof service, "%d", port);
+    int rc = getaddrinfo(listen_addr, service, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "listen address %s: %s", listen_addr, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", listen_addr, port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+/* Info lines (the access log) are written in batches, at most
+ * LOG_FLUSH_MS after the first one, instead of one write per request. */
+#define LOG_FLUSH_MS 20
+static struct event *log_flush_ev;
+
+static void on_log_flush(evutil_socket_t fd, short what, void *arg)
+{
+    log_flush();
+}
+
+static void schedule_log_flush(void)
+{
+    struct timeval tv = {0, LOG_FLUSH_MS * 1000};
+    if (!evtimer_pending(log_flush_ev, NULL))
+        evtimer_add(log_flush_ev, &tv);
+}
+
+static struct bufferevent *new_connection(struct event_base *base, void *arg)
+{
+    struct worker *w = arg;
+    conn_guard_accepted(w->guard);
+    return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+}
+
+static void apply_limits(struct worker *w, const struct config_limits *lim)
+{
+    evhttp_set_max_body_size(w->http, lim->body_bytes);
+    evhttp_set_max_headers_size(w->http, lim->header_bytes);
+    evhttp_set_timeout(w->http, (int)(lim->read_timeout_s + 0.999));
+    double t = lim->request_timeout_s;
+    struct timeval tv = {(time_t)t, (suseconds_t)((t - (time_t)t) * 1e6)};
+    const struct timeval *common = event_base_init_common_timeout(w->base, &tv);
+    w->request_timeout_tv = common ? common : &w->request_timeout_plain;
+    w->request_timeout_plain = tv;
+    if (w->guard)
+        conn_guard_set_limits(w->guard, lim->max_connections, lim->read_timeout_s);
+}
+
+/* Warns about settings that changed in the file but only apply on restart. */
+static void warn_restart_needed(const struct config *old, const struct config *new)
+{
+    if (strcmp(old->listen, new->listen) != 0 || old->port != new->port)
+        log_warn("listen address changed; restart to apply");
+    if (old->workers != new->workers || old->threads != new->threads)
+        log_warn("workers or threads changed; restart to apply");
+    if (strcmp(old->env, new->env) != 0 || strcmp(old->plain_path, new->plain_path) != 0)
+        log_warn("env or bench.plain_path changed; restart to apply");
+}
+
+int worker_reload(struct worker *w)
+{
+    char err[1024];
+    struct script_state *ss = script_state_new(w, err, sizeof err);
+    if (ss == NULL) {
+        struct log_line l;
+        log_begin(&l, LOG_ERROR, "script reload failed; keeping the running scripts");
+        log_str(&l, "error", err);
+        log_end(&l, LOG_ERROR);
+        metrics_count("steeple_script_reloads_total", "result=\"error\"", 1);
+        return -1;
+    }
+    struct script_state *old = w->scripts;
+    if (old)
+        warn_restart_needed(&old->cfg, &ss->cfg);
+    w->scripts = ss;
+    w->cfg.limits = ss->cfg.limits;
+    w->cfg.shutdown_timeout_s = ss->cfg.shutdown_timeout_s;
+    w->cfg.log_level = ss->cfg.log_level;
+    log_set_level((enum log_level)ss->cfg.log_level);
+    apply_limits(w, &w->cfg.limits);
+    if (old) {
+        script_state_unref(old); /* closed when its last request ends */
+        metrics_count("steeple_script_reloads_total", "result=\"ok\"", 1);
+        log_info("scripts reloaded (generation %u)", ss->generation);
+    }
+    return 0;
+}
+
+void worker_request_ended(struct worker *w)
+{
+    if (w->stopping && w->ninflight == 0 && w->writing <= 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+static void on_stop_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    if (clock_mono() >= w->stop_deadline) {
+        log_warn("shutdown timeout: ending %d requests still in flight", w->ninflight);
+        request_abort_all(w);
+        event_base_loopexit(w->base, NULL);
+    }
+}
+
+static void begin_stop(struct worker *w)
+{
+    if (w->stopping)
+        return;
+    w->stopping = 1;
+    conn_guard_stop_accepting(w->guard);
+    w->stop_deadline = clock_mono() + w->cfg.shutdown_timeout_s;
+    log_info("stopping: %d requests in flight", w->ninflight);
+    if (w->ninflight == 0 && w->writing <= 0) {
+        event_base_loopexit(w->base, NULL);
+        return;
+    }
+    struct timeval tv = {0, 100000};
+    event_add(w->stop_tick, &tv);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct worker *w = arg;
+    if (sig == SIGHUP)
+        worker_reload(w);
+    else
+        begin_stop(w);
+}
+
+static int setup_http(struct worker *w, int fd)
+{
+    w->http = evhttp_new(w->base);
+    if (w->http == NULL)
+        return -1;
+    evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(w->http, request_handle, w);
+    evhttp_set_bevcb(w->http, new_connection, w);
+    apply_limits(w, &w->cfg.limits);
+    struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(w->http, fd);
+    if (bound == NULL)
+        return -1;
+    w->listener = evhttp_bound_socket_get_listener(bound);
+    w->guard = conn_guard_new(w->base, w->listener, w->cfg.port, w->cfg.limits.max_connections,
+                              w->cfg.limits.read_timeout_s);
+    return w->guard ? 0 : -1;
+}
+
+static int setup_signals(struct worker *w)
+{
+    w->sig_hup = evsignal_new(w->base, SIGHUP, on_signal, w);
+    w->sig_term = evsignal_new(w->base, SIGTERM, on_signal, w);
+    w->sig_int = evsignal_new(w->base, SIGINT, on_signal, w);
+    w->stop_tick = event_new(w->base, -1, EV_PERSIST, on_stop_tick, w);
+    log_flush_ev = evtimer_new(w->base, on_log_flush, NULL);
+    if (!w->sig_hup || !w->sig_term || !w->sig_int || !w->stop_tick || !log_flush_ev)
+        return -1;
+    log_set_buffering(schedule_log_flush);
+    signal(SIGPIPE, SIG_IGN);
+    return event_add(w->sig_hup, NULL) || event_add(w->sig_term, NULL) ||
+                   event_add(w->sig_int, NULL)
+               ? -1
+               : 0;
+}
+
+static void teardown(struct worker *w)
+{
+    request_abort_all(w);
+    if (w->http)
+        evhttp_free(w->http); /* closes the connections and the listener */
+    threadpool_free(w->pool);
+    conn_guard_free(w->guard);
+    if (w->scripts)
+        script_state_unref(w->scripts);
+    log_set_buffering(NULL); /* flushes */
+    struct event *evs[] = {w->sig_hup, w->sig_term, w->sig_int, w->stop_tick, log_flush_ev};
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
+        if (evs[i])
+            event_free(evs[i]);
+    event_base_free(w->base);
+}
+
+int worker_main(int index, const struct config *cfg, const char *lua_dir,
+                const char *config_path)
+{
+    struct worker w = {0};
+    char err[256];
+    w.index = index;
+    w.cfg = *cfg;
+    w.lua_dir = lua_dir;
+    w.config_path = config_path;
+    log_set_worker(index);
+    http_request_ids_init();
+    metrics_attach_worker(index);
+    metrics_count("steeple_script_reloads_total", "result=\"ok\"", 0);
+    metrics_count("steeple_script_reloads_total", "result=\"error\"", 0);
+    if (metrics_histogram_init(&w.request_seconds, "steeple_http_request_duration_seconds", "") != 0)
+        log_warn("metrics table full: request durations not recorded");
+
+    int fd = worker_listen_socket(cfg->listen, cfg->port, err, sizeof err);
+    w.base = fd >= 0 ? event_base_new() : NULL;
+    if (w.base == NULL || setup_signals(&w) != 0 || setup_http(&w, fd) != 0 ||
+        (w.pool = threadpool_new(w.base, cfg->threads, cfg->threads * POOL_QUEUE_PER_THREAD)) ==
+            NULL ||
+        worker_reload(&w) != 0) {
+        log_error("worker %d could not start%s%s", index, fd < 0 ? ": " : "", fd < 0 ? err : "");
+        if (w.base)
+            teardown(&w);
+        return 2;
+    }
+    log_info("worker %d serving on %s:%d", index, cfg->listen, cfg->port);
+    event_base_dispatch(w.base);
+    teardown(&w);
+    log_info("worker %d stopped", index);
+    return 0;
+}

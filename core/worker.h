@@ -1,0 +1,58 @@
+/* worker.h — one worker process: an event loop, an HTTP server, a Lua state. */
+#ifndef STEEPLE_WORKER_H
+#define STEEPLE_WORKER_H
+
+#include "config.h"
+#include "metrics.h"
+
+#include <sys/time.h>
+
+struct event;
+struct event_base;
+struct evhttp;
+struct evconnlistener;
+struct conn_guard;
+struct threadpool;
+struct script_state;
+struct request;
+struct timeval;
+
+struct worker {
+    int index;
+    const char *lua_dir;
+    const char *config_path; /* NULL: defaults and environment only */
+    struct config cfg;       /* as read by the current script state */
+    struct event_base *base;
+    struct evhttp *http;
+    struct evconnlistener *listener;
+    struct conn_guard *guard;
+    struct threadpool *pool;
+    struct script_state *scripts; /* current: new requests run here */
+    struct request *running;      /* whose coroutine is executing, or NULL */
+    struct request *inflight;     /* every live request, a doubly linked list */
+    int ninflight;
+    int writing; /* responses handed to evhttp and not yet written */
+    int stopping;
+    double stop_deadline;
+    struct event *sig_hup, *sig_term, *sig_int, *stop_tick;
+    struct metrics_histogram request_seconds;
+    const struct timeval *request_timeout_tv; /* a libevent common timeout */
+    struct timeval request_timeout_plain;     /* used if that cannot be made */
+};
+
+/* Creates a non-blocking SO_REUSEPORT listening socket; returns the fd, or
+ * -1 with a message in err. */
+int worker_listen_socket(const char *listen_addr, int port, char *err, size_t errlen);
+
+/* Runs worker `index` until it is told to stop; returns the exit status. */
+int worker_main(int index, const struct config *cfg, const char *lua_dir,
+                const char *config_path);
+
+/* Builds a new script state and makes it current; on failure keeps the old
+ * one, logs the error and counts it. Returns 0 on success, -1 on failure. */
+int worker_reload(struct worker *w);
+
+/* Called when a request ends: lets a stopping worker exit once idle. */
+void worker_request_ended(struct worker *w);
+
+#endif

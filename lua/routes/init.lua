@@ -1,0 +1,5 @@
+-- The route modules, in the order they are registered. Each returns
+-- { ["/path/{param}"] = { GET = handler, POST = handler } }.
+return {
+    "ops",
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# make run: serve with a private PostgreSQL in var/pg unless DATABASE_URL is set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${DATABASE_URL:-}" ]; then
+    bash scripts/pg.sh start
+    DATABASE_URL=$(bash scripts/pg.sh url)
+    export DATABASE_URL
+    echo "steeple: private PostgreSQL in var/pg ($DATABASE_URL)" >&2
+fi
+exec build/steeple serve --config config.lua "$@"

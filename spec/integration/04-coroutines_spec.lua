@@ -1,0 +1,144 @@
+-- Requests run in coroutines: a sleeping or hashing request suspends only
+-- itself, and one worker serves many at once.
+local server = require "support.server"
+local http = require "support.http"
+
+describe("coroutines", function()
+    local srv
+
+    setup(function()
+        srv = server.start {
+            config = { workers = 1, threads = 2, limits = { read_timeout_s = 2, request_timeout_s = 5 } },
+        }
+    end)
+
+    teardown(function()
+        if srv then srv:stop(5) end
+        server.cleanup()
+    end)
+
+    before_each(function()
+        srv:mark()
+    end)
+
+    it("serves 10 concurrent 500 ms sleeps on one worker in well under 10 x 500 ms", function()
+        assert.equal(1, #srv:worker_pids())
+        local specs = {}
+        for i = 1, 10 do
+            specs[i] = { port = srv.port, path = "/test/sleep?ms=500", headers = { ["X-Request-Id"] = "conc" .. i } }
+        end
+        local started = http.now()
+        local results = http.concurrent(specs, 30)
+        local total = http.now() - started
+        for i, res in ipairs(results) do
+            assert.is_nil(res.error)
+            assert.equal(200, res.status)
+            assert.same({ slept = 500, worker = 0, requestId = "conc" .. i }, res.json)
+            assert.is_true(res.elapsed >= 0.45, "request " .. i .. " returned after only " .. res.elapsed .. " s")
+        end
+        assert.is_true(total < 3, "10 sleeps took " .. total .. " s in all")
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("answers /health while another request sleeps", function()
+        local results = http.run {
+            function()
+                local res = assert(http.request {
+                    port = srv.port, path = "/test/sleep?ms=1000", headers = { ["X-Request-Id"] = "sleeper" },
+                })
+                res.finished_at = http.now()
+                return res
+            end,
+            function()
+                local deadline = http.now() + 5
+                while #srv:entries { msg = "sleep started", requestId = "sleeper" } == 0 do
+                    assert(http.now() < deadline, "the sleeping request never started")
+                    http.sleep(0.02)
+                end
+                local res = assert(http.request { port = srv.port, path = "/health" })
+                res.finished_at = http.now()
+                return res
+            end,
+        }
+        assert.is_true(results[1].ok, results[1].err)
+        assert.is_true(results[2].ok, results[2].err)
+        local sleeper, health = results[1].value, results[2].value
+        assert.equal(200, sleeper.status)
+        assert.equal(1000, sleeper.json.slept)
+        assert.equal(200, health.status)
+        assert.is_true(health.finished_at < sleeper.finished_at)
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("hashes and verifies passwords with argon2id on the thread pool", function()
+        local res = assert(http.request { port = srv.port, path = "/test/hash?pw=correct%20horse" })
+        assert.equal(200, res.status)
+        assert.same({ ok = true, wrong = false, prefix = "$argon2id$" }, res.json)
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("answers /health while hashes run", function()
+        local funcs = {}
+        for i = 1, 12 do
+            funcs[i] = function()
+                local res = assert(http.request {
+                    port = srv.port, path = "/test/hash?pw=pw" .. i, headers = { ["X-Request-Id"] = "hash" .. i },
+                })
+                res.finished_at = http.now()
+                return res
+            end
+        end
+        -- Runs after every hash request has been sent.
+        funcs[#funcs + 1] = function()
+            local res = assert(http.request { port = srv.port, path = "/health" })
+            res.finished_at = http.now()
+            return res
+        end
+        local results = http.run(funcs, 60)
+        local last_hash = 0
+        for i = 1, 12 do
+            assert.is_true(results[i].ok, results[i].err)
+            local res = results[i].value
+            assert.equal(200, res.status)
+            assert.same({ ok = true, wrong = false, prefix = "$argon2id$" }, res.json)
+            last_hash = math.max(last_hash, res.finished_at)
+        end
+        local health = results[13]
+        assert.is_true(health.ok, health.err)
+        assert.equal(200, health.value.status)
+        assert.is_true(health.value.finished_at < last_hash, "/health waited for all the hashes")
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("tells each request its own id through steeple.request_id()", function()
+        local specs = {}
+        for i = 1, 5 do
+            specs[i] = {
+                port = srv.port, path = "/test/sleep?ms=" .. (60 - i * 10), headers = { ["X-Request-Id"] = "own" .. i },
+            }
+        end
+        for i, res in ipairs(http.concurrent(specs)) do
+            assert.equal(200, res.status)
+            assert.equal("own" .. i, res.json.requestId)
+        end
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("delivers the answer of a handler busy on the CPU for longer than read_timeout_s", function()
+        local res, err = http.request {
+            port = srv.port, path = "/test/spin?ms=2500", headers = { ["X-Request-Id"] = "spin" }, timeout = 15,
+        }
+        assert.is_table(res, "no answer: " .. tostring(err))
+        assert.equal(200, res.status)
+        assert.same({ spun = 2500 }, res.json)
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
+        local in_time, status = srv:stop(10)
+        assert.is_nil(srv.exited_early)
+        assert.is_true(in_time)
+        assert.equal(0, status)
+        assert.same({}, srv:unexpected_errors())
+    end)
+end)

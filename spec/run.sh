@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runs the spec suites and ends with one line "N passed, N failed".
+#
+#   spec/run.sh [c] [unit] [integration]    (default: all three)
+#
+# Every suite speaks TAP; this script counts "ok" and "not ok" lines. The
+# integration suite gets a throw-away PostgreSQL cluster in var/test-pg.
+set -u
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+C_TESTS=${C_TESTS:-}
+suites=("$@")
+[ ${#suites[@]} -eq 0 ] && suites=(c unit integration)
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+
+run_suite() { # name, command...
+    local name=$1
+    shift
+    echo "== $name"
+    "$@" 2>&1 | tee -a "$log" | grep -vE '^ok ' || true
+    local rc=${PIPESTATUS[0]}
+    if [ "$rc" -ne 0 ]; then
+        echo "== $name exited with status $rc"
+        status=1
+    fi
+}
+
+busted() {
+    lua5.4 /usr/bin/busted -o TAP "$@"
+}
+
+for suite in "${suites[@]}"; do
+    case $suite in
+    c)
+        for t in $C_TESTS; do
+            run_suite "c: $t" "$BUILD/$t"
+        done
+        ;;
+    unit)
+        run_suite "lua unit specs" busted spec/unit
+        ;;
+    integration)
+        bash scripts/pg.sh --dir var/test-pg start || { echo "cannot start PostgreSQL"; exit 1; }
+        DATABASE_URL=$(bash scripts/pg.sh --dir var/test-pg url)
+        export DATABASE_URL
+        STEEPLE_BIN="$PWD/$BUILD/steeple" run_suite "integration specs" \
+            busted --lpath='spec/?.lua' spec/integration
+        ;;
+    *)
+        echo "unknown suite: $suite"
+        exit 2
+        ;;
+    esac
+done
+
+passed=$(grep -cE '^ok ' "$log")
+failed=$(grep -cE '^not ok ' "$log")
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$status" -eq 0 ]

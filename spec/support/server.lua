@@ -1,0 +1,504 @@
+-- Starts and controls the real steeple binary for the integration specs.
+--
+--   local server = require "support.server"
+--   local srv = server.start{ config = { workers = 1 }, env = { ... }, watch = true }
+--   srv.port, srv.pid, srv.scripts (a private copy of lua/ with the test routes)
+--   srv:sighup(), srv:signal("KILL", pid), srv:worker_pids()
+--   srv:log_text(), srv:log_contains(pattern), srv:wait_log(pattern, timeout)
+--   srv:entries{ field = value }, srv:wait_entry{ ... }: decoded JSON log lines
+--   srv:mark(); ...; srv:unexpected_errors(allowed_patterns) -> error lines since the mark
+--   srv:stop() -> exited_in_time, exit_status (srv.exited_early is set when the
+--       server had already exited without being asked to)
+--   srv:metric('name{labels}') -> the value in /metrics
+--   server.run_binary(args, env, timeout) -> status, stderr, stdout
+--   server.cleanup() stops what is still running and removes the temporary
+--       directories (kept when STEEPLE_SPEC_KEEP is set).
+--
+-- The binary is $STEEPLE_BIN (absolute), default build/steeple in the repository;
+-- it runs with the repository root as its working directory.
+local socket = require "socket"
+local cjson = require "cjson.safe"
+local http = require "support.http"
+
+local M = {}
+
+local function shell_quote(s)
+    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+M.quote = shell_quote
+
+local function run(cmd)
+    local ok, how, code = os.execute(cmd)
+    if how == "exit" then return code end
+    return ok and 0 or 128 + (code or 0)
+end
+
+local function capture(cmd)
+    local p = assert(io.popen(cmd, "r"))
+    local out = p:read("a")
+    p:close()
+    return out
+end
+
+local function read_file(path)
+    local f = io.open(path, "rb")
+    if not f then return nil end
+    local s = f:read("a")
+    f:close()
+    return s
+end
+M.read_file = read_file
+
+local function write_file(path, text)
+    local f = assert(io.open(path, "wb"))
+    assert(f:write(text))
+    assert(f:close())
+end
+M.write_file = write_file
+
+-- The repository root: two levels above this file.
+local function repo_root()
+    local src = debug.getinfo(1, "S").source:sub(2)
+    local dir = src:match("^(.*)/spec/support/[^/]*$") or "."
+    if dir:sub(1, 1) ~= "/" then
+        local cwd = capture("pwd"):gsub("%s+$", "")
+        dir = dir == "." and cwd or cwd .. "/" .. dir
+    end
+    return dir
+end
+
+M.ROOT = repo_root()
+M.BIN = os.getenv("STEEPLE_BIN") or (M.ROOT .. "/build/steeple")
+if M.BIN:sub(1, 1) ~= "/" then M.BIN = M.ROOT .. "/" .. M.BIN end
+M.FIXTURES = M.ROOT .. "/spec/integration/fixtures"
+
+local now = socket.gettime
+M.now = now
+
+-- Temporary directories -------------------------------------------------------
+
+local tmpdirs = {}
+
+function M.tmpdir()
+    local dir = capture("mktemp -d /tmp/steeple-spec.XXXXXX"):gsub("%s+$", "")
+    assert(dir ~= "", "mktemp failed")
+    tmpdirs[#tmpdirs + 1] = dir
+    return dir
+end
+
+function M.cleanup()
+    for _, server in ipairs(M.running or {}) do
+        if server:alive() then server:stop(2) end
+    end
+    -- STEEPLE_SPEC_KEEP=1 keeps the logs and scripts for a post-mortem.
+    if os.getenv("STEEPLE_SPEC_KEEP") then
+        tmpdirs = {}
+        return
+    end
+    for _, dir in ipairs(tmpdirs) do
+        if dir:match("^/tmp/steeple%-spec%.") then run("rm -rf " .. shell_quote(dir)) end
+    end
+    tmpdirs = {}
+end
+
+-- Returns a new scripts directory: the repository's lua/ tree plus the test
+-- routes (routes/test.lua), registered after "ops".
+function M.scripts_dir()
+    local dir = M.tmpdir() .. "/lua"
+    assert(run(string.format("cp -R %s %s", shell_quote(M.ROOT .. "/lua"), shell_quote(dir))) == 0,
+        "cannot copy the lua/ tree")
+    local routes = assert(read_file(M.FIXTURES .. "/test_routes.lua"), "missing test_routes.lua fixture")
+    write_file(dir .. "/routes/test.lua", routes)
+    write_file(dir .. "/routes/init.lua", 'return { "ops", "test" }\n')
+    return dir
+end
+
+-- Returns a TCP port that was free a moment ago.
+function M.free_port()
+    local s = assert(socket.bind("127.0.0.1", 0))
+    local _, port = s:getsockname()
+    s:close()
+    return tonumber(port)
+end
+
+-- Config files ----------------------------------------------------------------
+
+local function serialize(v, indent)
+    local t = type(v)
+    if t == "string" then
+        return string.format("%q", v)
+    elseif t == "number" then
+        if math.type(v) == "integer" then return tostring(v) end
+        return string.format("%.17g", v)
+    elseif t == "boolean" then
+        return tostring(v)
+    elseif t == "table" then
+        indent = indent or ""
+        local inner = indent .. "    "
+        local keys = {}
+        for k in pairs(v) do keys[#keys + 1] = k end
+        table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+        local parts = {}
+        for _, k in ipairs(keys) do
+            local key = type(k) == "string" and string.format("[%q]", k) or "[" .. serialize(k) .. "]"
+            parts[#parts + 1] = inner .. key .. " = " .. serialize(v[k], inner) .. ",\n"
+        end
+        return "{\n" .. table.concat(parts) .. indent .. "}"
+    end
+    error("cannot write a " .. t .. " to a config file")
+end
+
+-- Writes "return <tbl>" to a new file (in dir, or a new temp dir); returns its path.
+function M.write_config(tbl, dir)
+    local path = (dir or M.tmpdir()) .. "/config.lua"
+    write_file(path, "return " .. serialize(tbl) .. "\n")
+    return path
+end
+
+local function merge(into, from)
+    for k, v in pairs(from) do
+        if type(v) == "table" and type(into[k]) == "table" then
+            merge(into[k], v)
+        else
+            into[k] = v
+        end
+    end
+    return into
+end
+
+-- The settings every spec starts from: few workers and short timeouts.
+function M.default_config()
+    return {
+        workers = 1,
+        shutdown_timeout_s = 5,
+        log = { level = "info" },
+        limits = { read_timeout_s = 2, request_timeout_s = 2 },
+    }
+end
+
+-- Variables the runner's environment must not leak into the server.
+local CLEARED_ENV = { "PORT", "STEEPLE_LISTEN", "STEEPLE_WORKERS", "STEEPLE_ENV" }
+
+-- Returns the shell command that runs the binary with the given arguments and
+-- environment (a table; false removes a variable).
+function M.command(args, env)
+    local parts = { "env" }
+    for _, name in ipairs(CLEARED_ENV) do parts[#parts + 1] = "-u " .. name end
+    local names = {}
+    for k in pairs(env or {}) do names[#names + 1] = k end
+    table.sort(names)
+    for _, k in ipairs(names) do
+        if env[k] == false then
+            parts[#parts + 1] = "-u " .. k
+        else
+            parts[#parts + 1] = k .. "=" .. shell_quote(env[k])
+        end
+    end
+    parts[#parts + 1] = shell_quote(M.BIN)
+    for _, a in ipairs(args) do parts[#parts + 1] = shell_quote(a) end
+    return table.concat(parts, " ")
+end
+
+-- Runs the binary to completion (bounded by timeout seconds) in the repository
+-- root. Returns exit status, stderr text, stdout text.
+function M.run_binary(args, env, timeout)
+    local dir = M.tmpdir()
+    local cmd = string.format("cd %s && timeout -s KILL %d %s >%s 2>%s </dev/null",
+        shell_quote(M.ROOT), timeout or 10, M.command(args, env),
+        shell_quote(dir .. "/stdout"), shell_quote(dir .. "/stderr"))
+    local status = run(cmd)
+    return status, read_file(dir .. "/stderr") or "", read_file(dir .. "/stdout") or ""
+end
+
+-- Servers -----------------------------------------------------------------------
+
+local Server = {}
+Server.__index = Server
+
+M.running = {}
+
+local function process_alive(pid)
+    return run("kill -0 " .. pid .. " 2>/dev/null") == 0
+end
+
+local function log_tail(text, n)
+    local lines = {}
+    for line in text:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    return table.concat(lines, "\n", math.max(1, #lines - (n or 30) + 1))
+end
+
+-- Starts the server and waits until GET /health answers.
+-- opts: config (merged over default_config()), env, scripts (dir), watch,
+--       port (default: a free one, passed as PORT), timeout (default 10 s).
+function M.start(opts)
+    opts = opts or {}
+    local self = setmetatable({}, Server)
+    self.dir = M.tmpdir()
+    self.scripts = opts.scripts or M.scripts_dir()
+    self.port = opts.port or M.free_port()
+    self.config = merge(M.default_config(), opts.config or {})
+    self.config_path = M.write_config(self.config, self.dir)
+    self.log_path = self.dir .. "/server.log"
+    self.pid_path = self.dir .. "/pid"
+    self.rc_path = self.dir .. "/rc"
+    self.mark_offset = 0
+    local env = { PORT = tostring(self.port) }
+    for k, v in pairs(opts.env or {}) do env[k] = v end
+    local args = { "serve", "--config", self.config_path, "--scripts", self.scripts }
+    if opts.watch then args[#args + 1] = "--watch" end
+    -- A wrapper shell waits for the server and records its exit status.
+    local script = string.format(
+        "cd %s || exit 1; %s >%s 2>&1 </dev/null & echo $! >%s; wait $!; echo $? >%s",
+        shell_quote(M.ROOT), M.command(args, env), shell_quote(self.log_path),
+        shell_quote(self.pid_path), shell_quote(self.rc_path))
+    assert(run("sh -c " .. shell_quote(script) .. " >/dev/null 2>&1 </dev/null &") == 0)
+    local deadline = now() + 5
+    while not self.pid do
+        local s = read_file(self.pid_path)
+        if s and s:match("%d+\n") then self.pid = tonumber(s:match("%d+")) end
+        if not self.pid then
+            assert(now() < deadline, "the server's pid never appeared")
+            socket.sleep(0.01)
+        end
+    end
+    M.running[#M.running + 1] = self
+    if opts.wait ~= false then
+        local ok, err = self:wait_ready(opts.timeout or 10)
+        if not ok then
+            self:stop(2)
+            error(err .. "\n--- server log ---\n" .. log_tail(self:log_text()), 2)
+        end
+    end
+    return self
+end
+
+-- Waits until /health answers 200. Returns true or nil, message.
+function Server:wait_ready(timeout)
+    local deadline = now() + timeout
+    while now() < deadline do
+        if self:exit_status() then
+            return nil, "the server exited with status " .. self:exit_status() .. " during start-up"
+        end
+        local res = http.request { port = self.port, path = "/health", timeout = 1 }
+        if res and res.status == 200 then return true end
+        socket.sleep(0.05)
+    end
+    return nil, string.format("GET /health did not answer within %g s", timeout)
+end
+
+-- The master's exit status once it has exited, else nil.
+function Server:exit_status()
+    local s = read_file(self.rc_path)
+    if s and s:match("%d+") then return tonumber(s:match("%d+")) end
+    return nil
+end
+
+function Server:alive()
+    return self:exit_status() == nil and process_alive(self.pid)
+end
+
+function Server:signal(name, pid)
+    local stops = name == "TERM" or name == "INT" or name == "QUIT" or name == "KILL"
+    if stops and (pid == nil or pid == self.pid) then self.signalled = true end
+    return run(string.format("kill -%s %d 2>/dev/null", name, pid or self.pid)) == 0
+end
+
+function Server:sighup()
+    return self:signal("HUP")
+end
+
+-- Waits up to timeout seconds for the master to exit. Returns its exit status or nil.
+function Server:wait_exit(timeout)
+    local deadline = now() + timeout
+    while true do
+        local status = self:exit_status()
+        if status then return status end
+        if now() >= deadline then return nil end
+        socket.sleep(0.02)
+    end
+end
+
+-- Sends SIGTERM and waits up to timeout (default 10 s); then SIGKILLs the
+-- master and its workers. Returns whether it exited in time, and its status.
+function Server:stop(timeout)
+    local status = self:exit_status()
+    if status then
+        if not self.signalled then
+            -- Nobody here asked it to stop: a crash or a signal from elsewhere.
+            self.exited_early = "the server had exited with status " .. status .. " before it was stopped\n"
+                .. log_tail(self:log_text(), 10)
+        end
+        return true, status
+    end
+    local workers = self:worker_pids()
+    self:signal("TERM")
+    status = self:wait_exit(timeout or 10)
+    if status then return true, status end
+    self:signal("KILL")
+    for _, pid in ipairs(workers) do self:signal("KILL", pid) end
+    return false, self:wait_exit(5)
+end
+
+-- The pids of the master's children (the workers), sorted.
+function Server:worker_pids()
+    local pids = {}
+    for pid in capture("pgrep -P " .. self.pid .. " 2>/dev/null"):gmatch("%d+") do
+        pids[#pids + 1] = tonumber(pid)
+    end
+    table.sort(pids)
+    return pids
+end
+
+-- Logs ------------------------------------------------------------------------
+
+function Server:log_text()
+    return read_file(self.log_path) or ""
+end
+
+-- The complete lines of the log (from byte offset `from`, default 1), decoded
+-- where they are JSON: { { text =, entry = table|nil }, ... }.
+function Server:log_lines(from)
+    local text = self:log_text()
+    local out = {}
+    local pos = from or 1
+    while true do
+        local i = text:find("\n", pos, true)
+        if not i then break end
+        local line = text:sub(pos, i - 1)
+        local entry = line:sub(1, 1) == "{" and cjson.decode(line) or nil
+        out[#out + 1] = { text = line, entry = type(entry) == "table" and entry or nil, finish = i }
+        pos = i + 1
+    end
+    return out, pos
+end
+
+-- The first log line matching the Lua pattern, or nil.
+function Server:log_contains(pattern)
+    for _, line in ipairs(self:log_lines()) do
+        if line.text:find(pattern) then return line.text end
+    end
+    return nil
+end
+
+-- The number of log lines matching the pattern.
+function Server:log_count(pattern)
+    local n = 0
+    for _, line in ipairs(self:log_lines()) do
+        if line.text:find(pattern) then n = n + 1 end
+    end
+    return n
+end
+
+-- Waits (default 5 s) for a log line matching the pattern; returns it or nil.
+function Server:wait_log(pattern, timeout)
+    local deadline = now() + (timeout or 5)
+    while true do
+        local line = self:log_contains(pattern)
+        if line then return line end
+        if now() >= deadline then return nil end
+        socket.sleep(0.02)
+    end
+end
+
+-- Waits (default 5 s) until at least n lines match; returns the count.
+function Server:wait_log_count(pattern, n, timeout)
+    local deadline = now() + (timeout or 5)
+    while true do
+        local count = self:log_count(pattern)
+        if count >= n or now() >= deadline then return count end
+        socket.sleep(0.02)
+    end
+end
+
+-- The decoded JSON log entries whose fields equal every value in match.
+function Server:entries(match)
+    local out = {}
+    for _, line in ipairs(self:log_lines()) do
+        local e = line.entry
+        if e then
+            local ok = true
+            for k, v in pairs(match or {}) do
+                if e[k] ~= v then
+                    ok = false
+                    break
+                end
+            end
+            if ok then out[#out + 1] = e end
+        end
+    end
+    return out
+end
+
+-- Waits (default 5 s) until at least n (default 1) entries match; returns them.
+function Server:wait_entries(match, n, timeout)
+    local deadline = now() + (timeout or 5)
+    while true do
+        local found = self:entries(match)
+        if #found >= (n or 1) or now() >= deadline then return found end
+        socket.sleep(0.02)
+    end
+end
+
+-- Waits for one entry matching; returns it or nil.
+function Server:wait_entry(match, timeout)
+    return self:wait_entries(match, 1, timeout)[1]
+end
+
+-- Makes unexpected_errors look only at lines written from now on.
+function Server:mark()
+    local _, pos = self:log_lines()
+    self.mark_offset = pos
+end
+
+local ERROR_LEVELS = { error = true, alert = true, crit = true, fatal = true }
+
+-- Returns the error/alert lines written since the last mark (or check) that
+-- match none of the allowed Lua patterns, and moves the mark past them.
+-- Sanitizer reports and other non-JSON lines that look like crashes count too.
+function Server:unexpected_errors(allowed)
+    local lines, pos = self:log_lines(self.mark_offset)
+    self.mark_offset = pos
+    local out = {}
+    for _, line in ipairs(lines) do
+        local bad
+        if line.entry then
+            bad = ERROR_LEVELS[tostring(line.entry.level)]
+        else
+            bad = line.text:find("Sanitizer") or line.text:find("runtime error")
+                or line.text:find("ERROR") or line.text:find("[Ss]egmentation")
+        end
+        if bad then
+            for _, pattern in ipairs(allowed or {}) do
+                if line.text:find(pattern) then
+                    bad = false
+                    break
+                end
+            end
+        end
+        if bad then out[#out + 1] = line.text end
+    end
+    return out
+end
+
+-- Metrics ---------------------------------------------------------------------
+
+-- Returns the /metrics text as { ["name{labels}"] = value }.
+function Server:metrics()
+    local res = assert(http.request { port = self.port, path = "/metrics" })
+    assert(res.status == 200, "GET /metrics answered " .. res.status)
+    local values = {}
+    for line in res.body:gmatch("[^\n]+") do
+        if line:sub(1, 1) ~= "#" then
+            local key, value = line:match("^(%S+)%s+(%S+)")
+            if key then values[key] = tonumber(value) end
+        end
+    end
+    return values, res
+end
+
+-- The value of one series, e.g. srv:metric('steeple_script_reloads_total{result="ok"}'); 0 when absent.
+function Server:metric(key)
+    return self:metrics()[key] or 0
+end
+
+return M
