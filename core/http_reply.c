@@ -167,9 +167,14 @@ void http_request_id(struct evhttp_request *req, char *out)
         memcpy(out, given, strlen(given) + 1);
         return;
     }
+    static const char hex[] = "0123456789abcdef";
     if (id_prefix[0] == '\0')
         http_request_ids_init();
-    snprintf(out, REQUEST_ID_MAX + 1, "%s%012llx", id_prefix, ++id_counter & 0xffffffffffffull);
+    unsigned long long n = ++id_counter;
+    memcpy(out, id_prefix, 12);
+    for (int i = 23; i >= 12; i--, n >>= 4)
+        out[i] = hex[n & 15];
+    out[24] = '\0';
 }
 
 int http_plain_route(struct evhttp_request *req, const char *path)

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "lua_host.h"
 #include "metrics.h"
+#include "watchdog.h"
 #include "worker.h"
 
 #include <ctype.h>
@@ -43,8 +44,6 @@ struct request {
     struct request *prev, *next;
 };
 
-/* Instructions between two checks of the deadline while Lua runs. */
-#define HOOK_COUNT 1000
 
 struct worker *request_worker(const struct request *r) { return r->w; }
 const char *request_id(const struct request *r) { return r->id; }
@@ -83,6 +82,13 @@ static void deadline_hook(lua_State *L, lua_Debug *ar)
     luaL_error(L, "request deadline exceeded");
 }
 
+void request_overrun(void *co)
+{
+    /* on the watchdog thread, while the loop thread runs co: lua_sethook is
+     * the one call Lua allows from outside the running thread */
+    lua_sethook(co, deadline_hook, LUA_MASKCOUNT | LUA_MASKLINE, 1);
+}
+
 /* Keeps a coroutine that returned normally for the next request. */
 static void keep_thread(struct request *r)
 {
@@ -90,7 +96,7 @@ static void keep_thread(struct request *r)
     if (ss->nidle >= SCRIPT_IDLE_THREADS || lua_status(r->co) != LUA_OK)
         return;
     lua_settop(r->co, 0);
-    lua_sethook(r->co, deadline_hook, LUA_MASKCOUNT, HOOK_COUNT);
+    lua_sethook(r->co, NULL, 0, 0); /* in case the watchdog armed it late */
     ss->idle[ss->nidle] = r->co;
     ss->idle_ref[ss->nidle] = r->co_ref;
     ss->nidle++;
@@ -354,7 +360,9 @@ static void run(struct request *r, int nargs)
     struct worker *w = r->w;
     int nres = 0;
     w->running = r;
+    watchdog_enter(w->watchdog, r->co, r->deadline);
     int status = lua_resume(r->co, r->ss->L, nargs, &nres);
+    watchdog_leave(w->watchdog);
     w->running = NULL;
     /* the handler may have held the loop: timeouts set from now on (the
      * response's write timeout) must not start from a stale cached time */
@@ -454,7 +462,7 @@ static void push_request_table(lua_State *L, struct request *r)
     ev_uint16_t port = 0;
     evhttp_connection_get_peer(r->evcon, &host, &port);
 
-    lua_createtable(L, 0, 8);
+    lua_createtable(L, 0, 12); /* room for what app.lua adds */
     lua_pushstring(L, r->id);
     lua_setfield(L, -2, "id");
     lua_pushstring(L, r->method);
@@ -485,7 +493,6 @@ static int prepare(lua_State *L)
         lua_State *co = lua_newthread(L);           /* r co */
         r->co_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* r */
         r->co = co;
-        lua_sethook(co, deadline_hook, LUA_MASKCOUNT, HOOK_COUNT);
     }
     lua_State *co = r->co;
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->ss->handler_ref); /* r handler */

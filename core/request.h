@@ -39,6 +39,10 @@ void request_resume(struct request *r, request_retval_fn retval, void *data);
 struct worker *request_worker(const struct request *r);
 const char *request_id(const struct request *r);
 
+/* Called by the watchdog thread when the coroutine co, running now, has
+ * passed its request's deadline: arms a hook that stops it. */
+void request_overrun(void *co);
+
 /* Ends every request still running: used at shutdown. */
 void request_abort_all(struct worker *w);
 

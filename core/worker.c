@@ -7,6 +7,7 @@
 #include "http_reply.h"
 #include "request.h"
 #include "threadpool.h"
+#include "watchdog.h"
 
 #include <errno.h>
 #include <event2/bufferevent.h>
@@ -19,6 +20,12 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+/* How often the watchdog looks, and how long past a deadline a handler may
+ * still hold the loop (a C call, a coroutine of the script's own) before the
+ * worker is ended and restarted. */
+#define WATCHDOG_PERIOD_S 0.1
+#define WATCHDOG_KILL_AFTER_S 5.0
 
 /* Jobs that may wait for a pool thread, per thread. */
 #define POOL_QUEUE_PER_THREAD 16
@@ -217,6 +224,7 @@ static void teardown(struct worker *w)
     if (w->http)
         evhttp_free(w->http); /* closes the connections and the listener */
     threadpool_free(w->pool);
+    watchdog_stop(w->watchdog);
     conn_guard_free(w->guard);
     if (w->scripts)
         script_state_unref(w->scripts);
@@ -249,6 +257,8 @@ int worker_main(int index, const struct config *cfg, const char *lua_dir,
     w.base = fd >= 0 ? event_base_new() : NULL;
     if (w.base == NULL || setup_signals(&w) != 0 || setup_http(&w, fd) != 0 ||
         (w.pool = threadpool_new(w.base, cfg->threads, cfg->threads * POOL_QUEUE_PER_THREAD)) ==
+            NULL ||
+        (w.watchdog = watchdog_start(WATCHDOG_PERIOD_S, WATCHDOG_KILL_AFTER_S, request_overrun)) ==
             NULL ||
         worker_reload(&w) != 0) {
         log_error("worker %d could not start%s%s", index, fd < 0 ? ": " : "", fd < 0 ? err : "");

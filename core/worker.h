@@ -13,6 +13,7 @@ struct evhttp;
 struct evconnlistener;
 struct conn_guard;
 struct threadpool;
+struct watchdog;
 struct script_state;
 struct request;
 struct timeval;
@@ -27,6 +28,7 @@ struct worker {
     struct evconnlistener *listener;
     struct conn_guard *guard;
     struct threadpool *pool;
+    struct watchdog *watchdog;
     struct script_state *scripts; /* current: new requests run here */
     struct request *running;      /* whose coroutine is executing, or NULL */
     struct request *inflight;     /* every live request, a doubly linked list */

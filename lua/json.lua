@@ -161,9 +161,12 @@ end
 
 -- encode() for cjson builds without empty-array support. The marker string
 -- is chosen so that it does not occur in the caller's own data.
+local FIRST_MARKER <const> = "\1steeple.empty_array\1"
+local FIRST_MARKER_TEXT <const> = '"\\u0001steeple.empty_array\\u0001"'
+
 local function encode_with_fallback(encode, value)
-    local marker_text = '"\\u0001steeple.empty_array\\u0001"'
-    local out = encode_marked(encode, value, "\1steeple.empty_array\1")
+    local marker_text = FIRST_MARKER_TEXT
+    local out = encode_marked(encode, value, FIRST_MARKER)
     if not find(out, marker_text, 1, true) then return out end
     local plain = encode(value)
     local n = 0
@@ -208,12 +211,18 @@ function M.new(max_depth)
     -- Returns the JSON text of value. Raises on values JSON cannot carry
     -- (functions, NaN, excessive nesting, sparse arrays, ...).
     function codec.encode(value)
-        local ok, res
-        if fallback_marker then
-            ok, res = pcall(encode_with_fallback, encode, value)
-        else
-            ok, res = pcall(encode, value)
+        if not fallback_marker then
+            local ok, res = pcall(encode, value)
+            if not ok then error("json: " .. res, 2) end
+            return res
         end
+        -- the common case in one protected encode: no empty array inside
+        rawset(empty_array, 1, FIRST_MARKER)
+        local ok, res = pcall(encode, value)
+        rawset(empty_array, 1, nil)
+        if not ok then error("json: " .. res, 2) end
+        if not find(res, FIRST_MARKER_TEXT, 1, true) then return res end
+        ok, res = pcall(encode_with_fallback, encode, value)
         if not ok then error("json: " .. res, 2) end
         return res
     end

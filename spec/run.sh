@@ -46,7 +46,7 @@ for suite in "${suites[@]}"; do
         bash scripts/pg.sh --dir var/test-pg start || { echo "cannot start PostgreSQL"; exit 1; }
         DATABASE_URL=$(bash scripts/pg.sh --dir var/test-pg url)
         export DATABASE_URL
-        STEEPLE_BIN="$PWD/$BUILD/steeple" run_suite "integration specs" \
+        STEEPLE_BIN="$PWD/${STEEPLE_BIN_WRAPPER:-$BUILD/steeple}" run_suite "integration specs" \
             busted --lpath='spec/?.lua' spec/integration
         ;;
     *)

@@ -46,12 +46,18 @@ done
 ratio=$(awk -v a="$lua_sum" -v b="$plain_sum" 'BEGIN {printf "%.3f", a / b}')
 echo "lua/plain throughput ratio over $ROUNDS rounds: $ratio (target >= 0.70), log level $LOG_LEVEL"
 
-# RSS after TOTAL requests to the Lua route (on top of those already sent).
-sent=$(curl -s "http://127.0.0.1:$port/metrics" | awk -F' ' '/^steeple_http_requests_total/ {s+=$2} END {print s+0}')
+# RSS: at idle, after the rounds above (warm), and after TOTAL more requests
+# to the Lua route; no growth between the last two is the check.
+count() {
+    curl -s "http://127.0.0.1:$port/metrics" |
+        awk '/^steeple_http_requests_total/ {s += $2} END {printf "%d", s}'
+}
+warm_rss=$(rss)
+start=$(count)
+sent=0
 while [ "$sent" -lt "$TOTAL" ]; do
     wrk -t1 -c64 -d10s "http://127.0.0.1:$port/health" >/dev/null 2>&1
-    sent=$(curl -s "http://127.0.0.1:$port/metrics" | awk -F' ' '/^steeple_http_requests_total/ {s+=$2} END {print s+0}')
+    sent=$(( $(count) - start ))
 done
 after_rss=$(rss)
-sleep 1
-echo "worker RSS: idle ${idle_rss} KiB, after ${sent} Lua requests ${after_rss} KiB"
+echo "worker RSS: idle ${idle_rss} KiB, warm ${warm_rss} KiB, after ${sent} more Lua requests ${after_rss} KiB"

@@ -30,7 +30,7 @@ describe("process", function()
         local srv
 
         setup(function()
-            srv = server.start { config = { workers = 2 } }
+            srv = server.start { config = { workers = 2, limits = { request_timeout_s = 3 } } }
         end)
 
         teardown(function()
@@ -83,6 +83,30 @@ describe("process", function()
             assert.same({}, failures)
             assert.same({}, srv:unexpected_errors { "killed by signal 9" })
         end)
+
+        it("ends and replaces a worker whose handler holds the loop past the deadline beyond a hook's reach",
+            function()
+                -- the server here runs with request_timeout_s = 3; the watchdog
+                -- ends a worker still busy 5 s past the deadline
+                srv:mark()
+                local before = srv:worker_pids()
+                local res, err = http.request {
+                    port = srv.port, path = "/test/nestedloop", headers = { ["X-Request-Id"] = "stuck" }, timeout = 15,
+                }
+                assert.is_nil(res, "a stuck handler got an answer")
+                assert.is_truthy(err)
+                assert.is_string(srv:wait_log("held the event loop", 5))
+                assert.is_string(srv:wait_log("killed by signal 9; restarting", 5))
+                local after = poll(5, function()
+                    local pids = srv:worker_pids()
+                    if #pids == 2 then return pids end
+                    return nil
+                end)
+                assert.is_table(after, "the ended worker was not replaced")
+                assert.are_not.same(before, after)
+                for _ = 1, 10 do assert.is_true((health_ok(srv.port))) end
+                assert.same({}, srv:unexpected_errors { "held the event loop", "killed by signal 9" })
+            end)
 
         it("finishes a request in flight on SIGTERM and exits with status 0", function()
             srv:mark()
