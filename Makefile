@@ -19,8 +19,9 @@ LUA_STATIC := /usr/lib/x86_64-linux-gnu/liblua5.4-cjson.a /usr/lib/x86_64-linux-
 LDLIBS  := $(LUA_STATIC) $(shell pkg-config --libs $(filter-out lua5.4 lua5.4-cjson,$(PKGS))) -lpthread -lm -ldl
 
 CORE_OBJS := log.o metrics.o threadpool.o watchdog.o crypto.o conn_guard.o http_reply.o \
+             pg_conn.o pg_pool.o db_config.o \
              config_load.o lua_host.o request.o worker.o master.o \
-             lmod_core.o lmod_log.o lmod_metrics.o lmod_crypto.o
+             lmod_core.o lmod_log.o lmod_metrics.o lmod_crypto.o lmod_db.o
 MAIN_OBJ  := main.o
 C_TESTS   := test_log test_metrics test_threadpool test_http_reply test_watchdog
 

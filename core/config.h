@@ -18,6 +18,23 @@ struct config_limits {
     int json_max_depth;
 };
 
+struct config_db {
+    char url[1024];         /* "" when unset */
+    char tenant_urls[4096]; /* comma-separated, "" when unset */
+    int pool_max;
+    int server_max_connections; /* over all workers */
+    int min_idle;
+    double acquire_timeout_s, connect_timeout_s, statement_timeout_s, idle_timeout_s;
+    int breaker_failures;
+    double breaker_open_s;
+};
+
+struct config_tenants {
+    int capacity;
+    double idle_s;
+    double cache_ttl_s;
+};
+
 struct config {
     char env[16];
     char listen[64];
@@ -27,6 +44,8 @@ struct config {
     int threads;
     int log_level; /* enum log_level */
     struct config_limits limits;
+    struct config_db db;
+    struct config_tenants tenants;
     char plain_path[128]; /* "" when the benchmark-only plain route is off */
 };
 

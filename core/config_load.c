@@ -57,10 +57,36 @@ static int read_string(lua_State *L, int idx, const char *section, const char *k
     return ok ? 0 : -1;
 }
 
+static int read_db(lua_State *L, int idx, struct config_db *db, char *err, size_t errlen)
+{
+    double pool_max, server_max, min_idle, acquire_ms, connect_ms, statement_ms, failures;
+    if (read_string(L, idx, "db", "url", db->url, sizeof db->url, 1, err, errlen) ||
+        read_string(L, idx, "db", "tenant_urls", db->tenant_urls, sizeof db->tenant_urls, 1, err,
+                    errlen) ||
+        read_number(L, idx, "db", "pool_max", &pool_max, err, errlen) ||
+        read_number(L, idx, "db", "server_max_connections", &server_max, err, errlen) ||
+        read_number(L, idx, "db", "min_idle", &min_idle, err, errlen) ||
+        read_number(L, idx, "db", "acquire_timeout_ms", &acquire_ms, err, errlen) ||
+        read_number(L, idx, "db", "connect_timeout_ms", &connect_ms, err, errlen) ||
+        read_number(L, idx, "db", "statement_timeout_ms", &statement_ms, err, errlen) ||
+        read_number(L, idx, "db", "idle_timeout_s", &db->idle_timeout_s, err, errlen) ||
+        read_number(L, idx, "db", "breaker_failures", &failures, err, errlen) ||
+        read_number(L, idx, "db", "breaker_open_s", &db->breaker_open_s, err, errlen))
+        return -1;
+    db->pool_max = (int)pool_max;
+    db->server_max_connections = (int)server_max;
+    db->min_idle = (int)min_idle;
+    db->acquire_timeout_s = acquire_ms / 1000.0;
+    db->connect_timeout_s = connect_ms / 1000.0;
+    db->statement_timeout_s = statement_ms / 1000.0;
+    db->breaker_failures = (int)failures;
+    return 0;
+}
+
 int config_read(lua_State *L, int idx, struct config *out, char *err, size_t errlen)
 {
     idx = lua_absindex(L, idx);
-    double port, workers, threads, body, header, maxconn, depth;
+    double port, workers, threads, body, header, maxconn, depth, capacity;
     char level[16];
     struct config c;
     memset(&c, 0, sizeof c);
@@ -79,8 +105,13 @@ int config_read(lua_State *L, int idx, struct config *out, char *err, size_t err
         read_number(L, idx, "limits", "max_connections", &maxconn, err, errlen) ||
         read_number(L, idx, "limits", "json_max_depth", &depth, err, errlen) ||
         read_string(L, idx, "bench", "plain_path", c.plain_path, sizeof c.plain_path, 1, err,
-                    errlen))
+                    errlen) ||
+        read_db(L, idx, &c.db, err, errlen) ||
+        read_number(L, idx, "tenants", "idle_s", &c.tenants.idle_s, err, errlen) ||
+        read_number(L, idx, "tenants", "cache_ttl_s", &c.tenants.cache_ttl_s, err, errlen) ||
+        read_number(L, idx, "tenants", "capacity", &capacity, err, errlen))
         return -1;
+    c.tenants.capacity = (int)capacity;
     c.port = (int)port;
     c.workers = (int)workers;
     c.threads = (int)threads;

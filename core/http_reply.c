@@ -162,7 +162,8 @@ void http_request_ids_init(void)
 
 void http_request_id(struct evhttp_request *req, char *out)
 {
-    const char *given = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
+    const char *given =
+        req ? evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id") : NULL;
     if (given && http_request_id_valid(given)) {
         memcpy(out, given, strlen(given) + 1);
         return;

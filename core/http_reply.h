@@ -37,7 +37,7 @@ void http_reply_error(struct http_reply *reply, int status, const char *code,
 const char *http_headers_check(const char *blob, size_t len);
 
 /* Echoes a well-formed X-Request-Id (1..64 of [A-Za-z0-9._-]) or makes a new
- * random one, into out (REQUEST_ID_MAX + 1 bytes). */
+ * one, into out (REQUEST_ID_MAX + 1 bytes). req may be NULL (a new id). */
 void http_request_id(struct evhttp_request *req, char *out);
 /* Draws a new random prefix for request ids: call in each worker after fork. */
 void http_request_ids_init(void);

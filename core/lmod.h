@@ -8,5 +8,6 @@ int luaopen_steeple(lua_State *L);         /* steeple: sleep, now, clock, worker
 int luaopen_steeple_log(lua_State *L);     /* steeple.log */
 int luaopen_steeple_metrics(lua_State *L); /* steeple.metrics */
 int luaopen_steeple_crypto(lua_State *L);  /* steeple.crypto */
+int luaopen_steeple_db(lua_State *L);      /* steeple.db */
 
 #endif

@@ -4,7 +4,9 @@
  *   steeple.now()          wall-clock seconds since the epoch (float)
  *   steeple.clock()        monotonic seconds (float), for durations
  *   steeple.worker()       this worker's index (0-based)
- *   steeple.request_id()   the running request's id, or nil outside one */
+ *   steeple.request_id()   the running request's id, or nil outside one
+ *   steeple.spawn(fn, ...)  runs fn(...) as a background task (no deadline);
+ *                          its errors are logged; true, or nil, "stopping" */
 #include "clock.h"
 #include "lmod.h"
 #include "lua_host.h"
@@ -68,6 +70,23 @@ static int l_sleep(lua_State *L)
     return lua_yield(L, 0);
 }
 
+static int l_spawn(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    struct worker *w = script_worker(L);
+    if (w->running == NULL && w->scripts == NULL)
+        return luaL_error(L, "steeple.spawn: API disabled in this context");
+    if (w->stopping) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "stopping");
+        return 2;
+    }
+    if (request_spawn(w, L, lua_gettop(L) - 1, NULL) != 0)
+        return luaL_error(L, "steeple.spawn: out of memory");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_now(lua_State *L)
 {
     lua_pushnumber(L, clock_wall());
@@ -99,7 +118,7 @@ static int l_request_id(lua_State *L)
 static const luaL_Reg funcs[] = {
     {"sleep", l_sleep},   {"now", l_now},
     {"clock", l_clock},   {"worker", l_worker},
-    {"request_id", l_request_id}, {NULL, NULL},
+    {"request_id", l_request_id}, {"spawn", l_spawn}, {NULL, NULL},
 };
 
 int luaopen_steeple(lua_State *L)

@@ -1,6 +1,7 @@
 /* lmod_crypto.c — the `steeple.crypto` module.
  *
  *   crypto.random(n)                    n random bytes (1..1024)
+ *   crypto.sha256_hex(data)             SHA-256 as 64 lower-case hex digits
  *   crypto.password_hash(pw)            encoded argon2id hash; or nil, err
  *   crypto.password_verify(hash, pw)    true/false; or nil, err
  *
@@ -144,8 +145,21 @@ static int l_random(lua_State *L)
     return 1;
 }
 
+static int l_sha256_hex(lua_State *L)
+{
+    size_t n;
+    const unsigned char *data = (const unsigned char *)luaL_checklstring(L, 1, &n);
+    unsigned char digest[crypto_hash_sha256_BYTES];
+    char hex[2 * crypto_hash_sha256_BYTES + 1];
+    crypto_hash_sha256(digest, data, n);
+    sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+    lua_pushstring(L, hex);
+    return 1;
+}
+
 static const luaL_Reg funcs[] = {
     {"random", l_random},
+    {"sha256_hex", l_sha256_hex},
     {"password_hash", l_password_hash},
     {"password_verify", l_password_verify},
     {NULL, NULL},

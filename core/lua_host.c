@@ -43,6 +43,7 @@ void script_open_libs(lua_State *L, const char *lua_dir)
     preload(L, "steeple.log", luaopen_steeple_log);
     preload(L, "steeple.metrics", luaopen_steeple_metrics);
     preload(L, "steeple.crypto", luaopen_steeple_crypto);
+    preload(L, "steeple.db", luaopen_steeple_db);
     lua_getglobal(L, "package");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua", lua_dir, lua_dir);
     lua_setfield(L, -2, "path");

@@ -3,6 +3,7 @@
 #include "crypto.h"
 #include "log.h"
 #include "master.h"
+#include "worker.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -15,8 +16,11 @@
 static void usage(FILE *out)
 {
     fputs("usage: steeple serve [--config FILE] [--scripts DIR] [--watch]\n"
-          "       steeple config [--config FILE] [--scripts DIR]   check and print the settings\n"
-          "       steeple version\n",
+          "       steeple migrate registry|tenants [--concurrency N]\n"
+          "       steeple doctor\n"
+          "       steeple config      check and print the settings\n"
+          "       steeple version\n"
+          "every command takes --config FILE and --scripts DIR\n",
           out);
 }
 
@@ -24,6 +28,8 @@ struct options {
     const char *config_path;
     const char *lua_dir;
     int watch;
+    int nargs; /* arguments left for a Lua command */
+    char *args[32];
 };
 
 static int parse(int argc, char **argv, struct options *o)
@@ -38,8 +44,10 @@ static int parse(int argc, char **argv, struct options *o)
             o->lua_dir = argv[++i];
         else if (strcmp(argv[i], "--watch") == 0)
             o->watch = 1;
+        else if (o->nargs < 32)
+            o->args[o->nargs++] = argv[i];
         else {
-            fprintf(stderr, "steeple: unknown option '%s'\n", argv[i]);
+            fprintf(stderr, "steeple: too many arguments\n");
             return -1;
         }
     }
@@ -89,7 +97,14 @@ int main(int argc, char **argv)
     }
     struct options o;
     struct config cfg;
-    if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "config") != 0) {
+    static const char *const lua_commands[][2] = {
+        {"migrate", "cli.migrate"}, {"doctor", "cli.doctor"}, {"tenants", "cli.tenants"},
+    };
+    const char *module = NULL;
+    for (size_t i = 0; i < sizeof lua_commands / sizeof lua_commands[0]; i++)
+        if (strcmp(cmd, lua_commands[i][0]) == 0)
+            module = lua_commands[i][1];
+    if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "config") != 0 && module == NULL) {
         fprintf(stderr, "steeple: unknown command '%s'\n", cmd);
         usage(stderr);
         return 2;
@@ -103,6 +118,12 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "config") == 0) {
         print_config(&cfg);
         return 0;
+    }
+    if (module != NULL)
+        return worker_run_command(&cfg, o.lua_dir, o.config_path, module, o.nargs, o.args);
+    if (o.nargs > 0) {
+        fprintf(stderr, "steeple: unknown option '%s'\n", o.args[0]);
+        return 2;
     }
     return master_main(&cfg, o.lua_dir, o.config_path, o.watch);
 }

@@ -18,6 +18,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <lauxlib.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,8 @@ struct request {
     void (*cleanup)(void *data); /* cancels the pending operation */
     void *pending;
     int timed_out;
+    int task;       /* a background task (CLI command, steeple.spawn): no HTTP */
+    int *exit_code; /* where a CLI task's result goes, or NULL */
     struct request *prev, *next;
 };
 
@@ -113,7 +116,8 @@ static void request_end(struct request *r, int reset)
         event_del(&r->deadline_ev);
     if (r->req)
         evhttp_connection_set_closecb(r->evcon, NULL, NULL);
-    conn_guard_idle(w->guard, r->fd);
+    if (!r->task)
+        conn_guard_idle(w->guard, r->fd);
     if (r->co != NULL && reset)
         lua_resetthread(r->co);
     else if (r->co != NULL)
@@ -183,6 +187,8 @@ static int requests_series(const char *route, int status)
 
 static void record(struct request *r, int status, const char *route, const char *tenant)
 {
+    if (r->task)
+        return;
     double seconds = clock_mono() - r->started;
     metrics_add(requests_series(route, status), 1);
     metrics_observe(&r->w->request_seconds, seconds);
@@ -271,12 +277,20 @@ static void fail(struct request *r, const char *why)
     }
     const char *route = remember_route(r);
     struct log_line l;
-    log_begin(&l, LOG_ERROR, r->timed_out ? "request deadline exceeded" : "handler failed");
+    log_begin(&l, LOG_ERROR, r->timed_out ? "request deadline exceeded"
+                             : r->task            ? "task failed"
+                                                  : "handler failed");
     log_str(&l, "requestId", r->id);
     log_str(&l, "route", route);
     log_str(&l, "error", trace);
     log_end(&l, LOG_ERROR);
     lua_settop(L, top);
+    if (r->task) {
+        if (r->exit_code)
+            *r->exit_code = 1;
+        request_end(r, 1);
+        return;
+    }
     if (r->timed_out)
         respond_error(r, 503, "service_unavailable", 1);
     else
@@ -329,6 +343,12 @@ static void finish(struct request *r, int nres)
 {
     lua_State *co = r->co;
     int base = lua_gettop(co) - nres + 1;
+    if (r->task) {
+        if (r->exit_code)
+            *r->exit_code = nres > 0 && lua_isinteger(co, base) ? (int)lua_tointeger(co, base) : 0;
+        request_end(r, 0);
+        return;
+    }
     struct http_reply reply;
     const char *bad = reply_from_lua(&reply, co, base, nres);
     if (bad != NULL) {
@@ -575,6 +595,79 @@ void request_handle(struct evhttp_request *req, void *arg)
         return;
     }
     run(r, 1);
+}
+
+/* Under pcall on the main state: [fn, args...] from the stack of L into a
+ * fresh coroutine; L keeps nothing. */
+static int prepare_task(lua_State *L)
+{
+    struct request *r = lua_touserdata(L, 1);
+    int n = lua_gettop(L) - 1; /* fn and its arguments */
+    lua_State *co = lua_newthread(L);
+    lua_insert(L, 2);                           /* r co fn args... */
+    lua_xmove(L, co, n);                        /* r co */
+    r->co_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* r */
+    r->co = co;
+    return 0;
+}
+
+static void start_cancel(void *data)
+{
+    event_free(data);
+}
+
+static void on_task_start(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct request *r = arg;
+    event_free(r->pending);
+    r->cleanup = NULL;
+    r->pending = NULL;
+    run(r, lua_gettop(r->co) - 1);
+}
+
+int request_spawn(struct worker *w, lua_State *from, int nargs, int *exit_code)
+{
+    /* a task runs on the script state of whoever starts it */
+    struct script_state *ss = w->running ? w->running->ss : w->scripts;
+    struct request *r = calloc(1, sizeof *r);
+    struct event *start_ev = r ? event_new(w->base, -1, 0, on_task_start, r) : NULL;
+    if (start_ev == NULL) {
+        free(r);
+        return -1;
+    }
+    r->w = w;
+    r->task = 1;
+    r->exit_code = exit_code;
+    r->fd = -1;
+    r->method = "TASK";
+    r->started = clock_mono();
+    r->deadline = INFINITY;
+    r->co_ref = LUA_NOREF;
+    r->req_ref = LUA_NOREF;
+    http_request_id(NULL, r->id);
+    r->ss = ss;
+    script_state_ref(r->ss);
+    link_inflight(w, r);
+    lua_State *L = r->ss->L;
+    lua_pushcfunction(L, prepare_task);
+    lua_pushlightuserdata(L, r);
+    lua_xmove(from, L, nargs + 1); /* fn and args, from the caller's stack */
+    if (lua_pcall(L, nargs + 2, 0, 0) != LUA_OK) {
+        log_msg(LOG_ERROR, r->id, "could not start a task: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        event_free(start_ev);
+        if (exit_code)
+            *exit_code = 1;
+        request_end(r, 0);
+        return -1;
+    }
+    /* never run inside the caller: it may be a running coroutine */
+    request_suspend(r, start_cancel, start_ev);
+    struct timeval now = {0, 0};
+    event_add(start_ev, &now);
+    return 0;
 }
 
 void request_abort_all(struct worker *w)

@@ -43,6 +43,14 @@ const char *request_id(const struct request *r);
  * passed its request's deadline: arms a hook that stops it. */
 void request_overrun(void *co);
 
+/* Starts a background task: moves a function and `nargs` arguments from the
+ * top of `from` (a thread of the caller's script state) into a new coroutine
+ * that first runs on the next loop iteration. It has no deadline and no HTTP
+ * side; bindings work in it as in a request. When it returns, *exit_code
+ * (if given) gets its integer result (0 otherwise; 1 if it failed). Returns
+ * 0, or -1 if it could not start. */
+int request_spawn(struct worker *w, lua_State *from, int nargs, int *exit_code);
+
 /* Ends every request still running: used at shutdown. */
 void request_abort_all(struct worker *w);
 

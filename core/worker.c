@@ -8,8 +8,11 @@
 #include "request.h"
 #include "threadpool.h"
 #include "watchdog.h"
+#include "db_config.h"
+#include "pg_pool.h"
 
 #include <errno.h>
+#include <lauxlib.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
@@ -85,6 +88,8 @@ static struct bufferevent *new_connection(struct event_base *base, void *arg)
 
 static void apply_limits(struct worker *w, const struct config_limits *lim)
 {
+    if (w->http == NULL) /* a command-line worker */
+        return;
     evhttp_set_max_body_size(w->http, lim->body_bytes);
     evhttp_set_max_headers_size(w->http, lim->header_bytes);
     evhttp_set_timeout(w->http, (int)(lim->read_timeout_s + 0.999));
@@ -139,7 +144,7 @@ int worker_reload(struct worker *w)
 
 void worker_request_ended(struct worker *w)
 {
-    if (w->stopping && w->ninflight == 0 && w->writing <= 0)
+    if ((w->stopping || w->exit_when_idle) && w->ninflight == 0 && w->writing <= 0)
         event_base_loopexit(w->base, NULL);
 }
 
@@ -228,6 +233,7 @@ static void teardown(struct worker *w)
     conn_guard_free(w->guard);
     if (w->scripts)
         script_state_unref(w->scripts);
+    pg_cluster_free(w->cluster); /* after the scripts: their connections come back first */
     log_set_buffering(NULL); /* flushes */
     struct event *evs[] = {w->sig_hup, w->sig_term, w->sig_int, w->stop_tick, log_flush_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
@@ -240,7 +246,7 @@ int worker_main(int index, const struct config *cfg, const char *lua_dir,
                 const char *config_path)
 {
     struct worker w = {0};
-    char err[256];
+    char err[256] = "";
     w.index = index;
     w.cfg = *cfg;
     w.lua_dir = lua_dir;
@@ -260,8 +266,9 @@ int worker_main(int index, const struct config *cfg, const char *lua_dir,
             NULL ||
         (w.watchdog = watchdog_start(WATCHDOG_PERIOD_S, WATCHDOG_KILL_AFTER_S, request_overrun)) ==
             NULL ||
+        (w.cluster = db_cluster_new(w.base, cfg, err, sizeof err)) == NULL ||
         worker_reload(&w) != 0) {
-        log_error("worker %d could not start%s%s", index, fd < 0 ? ": " : "", fd < 0 ? err : "");
+        log_error("worker %d could not start: %s", index, err[0] ? err : "out of memory");
         if (w.base)
             teardown(&w);
         return 2;
@@ -271,4 +278,83 @@ int worker_main(int index, const struct config *cfg, const char *lua_dir,
     teardown(&w);
     log_info("worker %d stopped", index);
     return 0;
+}
+
+/* Pushes require(module).main and the argument list onto T; under pcall. */
+static int push_command(lua_State *T)
+{
+    const char *module = lua_tostring(T, 1);
+    char **argv = lua_touserdata(T, 2);
+    int argc = (int)lua_tointeger(T, 3);
+    lua_settop(T, 0);
+    lua_getglobal(T, "require");
+    lua_pushstring(T, module);
+    lua_call(T, 1, 1);
+    if (lua_getfield(T, -1, "main") != LUA_TFUNCTION)
+        return luaL_error(T, "%s has no function main", module);
+    lua_remove(T, 1); /* main */
+    lua_createtable(T, argc, 0);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(T, argv[i]);
+        lua_rawseti(T, -2, i + 1);
+    }
+    return 2;
+}
+
+static void on_interrupt(evutil_socket_t sig, short what, void *arg)
+{
+    struct worker *w = arg;
+    log_warn("interrupted");
+    request_abort_all(w);
+    event_base_loopexit(w->base, NULL);
+}
+
+int worker_run_command(const struct config *cfg, const char *lua_dir, const char *config_path,
+                       const char *module, int argc, char **argv)
+{
+    struct worker w = {0};
+    struct config one = *cfg;
+    char err[256] = "";
+    int code = 1;
+    one.workers = 1; /* the command gets the whole connection budget */
+    w.index = 0;
+    w.cfg = one;
+    w.lua_dir = lua_dir;
+    w.config_path = config_path;
+    w.exit_when_idle = 1;
+    w.base = event_base_new();
+    struct event *sigint = w.base ? evsignal_new(w.base, SIGINT, on_interrupt, &w) : NULL;
+    if (sigint == NULL || event_add(sigint, NULL) != 0 ||
+        (w.pool = threadpool_new(w.base, one.threads, one.threads * POOL_QUEUE_PER_THREAD)) ==
+            NULL ||
+        (w.watchdog = watchdog_start(WATCHDOG_PERIOD_S, WATCHDOG_KILL_AFTER_S, request_overrun)) ==
+            NULL ||
+        (w.cluster = db_cluster_new(w.base, &one, err, sizeof err)) == NULL ||
+        worker_reload(&w) != 0) {
+        log_error("cannot run %s: %s", module, err[0] ? err : "see above");
+        goto done;
+    }
+    lua_State *L = w.scripts->L;
+    lua_State *T = lua_newthread(L); /* anchored on L's stack until the end */
+    lua_pushcfunction(T, push_command);
+    lua_pushstring(T, module);
+    lua_pushlightuserdata(T, argv);
+    lua_pushinteger(T, argc);
+    if (lua_pcall(T, 3, 2, 0) != LUA_OK) {
+        log_error("cannot run %s: %s", module, lua_tostring(T, -1));
+        lua_pop(L, 1);
+        goto done;
+    }
+    if (request_spawn(&w, T, 1, &code) != 0) {
+        lua_pop(L, 1);
+        goto done;
+    }
+    lua_pop(L, 1); /* the task holds what it needs */
+    event_base_dispatch(w.base);
+done:
+    if (sigint)
+        event_free(sigint);
+    if (w.base)
+        teardown(&w);
+    return code;
 }

@@ -14,6 +14,7 @@ struct evconnlistener;
 struct conn_guard;
 struct threadpool;
 struct watchdog;
+struct pg_cluster;
 struct script_state;
 struct request;
 struct timeval;
@@ -29,12 +30,14 @@ struct worker {
     struct conn_guard *guard;
     struct threadpool *pool;
     struct watchdog *watchdog;
+    struct pg_cluster *cluster; /* database servers and pools */
     struct script_state *scripts; /* current: new requests run here */
     struct request *running;      /* whose coroutine is executing, or NULL */
     struct request *inflight;     /* every live request, a doubly linked list */
     int ninflight;
     int writing; /* responses handed to evhttp and not yet written */
     int stopping;
+    int exit_when_idle; /* command-line tasks: end the loop when nothing runs */
     double stop_deadline;
     struct event *sig_hup, *sig_term, *sig_int, *stop_tick;
     struct metrics_histogram request_seconds;
@@ -49,6 +52,11 @@ int worker_listen_socket(const char *listen_addr, int port, char *err, size_t er
 /* Runs worker `index` until it is told to stop; returns the exit status. */
 int worker_main(int index, const struct config *cfg, const char *lua_dir,
                 const char *config_path);
+
+/* Runs the Lua command `module`.main(args) as a task on a worker of its own
+ * (databases, thread pool, no HTTP) and returns its exit status. */
+int worker_run_command(const struct config *cfg, const char *lua_dir, const char *config_path,
+                       const char *module, int argc, char **argv);
 
 /* Builds a new script state and makes it current; on failure keeps the old
  * one, logs the error and counts it. Returns 0 on success, -1 on failure. */

@@ -14,6 +14,7 @@
 -- logged with its traceback under the request id.
 
 local router = require "router"
+local db = require "db"
 local errors = require "errors"
 local json = require "json"
 local config = require "steeple.config"
@@ -103,7 +104,7 @@ local function send(res, route, req)
 end
 
 local function on_error(e)
-    if errors.is(e) then return e end
+    if errors.is(e) or db.is_unavailable(e) then return e end
     return { trace = traceback(tostring(e), 2) }
 end
 
@@ -141,6 +142,11 @@ function M.handle(req)
     end
     if errors.is(res) then
         return send(errors.to_response(req.id, res), pattern, req)
+    end
+    if db.is_unavailable(res) then
+        log.warn("database unavailable", { route = pattern, error = res.message })
+        return send(errors.response(req.id, "service_unavailable",
+            { headers = { ["Retry-After"] = res.retry_after } }), pattern, req)
     end
     log.error("handler failed", { route = pattern, error = res.trace })
     return send(errors.response(req.id, "internal_error"), pattern, req)

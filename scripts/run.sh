@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make run: serve with a private PostgreSQL in var/pg unless DATABASE_URL is set.
+# make run: serve with a private PostgreSQL in var/pg unless DATABASE_URL is set,
+# after bringing the registry, the template and every tenant database up to date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${DATABASE_URL:-}" ]; then
@@ -8,4 +9,6 @@ if [ -z "${DATABASE_URL:-}" ]; then
     export DATABASE_URL
     echo "steeple: private PostgreSQL in var/pg ($DATABASE_URL)" >&2
 fi
+build/steeple migrate registry --config config.lua
+build/steeple migrate tenants --config config.lua
 exec build/steeple serve --config config.lua "$@"

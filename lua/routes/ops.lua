@@ -1,5 +1,7 @@
--- Operations: liveness and metrics. Neither touches a database.
+-- Operations: liveness, readiness and metrics. Only /ready touches a database.
 local metrics = require "steeple.metrics"
+local db = require "db"
+local pcall = pcall
 
 local function health()
     return { status = 200, json = { status = "ok" } }
@@ -15,7 +17,15 @@ local function render_metrics()
     }
 end
 
+-- Ready when the registry database answers.
+local function ready()
+    local ok = pcall(function() return db.registry():query("SELECT 1") end)
+    if ok then return { status = 200, json = { status = "ready" } } end
+    return { status = 503, json = { status = "unavailable" }, headers = { ["Retry-After"] = "1" } }
+end
+
 return {
     ["/health"] = { GET = health },
+    ["/ready"] = { GET = ready },
     ["/metrics"] = { GET = render_metrics },
 }

@@ -101,15 +101,37 @@ function M.cleanup()
     tmpdirs = {}
 end
 
+-- The fixture route files: fixtures/test_routes.lua as "test", then every
+-- other fixtures/test_<name>_routes.lua as "test_<name>", sorted by name.
+function M.fixture_routes()
+    local out = { { name = "test", path = M.FIXTURES .. "/test_routes.lua" } }
+    local listing = capture("ls -1 " .. shell_quote(M.FIXTURES) .. " 2>/dev/null")
+    local names = {}
+    for file in listing:gmatch("[^\n]+") do
+        local name = file:match("^(test_[%w_]-)_routes%.lua$")
+        if name then names[#names + 1] = name end
+    end
+    table.sort(names)
+    for _, name in ipairs(names) do
+        out[#out + 1] = { name = name, path = M.FIXTURES .. "/" .. name .. "_routes.lua" }
+    end
+    return out
+end
+
 -- Returns a new scripts directory: the repository's lua/ tree plus the test
--- routes (routes/test.lua), registered after "ops".
+-- routes of fixture_routes() (routes/test.lua, routes/test_db.lua, ...),
+-- registered after "ops".
 function M.scripts_dir()
     local dir = M.tmpdir() .. "/lua"
     assert(run(string.format("cp -R %s %s", shell_quote(M.ROOT .. "/lua"), shell_quote(dir))) == 0,
         "cannot copy the lua/ tree")
-    local routes = assert(read_file(M.FIXTURES .. "/test_routes.lua"), "missing test_routes.lua fixture")
-    write_file(dir .. "/routes/test.lua", routes)
-    write_file(dir .. "/routes/init.lua", 'return { "ops", "test" }\n')
+    local modules = { '"ops"' }
+    for _, fixture in ipairs(M.fixture_routes()) do
+        local routes = assert(read_file(fixture.path), "missing fixture " .. fixture.path)
+        write_file(dir .. "/routes/" .. fixture.name .. ".lua", routes)
+        modules[#modules + 1] = string.format("%q", fixture.name)
+    end
+    write_file(dir .. "/routes/init.lua", "return { " .. table.concat(modules, ", ") .. " }\n")
     return dir
 end
 
@@ -187,12 +209,12 @@ function M.command(args, env)
     local names = {}
     for k in pairs(env or {}) do names[#names + 1] = k end
     table.sort(names)
+    -- env takes its -u options before the first assignment
     for _, k in ipairs(names) do
-        if env[k] == false then
-            parts[#parts + 1] = "-u " .. k
-        else
-            parts[#parts + 1] = k .. "=" .. shell_quote(env[k])
-        end
+        if env[k] == false then parts[#parts + 1] = "-u " .. k end
+    end
+    for _, k in ipairs(names) do
+        if env[k] ~= false then parts[#parts + 1] = k .. "=" .. shell_quote(env[k]) end
     end
     parts[#parts + 1] = shell_quote(M.BIN)
     for _, a in ipairs(args) do parts[#parts + 1] = shell_quote(a) end

@@ -37,7 +37,28 @@ local EXPECTED_DEFAULTS = {
         max_connections = 1024,
         json_max_depth = 64,
     },
+    db = {
+        pool_max = 4,
+        server_max_connections = 80,
+        min_idle = 0,
+        acquire_timeout_ms = 2000,
+        connect_timeout_ms = 3000,
+        statement_timeout_ms = 10000,
+        idle_timeout_s = 60,
+        breaker_failures = 5,
+        breaker_open_s = 10,
+        migrations_dir = "sql",
+        template = "steeple_template",
+    },
+    tenants = { capacity = 100, idle_s = 1800, cache_ttl_s = 30 },
     bench = {},
+}
+
+local DB_KEYS = {
+    "db.url", "db.tenant_urls", "db.pool_max", "db.server_max_connections", "db.min_idle",
+    "db.acquire_timeout_ms", "db.connect_timeout_ms", "db.statement_timeout_ms", "db.idle_timeout_s",
+    "db.breaker_failures", "db.breaker_open_s", "db.migrations_dir", "db.template",
+    "tenants.capacity", "tenants.idle_s", "tenants.cache_ttl_s",
 }
 
 describe("conf", function()
@@ -75,9 +96,10 @@ describe("conf", function()
                 "env", "listen", "port", "workers", "shutdown_timeout_s", "threads", "log.level",
                 "limits.body_bytes", "limits.header_bytes", "limits.read_timeout_s",
                 "limits.request_timeout_s", "limits.max_connections", "limits.json_max_depth",
-                "bench.plain_path",
-            }, keys)
-            assert.equal(14, #conf.schema)
+                table.unpack(DB_KEYS),
+            }, { table.unpack(keys, 1, #keys - 1) })
+            assert.equal("bench.plain_path", keys[#keys])
+            assert.equal(30, #conf.schema)
         end)
 
         it("looks entries up by key", function()
@@ -94,12 +116,13 @@ describe("conf", function()
                 if entry.env then names[entry.key] = entry.env end
             end
             assert.same({ env = "STEEPLE_ENV", listen = "STEEPLE_LISTEN", port = "PORT",
-                workers = "STEEPLE_WORKERS" }, names)
+                workers = "STEEPLE_WORKERS", ["db.url"] = "DATABASE_URL",
+                ["db.tenant_urls"] = "STEEPLE_TENANT_DATABASE_URLS" }, names)
         end)
 
         it("is read-only, entries and nested tables included", function()
             assert.has_error(function() conf.schema.port = 1 end)
-            assert.has_error(function() conf.schema[15] = {} end)
+            assert.has_error(function() conf.schema[31] = {} end)
             assert.has_error(function() conf.schema.port.default = 1 end)
             assert.has_error(function() conf.schema["log.level"].enum[5] = "trace" end)
             assert.equal(8080, conf.schema.port.default)
@@ -126,6 +149,12 @@ describe("conf", function()
                     log = { level = "error" },
                     limits = { body_bytes = 10, header_bytes = 2048, read_timeout_s = 0.5,
                                request_timeout_s = 60, max_connections = 5, json_max_depth = 8 },
+                        db = { url = "postgresql:///r", tenant_urls = "postgresql:///a,postgresql:///b",
+                           pool_max = 2, server_max_connections = 40, min_idle = 1,
+                           acquire_timeout_ms = 100, connect_timeout_ms = 200, statement_timeout_ms = 300,
+                           idle_timeout_s = 5, breaker_failures = 2, breaker_open_s = 1.5,
+                           migrations_dir = "m", template = "none" },
+                    tenants = { capacity = 7, idle_s = 60, cache_ttl_s = 0 },
                     bench = { plain_path = "/plain" },
                 }
             ]]))
@@ -134,6 +163,12 @@ describe("conf", function()
                 shutdown_timeout_s = 2.5, threads = 8, log = { level = "error" },
                 limits = { body_bytes = 10, header_bytes = 2048, read_timeout_s = 0.5,
                            request_timeout_s = 60, max_connections = 5, json_max_depth = 8 },
+                db = { url = "postgresql:///r", tenant_urls = "postgresql:///a,postgresql:///b",
+                       pool_max = 2, server_max_connections = 40, min_idle = 1,
+                       acquire_timeout_ms = 100, connect_timeout_ms = 200, statement_timeout_ms = 300,
+                       idle_timeout_s = 5, breaker_failures = 2, breaker_open_s = 1.5,
+                       migrations_dir = "m", template = "none" },
+                tenants = { capacity = 7, idle_s = 60, cache_ttl_s = 0 },
                 bench = { plain_path = "/plain" },
             }, cfg)
         end)
@@ -401,7 +436,8 @@ describe("conf", function()
             local asked = {}
             assert(conf.load(nil, function(name) asked[#asked + 1] = name end))
             table.sort(asked)
-            assert.same({ "PORT", "STEEPLE_ENV", "STEEPLE_LISTEN", "STEEPLE_WORKERS" }, asked)
+            assert.same({ "DATABASE_URL", "PORT", "STEEPLE_ENV", "STEEPLE_LISTEN",
+                "STEEPLE_TENANT_DATABASE_URLS", "STEEPLE_WORKERS" }, asked)
         end)
 
         local cases = {
@@ -455,6 +491,7 @@ describe("conf", function()
                 ["limits.request_timeout_s"] = true, ["limits.max_connections"] = true,
                 ["limits.json_max_depth"] = true, ["bench.plain_path"] = false,
             }
+            for _, key in ipairs(DB_KEYS) do expected[key] = false end
             local got = {}
             for _, entry in ipairs(conf.schema) do got[entry.key] = conf.reloadable(entry.key) end
             assert.same(expected, got)

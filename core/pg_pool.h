@@ -1,0 +1,89 @@
+/* pg_pool.h — bounded connection pools, one per (server, database), for one
+ * worker. Free of Lua.
+ *
+ * Every connection is in exactly one state list of its pool (connecting,
+ * idle, active); pg_pool moves it with one function. Idle lists are LIFO;
+ * waiters queue FIFO with a deadline and a released connection goes to the
+ * first of them. Each server caps the connections of all its pools and has a
+ * circuit breaker: after `breaker_failures` consecutive failed connects it
+ * fails fast for `breaker_open_s`, then lets one probe through. Pools are
+ * kept in LRU order up to `capacity`; the least recently used beyond it is
+ * retired (its connections close as they come back). */
+#ifndef STEEPLE_PG_POOL_H
+#define STEEPLE_PG_POOL_H
+
+#include <stddef.h>
+
+struct event_base;
+struct pg_conn;
+struct pg_cluster;
+struct pg_pool;
+struct pg_waiter;
+
+struct pg_settings {
+    int pool_max;               /* connections per pool */
+    int min_idle;               /* idle connections a pool keeps */
+    double acquire_timeout_s;   /* waiting for a connection */
+    double connect_timeout_s;
+    double statement_timeout_s; /* also sent as the server's statement_timeout */
+    double idle_timeout_s;      /* idle connections beyond min_idle close after this */
+    int breaker_failures;
+    double breaker_open_s;
+    int capacity;               /* pools kept open */
+    double pool_idle_s;         /* a pool unused this long is closed */
+};
+
+struct pg_cluster *pg_cluster_new(struct event_base *base, const struct pg_settings *s)
+    __attribute__((warn_unused_result));
+/* Closes every connection (queries in flight are abandoned) and frees. */
+void pg_cluster_free(struct pg_cluster *cl);
+
+/* Adds a server from a libpq URL or keyword string; `cap` is this worker's
+ * share of its connection limit. Returns 0, or -1 with a message. */
+int pg_cluster_add_server(struct pg_cluster *cl, const char *key, const char *url, int cap,
+                          char *err, size_t errlen) __attribute__((warn_unused_result));
+/* The database named in a server's URL (the registry, or the maintenance
+ * database of a tenant server), or NULL for an unknown key. */
+const char *pg_cluster_server_dbname(const struct pg_cluster *cl, const char *key);
+/* Marks a server as one that holds tenant databases. Returns 0, or -1 for an
+ * unknown key. */
+int pg_cluster_hold_tenants(struct pg_cluster *cl, const char *key);
+/* Server keys in the order they were added (only those holding tenants when
+ * tenants_only); returns the count. */
+int pg_cluster_server_keys(const struct pg_cluster *cl, const char **keys, int max,
+                           int tenants_only);
+
+/* The pool of (server, database), created on first use and moved to the
+ * front of the LRU. NULL with a message for an unknown server. */
+struct pg_pool *pg_cluster_pool(struct pg_cluster *cl, const char *server, const char *dbname,
+                                char *err, size_t errlen);
+
+/* Closes the pools of a database (e.g. before dropping it): idle connections
+ * at once, busy ones when they come back. */
+void pg_cluster_close_database(struct pg_cluster *cl, const char *server, const char *dbname);
+
+/* Acquire result: a connection, or NULL with a message; retry_after > 0 when
+ * the server's breaker is open or the wait timed out. */
+typedef void (*pg_acquire_cb)(struct pg_conn *c, const char *err, double retry_after,
+                              void *arg);
+
+/* An idle connection now, or NULL. */
+struct pg_conn *pg_pool_try_acquire(struct pg_pool *p);
+/* Queues for a connection. Returns the waiter, or NULL when the request must
+ * fail at once (breaker open): then *retry_after and err are set. The
+ * callback comes later, from the loop, exactly once unless cancelled. */
+struct pg_waiter *pg_pool_wait(struct pg_pool *p, pg_acquire_cb cb, void *arg,
+                               double *retry_after, char *err, size_t errlen);
+void pg_waiter_cancel(struct pg_waiter *w);
+
+/* Gives a connection back; `reusable` = 0 closes it (it saw an error). */
+void pg_pool_release(struct pg_conn *c, int reusable);
+
+/* The settings in force (statement timeout for queries). */
+const struct pg_settings *pg_cluster_settings(const struct pg_cluster *cl);
+struct pg_cluster *pg_pool_cluster(const struct pg_pool *p);
+
+/* Publishes connection and pool gauges to the metrics table. */
+void pg_cluster_report(struct pg_cluster *cl);
+
+#endif

@@ -1,0 +1,128 @@
+-- steeple doctor: checks every precondition of serving, one line each, with
+-- the fix for each failure; exits 1 if any check fails.
+
+local db = require "db"
+local migrate = require "migrate"
+local config = require "steeple.config"
+local crypto = require "steeple.crypto"
+
+local ipairs, pcall, tostring, tonumber, type = ipairs, pcall, tostring, tonumber, type
+local format = string.format
+
+local M = {}
+
+local MIN_VERSION <const> = 130000
+
+local function message(err)
+    if type(err) == "table" then return err.message or err.kind or "error" end
+    return tostring(err)
+end
+
+local function hex(bytes)
+    return (bytes:gsub(".", function(c) return format("%02x", c:byte()) end))
+end
+
+-- Runs check(); prints "ok" with its note, or "FAIL" with the error and fix.
+local function checker()
+    local failed = 0
+    return function(label, fix, check)
+        local ok, note = pcall(check)
+        if ok then
+            io.stdout:write(format("ok    %s%s\n", label, note and (": " .. note) or ""))
+        else
+            failed = failed + 1
+            io.stdout:write(format("FAIL  %s: %s\n      fix: %s\n", label, message(note), fix))
+        end
+        io.stdout:flush()
+        return ok
+    end, function() return failed end
+end
+
+local function server_checks(check, server, workers)
+    local h = db.maintenance(server)
+    local reachable = check(server .. ": connects, PostgreSQL 13 or later",
+        "check the URL of this server and that PostgreSQL runs and accepts this role",
+        function()
+            local row = h:query("SELECT current_setting('server_version_num')::int AS num, "
+                .. "current_setting('server_version') AS version")[1]
+            if row.num < MIN_VERSION then error("PostgreSQL " .. row.version .. " is too old", 0) end
+            return "PostgreSQL " .. row.version
+        end)
+    if not reachable then return end
+
+    check(server .. ": the role can CREATE DATABASE",
+        "ALTER ROLE <role> CREATEDB (or use a role that has it); hosted services may need a plan that allows it",
+        function()
+            local name = "steeple_doctor_" .. hex(crypto.random(6))
+            db.create_database(server, name)
+            db.drop_database(server, name)
+            return "created and dropped " .. name
+        end)
+
+    check(server .. ": max_connections covers db.server_max_connections",
+        "raise max_connections on the server or lower db.server_max_connections",
+        function()
+            local row = h:query("SELECT current_setting('max_connections')::int AS max, "
+                .. "current_setting('superuser_reserved_connections')::int AS reserved")[1]
+            local room = row.max - row.reserved
+            local want = config.db.server_max_connections
+            if want > room then
+                error(format("db.server_max_connections is %d but the server allows %d "
+                    .. "(max_connections %d - %d reserved)", want, room, row.max, row.reserved), 0)
+            end
+            return format("%d of %d (%d workers, %d each)", want, room, workers,
+                want // workers)
+        end)
+end
+
+local function registry_check(check, dir)
+    check("registry: migrations applied and unchanged", "run: steeple migrate registry", function()
+        local plan = migrate.plan(dir .. "/registry")
+        local st = migrate.status(db.registry(), plan)
+        if #st.changed > 0 then
+            error("applied migrations were changed since: " .. table.concat(st.changed, ", "), 0)
+        end
+        if st.pending > 0 then error(st.pending .. " migrations not applied", 0) end
+        return format("%d applied", st.applied)
+    end)
+end
+
+local function template_check(check, server, dir)
+    local name = config.db.template
+    check(server .. ": template " .. name .. " present and current", "run: steeple migrate tenants", function()
+        local rows = db.maintenance(server):query("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if #rows == 0 then error("missing", 0) end
+        local st = migrate.status(db.pool(server, name), migrate.plan(dir .. "/tenant"))
+        db.close_pool(server, name)
+        if #st.changed > 0 or st.pending > 0 then
+            error(format("%d migrations pending, %d changed", st.pending, #st.changed), 0)
+        end
+        return format("%d applied", st.applied)
+    end)
+end
+
+function M.main()
+    local check, failures = checker()
+    local workers = config.workers > 0 and config.workers or tonumber(io.popen("nproc"):read("l")) or 1
+    local servers = db.servers()
+    if #servers == 0 then
+        check("DATABASE_URL is set", "set DATABASE_URL to the registry database's URL", function()
+            error("no database is configured", 0)
+        end)
+        return 1
+    end
+    for _, server in ipairs(servers) do server_checks(check, server, workers) end
+    local dir = config.db.migrations_dir
+    registry_check(check, dir)
+    if config.db.template ~= "none" then
+        for _, server in ipairs(db.servers(true)) do template_check(check, server, dir) end
+    end
+    if failures() > 0 then
+        io.stdout:write(format("%d checks failed\n", failures()))
+        return 1
+    end
+    io.stdout:write("all checks passed\n")
+    return 0
+end
+
+return M

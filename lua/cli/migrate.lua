@@ -1,0 +1,123 @@
+-- steeple migrate registry | tenants [--concurrency N]
+--
+-- registry: applies sql/registry to the registry database.
+-- tenants: applies sql/tenant to the template of every tenant server (made
+-- if missing) and to every tenant database, N at a time; carries on past a
+-- failing database and exits 1 if any failed.
+
+local db = require "db"
+local migrate = require "migrate"
+local config = require "steeple.config"
+local steeple = require "steeple"
+
+local ipairs, pcall, tostring, tonumber, type = ipairs, pcall, tostring, tonumber, type
+local format = string.format
+
+local M = {}
+
+local function out(fmt, ...)
+    io.stdout:write(format(fmt, ...), "\n")
+    io.stdout:flush()
+end
+
+local function message(err)
+    if type(err) == "table" then return err.message or err.kind or "error" end
+    return tostring(err)
+end
+
+local function registry(dir)
+    local plan = migrate.plan(dir .. "/registry")
+    local n = migrate.apply(db.registry(), plan)
+    out("registry: %d applied, %d already applied", n, #plan - n)
+    return 0
+end
+
+-- Makes the template database of a server when it is missing.
+local function ensure_template(server, name)
+    local rows = db.maintenance(server):query("SELECT 1 FROM pg_database WHERE datname = $1", name)
+    if #rows == 0 then
+        local ok, err = pcall(db.create_database, server, name)
+        if ok then
+            out("%s: created %s", server, name)
+        elseif not (db.is_error(err) and (err.sqlstate == "42P04" or err.sqlstate == "23505")) then
+            error(err, 0) -- (else another run made it meanwhile)
+        end
+    end
+end
+
+local function targets()
+    local list = {}
+    if config.db.template ~= "none" then
+        for _, server in ipairs(db.servers(true)) do
+            ensure_template(server, config.db.template)
+            list[#list + 1] = { server = server, name = config.db.template, template = true }
+        end
+    end
+    local rows = db.registry():query([[SELECT db_server, db_name FROM tenants
+        WHERE status <> 'provisioning' ORDER BY db_name]])
+    for _, row in ipairs(rows) do
+        list[#list + 1] = { server = row.db_server, name = row.db_name }
+    end
+    return list
+end
+
+local function tenants(dir, concurrency)
+    local plan = migrate.plan(dir .. "/tenant")
+    local list = targets()
+    local state = { next = 1, done = 0, updated = 0, failed = 0 }
+
+    local function one(t)
+        local ok, res = pcall(migrate.apply, db.pool(t.server, t.name), plan)
+        if t.template then db.close_pool(t.server, t.name) end -- nothing may hold the template
+        state.done = state.done + 1
+        if ok then
+            if res > 0 then state.updated = state.updated + 1 end
+            out("[%d/%d] %s/%s: %d applied", state.done, #list, t.server, t.name, res)
+        else
+            state.failed = state.failed + 1
+            out("[%d/%d] %s/%s: FAILED: %s", state.done, #list, t.server, t.name, message(res))
+        end
+    end
+
+    local function runner()
+        while state.next <= #list do
+            local t = list[state.next]
+            state.next = state.next + 1
+            one(t)
+        end
+    end
+
+    for _ = 1, math.min(concurrency, #list) do steeple.spawn(runner) end
+    while state.done < #list do steeple.sleep(20) end
+    out("tenants: %d databases, %d updated, %d up to date, %d failed",
+        #list, state.updated, #list - state.updated - state.failed, state.failed)
+    return state.failed > 0 and 1 or 0
+end
+
+local function usage()
+    io.stderr:write("usage: steeple migrate registry | tenants [--concurrency N]\n")
+    return 2
+end
+
+function M.main(args)
+    local what, concurrency = args[1], 4
+    for i = 2, #args do
+        if args[i] == "--concurrency" and tonumber(args[i + 1]) then
+            concurrency = math.tointeger(tonumber(args[i + 1])) or 0
+        elseif args[i - 1] ~= "--concurrency" then
+            return usage()
+        end
+    end
+    if concurrency < 1 or concurrency > 64 then return usage() end
+    local dir = config.db.migrations_dir
+    local ok, res = pcall(function()
+        if what == "registry" then return registry(dir) end
+        if what == "tenants" then return tenants(dir, concurrency) end
+        return usage()
+    end)
+    if ok then return res end
+    io.stderr:write("steeple migrate: ", message(res), "\n")
+    return 1
+end
+
+return M

@@ -1,0 +1,103 @@
+-- Tenants: from a tenant id to its database handle.
+--
+--   tenants.get(id)         -> handle of the tenant's database; raises
+--                              errors "not_found" for an unknown or malformed id
+--                              and "tenant_unavailable" unless it is active
+--   tenants.lookup(id)      -> { id, status, server, dbname } or nil (cached)
+--   tenants.forget(id)      drops the cached entry (after a status change)
+--   tenants.place()         -> the server key a new tenant's database goes on
+--
+-- Registry entries are cached per worker for tenants.cache_ttl_s; when the
+-- registry cannot be reached a cached entry is used past its time, so known
+-- churches keep working through a registry outage. The database pools behind
+-- the handles are the core's LRU (tenants.capacity).
+
+local db = require "db"
+local errors = require "errors"
+local config = require "steeple.config"
+local steeple = require "steeple"
+
+local type, pcall, error, ipairs = type, pcall, error, ipairs
+local find = string.find
+
+local M = {}
+
+local TTL <const> = config.tenants.cache_ttl_s
+local MAX_ENTRIES <const> = config.tenants.capacity * 10
+
+local cache, size = {}, 0
+
+local UUID <const> = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+
+-- True for the id format (a UUID).
+function M.valid_id(id)
+    return type(id) == "string" and find(id, UUID) ~= nil
+end
+
+local function remember(id, entry)
+    if cache[id] == nil then
+        size = size + 1
+        if size > MAX_ENTRIES then -- bounded: start over rather than grow
+            cache, size = {}, 1
+        end
+    end
+    cache[id] = entry
+end
+
+local function fetch(id)
+    local rows = db.registry():query(
+        "SELECT status, db_server, db_name FROM tenants WHERE id = $1", id)
+    local row = rows[1]
+    if row == nil then return false end
+    return { id = id, status = row.status, server = row.db_server, dbname = row.db_name }
+end
+
+-- The tenant's registry entry, or nil when there is none.
+function M.lookup(id)
+    if not M.valid_id(id) then return nil end
+    local now = steeple.clock()
+    local hit = cache[id]
+    if hit and hit.expires > now then return hit.entry or nil end
+    local ok, entry = pcall(fetch, id)
+    if not ok then
+        if hit and db.is_unavailable(entry) then return hit.entry or nil end -- stale beats down
+        error(entry, 0)
+    end
+    remember(id, { entry = entry, expires = now + TTL })
+    return entry or nil
+end
+
+function M.forget(id)
+    if cache[id] ~= nil then
+        cache[id] = nil
+        size = size - 1
+    end
+end
+
+-- The server a new tenant's database goes on: the tenant server holding the
+-- fewest tenants (ties: the first in configuration order).
+function M.place()
+    local servers = db.servers(true)
+    if #servers == 0 then error("no tenant database server is configured", 0) end
+    local counts = {}
+    for _, row in ipairs(db.registry():query(
+        "SELECT db_server, count(*) AS n FROM tenants GROUP BY db_server")) do
+        counts[row.db_server] = row.n
+    end
+    local best, fewest = nil, math.huge
+    for _, server in ipairs(servers) do
+        local n = counts[server] or 0
+        if n < fewest then best, fewest = server, n end
+    end
+    return best
+end
+
+-- The database handle of an active tenant.
+function M.get(id)
+    local entry = M.lookup(id)
+    if entry == nil then errors.raise("not_found") end
+    if entry.status ~= "active" then errors.raise("tenant_unavailable") end
+    return db.pool(entry.server, entry.dbname)
+end
+
+return M

@@ -1,0 +1,44 @@
+-- Routes for bench_db.sh (installed into a temporary scripts directory).
+local db = require "db"
+local tenants = require "tenants"
+local migrate = require "migrate"
+local steeple = require "steeple"
+local config = require "steeple.config"
+
+return {
+    -- n one-row queries in a row through steeple.db; returns the seconds
+    ["/bench/queries"] = {
+        GET = function(req)
+            local n = math.tointeger(tonumber(req:args().n)) or 1000
+            local h = db.registry()
+            local t0 = steeple.clock()
+            for i = 1, n do
+                local rows = h:query("SELECT $1::int AS n", i)
+                if rows[1].n ~= i then error("wrong row") end
+            end
+            return { status = 200, json = { seconds = steeple.clock() - t0 } }
+        end,
+    },
+    -- one query in a tenant's database (its pool made on first use)
+    ["/bench/tenant/{id}"] = {
+        GET = function(req)
+            tenants.get(req.params.id):query("SELECT 1")
+            return { status = 200, json = {} }
+        end,
+    },
+    -- create a database from the template, or empty and migrated; seconds
+    ["/bench/create/{name}"] = {
+        POST = function(req)
+            local name, how = req.params.name, req:args().how
+            local t0 = steeple.clock()
+            if how == "template" then
+                db.create_database("main", name, config.db.template)
+            else
+                db.create_database("main", name)
+                migrate.apply(db.pool("main", name), migrate.plan(config.db.migrations_dir .. "/tenant"))
+                db.close_pool("main", name)
+            end
+            return { status = 200, json = { seconds = steeple.clock() - t0 } }
+        end,
+    },
+}

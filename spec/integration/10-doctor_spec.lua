@@ -1,0 +1,94 @@
+-- steeple doctor: one line per check, the fix for each failure, status 1 on any.
+local server = require "support.server"
+
+local BASE_URL = assert(os.getenv("DATABASE_URL"), "DATABASE_URL must point at the test cluster")
+
+local function psql(url, sql)
+    local p = assert(io.popen("psql " .. server.quote(url) .. " -XAtq -c " .. server.quote(sql) .. " 2>&1"))
+    local out = p:read("a")
+    p:close()
+    return (out:gsub("%s+$", ""))
+end
+
+local function url_of(dbname, user)
+    local url = BASE_URL:gsub("^(postgresql://)[^@/]*(@?[^/]*/)[^?]*", "%1" .. (user or "steeple") .. "%2" .. dbname)
+    return url
+end
+
+local function doctor(url, config_text, extra_env)
+    local cfg = server.tmpdir() .. "/config.lua"
+    server.write_file(cfg, config_text or "return {}")
+    local env = { DATABASE_URL = url, STEEPLE_TENANT_DATABASE_URLS = false }
+    for k, v in pairs(extra_env or {}) do env[k] = v end
+    return server.run_binary({ "doctor", "--config", cfg }, env, 60)
+end
+
+describe("doctor", function()
+    local dbname = "doctortest_" .. os.time() % 100000
+
+    setup(function()
+        psql(BASE_URL, "DROP DATABASE IF EXISTS " .. dbname .. " WITH (FORCE)")
+        psql(BASE_URL, "CREATE DATABASE " .. dbname)
+        psql(BASE_URL, "DROP ROLE IF EXISTS doctor_nocreate")
+        psql(BASE_URL, "CREATE ROLE doctor_nocreate LOGIN NOCREATEDB")
+    end)
+
+    teardown(function()
+        psql(BASE_URL, "DROP DATABASE IF EXISTS " .. dbname .. " WITH (FORCE)")
+        psql(BASE_URL, "DROP ROLE IF EXISTS doctor_nocreate")
+        server.cleanup()
+    end)
+
+    it("passes every check on a migrated database and exits 0", function()
+        local url = url_of(dbname)
+        local cfg = server.tmpdir() .. "/config.lua"
+        server.write_file(cfg, "return {}")
+        local env = { DATABASE_URL = url, STEEPLE_TENANT_DATABASE_URLS = false }
+        assert.equal(0, (server.run_binary({ "migrate", "registry", "--config", cfg }, env, 60)))
+        assert.equal(0, (server.run_binary({ "migrate", "tenants", "--config", cfg }, env, 60)))
+        local status, err, out = doctor(url)
+        assert.equal(0, status, out .. err)
+        assert.matches("ok    main: connects, PostgreSQL 13 or later: PostgreSQL 15", out)
+        assert.matches("ok    main: the role can CREATE DATABASE", out)
+        assert.matches("ok    registry: migrations applied and unchanged", out)
+        assert.matches("ok    main: template steeple_template present and current", out)
+        assert.matches("all checks passed", out)
+        psql(BASE_URL, "DROP DATABASE IF EXISTS steeple_template WITH (FORCE)")
+    end)
+
+    it("fails on an unmigrated registry, naming the fix", function()
+        local fresh = dbname .. "_raw"
+        psql(BASE_URL, "CREATE DATABASE " .. fresh)
+        local status, _, out = doctor(url_of(fresh), "return { db = { template = 'none' } }")
+        psql(BASE_URL, "DROP DATABASE IF EXISTS " .. fresh .. " WITH (FORCE)")
+        assert.equal(1, status)
+        assert.matches("FAIL  registry: migrations applied and unchanged: 1 migrations not applied", out)
+        assert.matches("fix: run: steeple migrate registry", out)
+    end)
+
+    it("fails when the role cannot create databases", function()
+        local status, _, out = doctor(url_of(dbname, "doctor_nocreate"), "return { db = { template = 'none' } }")
+        assert.equal(1, status)
+        assert.matches("FAIL  main: the role can CREATE DATABASE: permission denied", out)
+        assert.matches("fix: ALTER ROLE", out)
+    end)
+
+    it("fails when the configured caps exceed max_connections", function()
+        local status, _, out = doctor(url_of(dbname), "return { db = { server_max_connections = 5000, template = 'none' } }")
+        assert.equal(1, status)
+        assert.matches("FAIL  main: max_connections covers db.server_max_connections: db.server_max_connections is 5000", out)
+    end)
+
+    it("fails when the server cannot be reached, and says how to fix it", function()
+        local status, _, out = doctor("postgresql://steeple@/steeple?host=/nonexistent-dir&port=5432")
+        assert.equal(1, status)
+        assert.matches("FAIL  main: connects, PostgreSQL 13 or later", out)
+        assert.matches("fix: check the URL", out)
+    end)
+
+    it("fails without DATABASE_URL", function()
+        local status, _, out = doctor(false)
+        assert.equal(1, status)
+        assert.matches("FAIL  DATABASE_URL is set", out)
+    end)
+end)

@@ -1,0 +1,175 @@
+-- CREATE/DROP DATABASE from Lua with checked names, placement over tenant
+-- servers, and two `migrate tenants` at once.
+local server = require "support.server"
+local http = require "support.http"
+
+local BASE_URL = assert(os.getenv("DATABASE_URL"), "DATABASE_URL must point at the test cluster")
+
+local function sh(cmd)
+    local p = assert(io.popen("timeout -s KILL 120 sh -c " .. server.quote(cmd) .. " 2>&1"))
+    local out = p:read("a")
+    local ok = p:close()
+    return (out:gsub("%s+$", "")), ok
+end
+
+local function psql(url, sql)
+    return sh("psql " .. server.quote(url) .. " -XAtq -v ON_ERROR_STOP=1 -c " .. server.quote(sql))
+end
+
+local function url_of(dbname, base)
+    local url = (base or BASE_URL):gsub("^(postgresql://[^/]*/)[^?]*", "%1" .. dbname)
+    return url
+end
+
+local function post(srv, path, body)
+    return http.request { port = srv.port, method = "POST", path = path, body = require("cjson").encode(body),
+        headers = { ["Content-Type"] = "application/json" } }
+end
+
+local function database_count()
+    return tonumber((psql(BASE_URL, "SELECT count(*) FROM pg_database")))
+end
+
+describe("create and drop database", function()
+    local srv
+    local stamp = tostring(os.time() % 100000)
+    local registry = "admintest_" .. stamp
+
+    setup(function()
+        psql(BASE_URL, "DROP DATABASE IF EXISTS " .. registry .. " WITH (FORCE)")
+        psql(BASE_URL, "CREATE DATABASE " .. registry)
+        local env = { DATABASE_URL = url_of(registry), STEEPLE_TENANT_DATABASE_URLS = false }
+        assert.equal(0, (server.run_binary({ "migrate", "registry" }, env, 60)))
+        assert.equal(0, (server.run_binary({ "migrate", "tenants" }, env, 60))) -- makes the template
+        srv = server.start { config = { workers = 1 }, env = env }
+    end)
+
+    teardown(function()
+        if srv then srv:stop(5) end
+        psql(BASE_URL, "DROP DATABASE IF EXISTS " .. registry .. " WITH (FORCE)")
+        psql(BASE_URL, "DROP DATABASE IF EXISTS tenant_adm" .. stamp .. " WITH (FORCE)")
+        psql(BASE_URL, "DROP DATABASE IF EXISTS steeple_template WITH (FORCE)")
+        server.cleanup()
+    end)
+
+    before_each(function() srv:mark() end)
+
+    it("creates a tenant database from the migrated template and drops it", function()
+        local name = "tenant_adm" .. stamp
+        local res = post(srv, "/test/admin/create", { name = name, template = "steeple_template" })
+        assert.equal(200, res.status, res.body)
+        assert.equal("1", (psql(BASE_URL, "SELECT count(*) FROM pg_database WHERE datname = '" .. name .. "'")))
+        assert.equal("0001_admins.sql", (psql(url_of(name), "SELECT string_agg(name, ',') FROM schema_migrations")))
+        res = post(srv, "/test/admin/drop", { name = name })
+        assert.equal(200, res.status, res.body)
+        assert.equal("0", (psql(BASE_URL, "SELECT count(*) FROM pg_database WHERE datname = '" .. name .. "'")))
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    local bad = {
+        { "upper case", "tenant_ABC" }, { "a space", "tenant_a b" }, { "a quote", 'tenant_x"; DROP DATABASE steeple; --' },
+        { "no prefix", "grace" }, { "an existing system database", "postgres" }, { "an empty suffix", "tenant_" },
+        { "2,000 characters", "tenant_" .. string.rep("a", 1993) }, { "a hyphen", "tenant_a-b" },
+    }
+    for _, case in ipairs(bad) do
+        it("refuses a name with " .. case[1] .. " before any SQL", function()
+            local before = database_count()
+            local res = post(srv, "/test/admin/create", { name = case[2] })
+            assert.equal(500, res.status)
+            assert.equal("internal_error", res.json.error.code)
+            res = post(srv, "/test/admin/drop", { name = case[2] })
+            assert.equal(500, res.status)
+            assert.equal(before, database_count())
+            assert.same({}, srv:unexpected_errors { "not a database name steeple creates" })
+        end)
+    end
+
+    it("refuses a template that steeple did not make", function()
+        local res = post(srv, "/test/admin/create", { name = "tenant_t" .. stamp, template = "template1" })
+        assert.equal(500, res.status)
+        assert.same({}, srv:unexpected_errors { "not a template steeple made" })
+    end)
+
+    it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
+        local in_time, status = srv:stop(10)
+        assert.is_true(in_time)
+        assert.equal(0, status)
+        srv = nil
+    end)
+end)
+
+describe("placement over two tenant servers", function()
+    local srv, second, registry
+    local dir = "var/test-pg-place-" .. sh("echo $PPID")
+
+    setup(function()
+        local out, ok = sh("cd " .. server.quote(server.ROOT) .. " && bash scripts/pg.sh --dir " .. dir
+            .. " --port 5433 start && bash scripts/pg.sh --dir " .. dir .. " --port 5433 url")
+        assert(ok, out)
+        second = out:match("[^\n]+$")
+        registry = "placetest_" .. os.time() % 100000
+        psql(BASE_URL, "CREATE DATABASE " .. registry)
+        local env = { DATABASE_URL = url_of(registry), STEEPLE_TENANT_DATABASE_URLS = false }
+        assert.equal(0, (server.run_binary({ "migrate", "registry" }, env, 60)))
+        srv = server.start {
+            config = { workers = 1 },
+            env = { DATABASE_URL = url_of(registry),
+                    STEEPLE_TENANT_DATABASE_URLS = url_of("steeple") .. "," .. url_of("postgres", second) },
+        }
+    end)
+
+    teardown(function()
+        if srv then srv:stop(5) end
+        psql(BASE_URL, "DROP DATABASE IF EXISTS " .. registry .. " WITH (FORCE)")
+        sh("cd " .. server.quote(server.ROOT) .. " && bash scripts/pg.sh --dir " .. dir .. " --port 5433 destroy")
+        server.cleanup()
+    end)
+
+    it("puts a new tenant on the server with the fewest tenants", function()
+        local main_key = BASE_URL:match("host=([^&]+)") .. ":" .. (BASE_URL:match("port=(%d+)") or "5432")
+        local second_key = second:match("host=([^&]+)") .. ":" .. (second:match("port=(%d+)") or "5432")
+        local res = http.request { port = srv.port, path = "/test/place" }
+        assert.equal(200, res.status, res.body)
+        assert.equal("main", res.json.server) -- main is listed too, and first
+        psql(url_of(registry), "INSERT INTO tenants (church_name, status, db_server, db_name) VALUES "
+            .. "('a', 'active', 'main', 'tenant_pa1'), ('b', 'active', 'main', 'tenant_pa2'), "
+            .. "('c', 'active', '" .. second_key .. "', 'tenant_pa3')")
+        res = http.request { port = srv.port, path = "/test/place" }
+        assert.equal(second_key, res.json.server)
+        assert.truthy(main_key)
+    end)
+end)
+
+describe("two migrate tenants at once", function()
+    it("both succeed and every database is migrated once", function()
+        local registry = "twomig_" .. os.time() % 100000
+        psql(BASE_URL, "CREATE DATABASE " .. registry)
+        local env = { DATABASE_URL = url_of(registry), STEEPLE_TENANT_DATABASE_URLS = false }
+        assert.equal(0, (server.run_binary({ "migrate", "registry" }, env, 60)))
+        psql(BASE_URL, "DROP DATABASE IF EXISTS steeple_template WITH (FORCE)")
+        local names = {}
+        for i = 1, 6 do
+            names[i] = "tenant_two" .. os.time() % 100000 .. i
+            psql(BASE_URL, "DROP DATABASE IF EXISTS " .. names[i])
+            psql(BASE_URL, "CREATE DATABASE " .. names[i])
+            psql(url_of(registry), "INSERT INTO tenants (church_name, status, db_server, db_name) VALUES ('x', 'active', 'main', '"
+                .. names[i] .. "')")
+        end
+        local base = server.tmpdir()
+        local cmd = server.command({ "migrate", "tenants", "--concurrency", "3" }, env)
+        os.execute(string.format("cd %s && (%s > %s/1 2>&1; echo $? > %s/rc1) & (%s > %s/2 2>&1; echo $? > %s/rc2) & wait",
+            server.quote(server.ROOT), cmd, base, base, cmd, base, base))
+        local rc1, rc2 = server.read_file(base .. "/rc1"), server.read_file(base .. "/rc2")
+        local outs = server.read_file(base .. "/1") .. server.read_file(base .. "/2")
+        assert.equal("0", rc1:gsub("%s", ""), outs)
+        assert.equal("0", rc2:gsub("%s", ""), outs)
+        for _, name in ipairs(names) do
+            assert.equal("1", (psql(url_of(name), "SELECT count(*) FROM schema_migrations")))
+        end
+        assert.equal("1", (psql(url_of("steeple_template"), "SELECT count(*) FROM schema_migrations")))
+        for _, name in ipairs(names) do psql(BASE_URL, "DROP DATABASE IF EXISTS " .. name .. " WITH (FORCE)") end
+        psql(BASE_URL, "DROP DATABASE IF EXISTS " .. registry .. " WITH (FORCE)")
+        psql(BASE_URL, "DROP DATABASE IF EXISTS steeple_template WITH (FORCE)")
+        server.cleanup()
+    end)
+end)

@@ -1,0 +1,5 @@
+-- Registry migrations, applied in this order. Never edit an applied file:
+-- add a new one (its checksum is recorded and checked).
+return {
+    "0001_tenants.sql",
+}

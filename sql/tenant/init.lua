@@ -1,0 +1,5 @@
+-- Tenant database migrations (every church's database and the template), in
+-- this order. Never edit an applied file: add a new one.
+return {
+    "0001_admins.sql",
+}
