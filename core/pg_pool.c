@@ -58,6 +58,7 @@ struct pg_pool {
     int nwait;
     int retired;
     double last_used;
+    struct event *kick; /* serves waiters from the loop when idle connections wait */
     struct pg_pool *prev, *next; /* the cluster's list: LRU order, retired at the end */
 };
 
@@ -351,6 +352,7 @@ static int pool_free_if_done(struct pg_pool *p)
     if (!p->retired || pool_total(p) > 0 || p->nwait > 0)
         return 0;
     lru_unlink(p->cl, p);
+    event_free(p->kick);
     free(p);
     return 1;
 }
@@ -390,6 +392,15 @@ static struct pg_server *find_server(const struct pg_cluster *cl, const char *ke
     return NULL;
 }
 
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pg_pool *p = arg;
+    serve_waiters(p);
+    grow(p);
+}
+
 struct pg_pool *pg_cluster_pool(struct pg_cluster *cl, const char *server, const char *dbname,
                                 char *err, size_t errlen)
 {
@@ -413,7 +424,8 @@ struct pg_pool *pg_cluster_pool(struct pg_cluster *cl, const char *server, const
         return NULL;
     }
     struct pg_pool *p = calloc(1, sizeof *p);
-    if (p == NULL) {
+    if (p == NULL || (p->kick = event_new(cl->base, -1, 0, on_kick, p)) == NULL) {
+        free(p);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
@@ -486,6 +498,10 @@ struct pg_waiter *pg_pool_wait(struct pg_pool *p, pg_acquire_cb cb, void *arg,
     p->wait_tail = w;
     p->nwait++;
     p->last_used = clock_mono();
+    if (p->lists[PC_IDLE].n > 0) { /* hand one over from the loop, never from here */
+        struct timeval now = {0, 0};
+        event_add(p->kick, &now);
+    }
     grow(p);
     return w;
 }
@@ -728,6 +744,7 @@ void pg_cluster_free(struct pg_cluster *cl)
             while (p->lists[st].head)
                 close_pc(p->lists[st].head);
         lru_unlink(cl, p);
+        event_free(p->kick);
         free(p);
     }
     while (cl->servers) {

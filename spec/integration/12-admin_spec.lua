@@ -41,7 +41,9 @@ describe("create and drop database", function()
         local env = { DATABASE_URL = url_of(registry), STEEPLE_TENANT_DATABASE_URLS = false }
         assert.equal(0, (server.run_binary({ "migrate", "registry" }, env, 60)))
         assert.equal(0, (server.run_binary({ "migrate", "tenants" }, env, 60))) -- makes the template
-        srv = server.start { config = { workers = 1 }, env = env }
+        -- one connection per pool: the maintenance pool is full of idle
+        -- connections when CREATE DATABASE waits for one
+        srv = server.start { config = { workers = 1, db = { pool_max = 1 } }, env = env }
     end)
 
     teardown(function()
@@ -56,6 +58,7 @@ describe("create and drop database", function()
 
     it("creates a tenant database from the migrated template and drops it", function()
         local name = "tenant_adm" .. stamp
+        assert.equal(200, http.request({ port = srv.port, path = "/ready" }).status) -- leaves an idle connection
         local res = post(srv, "/test/admin/create", { name = name, template = "steeple_template" })
         assert.equal(200, res.status, res.body)
         assert.equal("1", (psql(BASE_URL, "SELECT count(*) FROM pg_database WHERE datname = '" .. name .. "'")))
