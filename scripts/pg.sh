@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Manage a private PostgreSQL 15 cluster that listens only on a unix socket.
 #
-#   scripts/pg.sh [-v] [--dir DIR] [--port N] start|stop|status|url|destroy
+#   scripts/pg.sh [-v] [--dir DIR] [--port N] [--tcp] start|stop|status|url|destroy
 #   scripts/pg.sh [-v] [--dir DIR] [--port N] psql [PSQL-ARGS...]
 #
-# Layout: DIR/data (cluster), DIR/log (server log), DIR/.s.PGSQL.<port> (socket).
+# Layout: DIR/data (cluster), DIR/log (server log), DIR/.s.PGSQL.<port> (socket),
+# DIR/tcp_port (with --tcp: it also listens on 127.0.0.1 at that port).
 # DIR defaults to $PGDIR_ROOT, else var/pg in the repository. Superuser and
 # database are both "steeple", local connections are trusted. As root, initdb
 # and postgres run as the "postgres" user (or the existing owner of DIR).
@@ -12,7 +13,7 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dir=${PGDIR_ROOT:-$repo/var/pg}
-port=5432 verbose=0 cmd=
+port=5432 verbose=0 cmd= tcp=0
 
 die() { echo "pg.sh: $*" >&2; exit 1; }
 say() { if (( verbose )); then echo "pg.sh: $*" >&2; fi; }
@@ -22,6 +23,7 @@ while (( $# )); do
         -v) verbose=1 ;;
         --dir) dir=${2:?--dir needs a value}; shift ;;
         --port) port=${2:?--port needs a value}; shift ;;
+        --tcp) tcp=1 ;;
         -h|--help) sed -n '2,10s/^# \{0,1\}//p' "$0"; exit 0 ;;
         -*) die "unknown option: $1" ;;
         *) [[ -n $cmd ]] && die "unexpected argument: $1"
@@ -33,7 +35,7 @@ done
 [[ $port =~ ^[0-9]+$ ]] || die "bad port: $port"
 
 dir=$(realpath -m "$dir")
-data=$dir/data log=$dir/log marker=$dir/.steeple-pg
+data=$dir/data log=$dir/log marker=$dir/.steeple-pg portfile=$dir/tcp_port
 [[ $dir != *\'* ]] || die "directory name must not contain a single quote: $dir"
 # A unix socket path is limited to 107 bytes.
 (( ${#dir} + ${#port} + 10 <= 107 )) || die "directory path too long for a unix socket: $dir"
@@ -105,10 +107,30 @@ url() {
         c=${s:i:1}
         case $c in [A-Za-z0-9/._~-]) out+=$c ;; *) out+=$(printf '%%%02X' "'$c") ;; esac
     done
-    echo "postgresql://steeple@/steeple?host=$out&port=$port"
+    if (( tcp )); then
+        echo "postgresql://steeple@127.0.0.1:$port/steeple"
+    else
+        echo "postgresql://steeple@/steeple?host=$out&port=$port"
+    fi
 }
 
 psql_() { "$bin/psql" -X -q -h "$dir" -p "$port" -U steeple "$@"; }
+
+# --tcp: the cluster also listens on 127.0.0.1, on a port chosen once per
+# directory (kept in DIR/tcp_port) and free when chosen. Clients then need no
+# socket file in the tree.
+tcp_port() {
+    if [[ -f $portfile ]]; then cat "$portfile"; return; fi
+    mkdir -p "$dir"
+    local p=$(( 20000 + $(printf '%s' "$dir" | cksum | cut -d' ' -f1) % 20000 ))
+    while ss -Htln "sport = :$p" | grep -q .; do p=$(( p + 1 )); done
+    echo "$p" > "$portfile"
+    echo "$p"
+}
+if (( tcp )) || [[ -f $portfile ]]; then
+    tcp=1
+    port=$(tcp_port)
+fi
 
 start() {
     if server_pid >/dev/null; then say "already running in $dir"; ensure_db; return; fi
@@ -137,8 +159,10 @@ EOF
     clear_stale
     say "starting server in $dir (port $port)"
     # pg_ctl warns about a leftover postmaster.pid; only show its output on failure.
+    local listen="''"
+    (( tcp )) && listen=127.0.0.1
     out=$(as_owner "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 -s \
-        -o "-k '$dir' -p $port -c listen_addresses=''" start 2>&1) ||
+        -o "-k '$dir' -p $port -c listen_addresses=$listen" start 2>&1) ||
         { echo "$out" >&2; show_log "server failed to start"; }
     ensure_db
 }

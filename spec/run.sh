@@ -4,7 +4,8 @@
 #   spec/run.sh [c] [unit] [integration]    (default: all three)
 #
 # Every suite speaks TAP; this script counts "ok" and "not ok" lines. The
-# integration suite gets a throw-away PostgreSQL cluster in var/test-pg.
+# integration suite gets a throw-away PostgreSQL cluster in var/test-pg-tcp,
+# reached over TCP on 127.0.0.1.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -43,8 +44,9 @@ for suite in "${suites[@]}"; do
         run_suite "lua unit specs" busted spec/unit
         ;;
     integration)
-        bash scripts/pg.sh --dir var/test-pg start || { echo "cannot start PostgreSQL"; exit 1; }
-        DATABASE_URL=$(bash scripts/pg.sh --dir var/test-pg url)
+        # over TCP on 127.0.0.1: the specs need no socket file in the tree
+        bash scripts/pg.sh --dir var/test-pg-tcp --tcp start || { echo "cannot start PostgreSQL"; exit 1; }
+        DATABASE_URL=$(bash scripts/pg.sh --dir var/test-pg-tcp --tcp url)
         export DATABASE_URL
         STEEPLE_BIN="$PWD/${STEEPLE_BIN_WRAPPER:-$BUILD/steeple}" run_suite "integration specs" \
             busted --lpath='spec/?.lua' spec/integration

@@ -1,22 +1,10 @@
 -- steeple migrate registry|tenants against real databases: ordering,
 -- checksums, the lock, failures in one tenant, the template.
 local server = require "support.server"
+local pg = require "support.pg"
 
-local BASE_URL = assert(os.getenv("DATABASE_URL"), "DATABASE_URL must point at the test cluster")
-
-local function psql(url, sql)
-    local p = assert(io.popen("psql " .. server.quote(url) .. " -XAtq -v ON_ERROR_STOP=1 -c "
-        .. server.quote(sql) .. " 2>&1"))
-    local out = p:read("a")
-    local ok = p:close()
-    return out:gsub("%s+$", ""), ok
-end
-
--- The URL of another database of the test cluster.
-local function url_of(dbname)
-    local url = BASE_URL:gsub("^(postgresql://[^/]*/)[^?]*", "%1" .. dbname)
-    return url
-end
+local BASE_URL = assert(pg.BASE_URL, "DATABASE_URL must point at the test cluster")
+local psql, url_of = pg.psql, pg.url_of
 
 local counter = 0
 local function fresh_database()

@@ -1,19 +1,9 @@
 -- steeple doctor: one line per check, the fix for each failure, status 1 on any.
 local server = require "support.server"
+local pg = require "support.pg"
 
-local BASE_URL = assert(os.getenv("DATABASE_URL"), "DATABASE_URL must point at the test cluster")
-
-local function psql(url, sql)
-    local p = assert(io.popen("psql " .. server.quote(url) .. " -XAtq -c " .. server.quote(sql) .. " 2>&1"))
-    local out = p:read("a")
-    p:close()
-    return (out:gsub("%s+$", ""))
-end
-
-local function url_of(dbname, user)
-    local url = BASE_URL:gsub("^(postgresql://)[^@/]*(@?[^/]*/)[^?]*", "%1" .. (user or "steeple") .. "%2" .. dbname)
-    return url
-end
+local BASE_URL = assert(pg.BASE_URL, "DATABASE_URL must point at the test cluster")
+local psql, url_of = pg.psql, pg.url_of
 
 local function doctor(url, config_text, extra_env)
     local cfg = server.tmpdir() .. "/config.lua"

@@ -3,31 +3,12 @@
 local server = require "support.server"
 local http = require "support.http"
 
-local BASE_URL = assert(os.getenv("DATABASE_URL"), "DATABASE_URL must point at the test cluster")
+local pg = require "support.pg"
+
+local BASE_URL = assert(pg.BASE_URL, "DATABASE_URL must point at the test cluster")
+local psql, psql_file, url_of = pg.psql, pg.psql_file, pg.url_of
 local N <const> = 300
 local SERVER_CAP <const> = 24 -- over both workers
-
-local function sh(cmd)
-    local p = assert(io.popen("timeout -s KILL 300 sh -c " .. server.quote(cmd) .. " 2>&1"))
-    local out = p:read("a")
-    local ok = p:close()
-    return (out:gsub("%s+$", "")), ok
-end
-
-local function psql(url, sql)
-    return sh("psql " .. server.quote(url) .. " -XAtq -v ON_ERROR_STOP=1 -c " .. server.quote(sql))
-end
-
-local function psql_file(url, text)
-    local path = server.tmpdir() .. "/script.sql"
-    server.write_file(path, text)
-    return sh("psql " .. server.quote(url) .. " -XAtq -f " .. server.quote(path))
-end
-
-local function url_of(dbname)
-    local url = BASE_URL:gsub("^(postgresql://[^/]*/)[^?]*", "%1" .. dbname)
-    return url
-end
 
 describe("tenant pools", function()
     local srv, registry, ids, names = nil, "tenantspec_" .. os.time() % 100000, {}, {}

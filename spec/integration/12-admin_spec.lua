@@ -3,23 +3,11 @@
 local server = require "support.server"
 local http = require "support.http"
 
-local BASE_URL = assert(os.getenv("DATABASE_URL"), "DATABASE_URL must point at the test cluster")
+local pg = require "support.pg"
 
-local function sh(cmd)
-    local p = assert(io.popen("timeout -s KILL 120 sh -c " .. server.quote(cmd) .. " 2>&1"))
-    local out = p:read("a")
-    local ok = p:close()
-    return (out:gsub("%s+$", "")), ok
-end
-
-local function psql(url, sql)
-    return sh("psql " .. server.quote(url) .. " -XAtq -v ON_ERROR_STOP=1 -c " .. server.quote(sql))
-end
-
-local function url_of(dbname, base)
-    local url = (base or BASE_URL):gsub("^(postgresql://[^/]*/)[^?]*", "%1" .. dbname)
-    return url
-end
+local BASE_URL = assert(pg.BASE_URL, "DATABASE_URL must point at the test cluster")
+local sh, psql = pg.sh, pg.psql
+local function url_of(dbname, base) return pg.url_of(dbname, nil, base) end
 
 local function post(srv, path, body)
     return http.request { port = srv.port, method = "POST", path = path, body = require("cjson").encode(body),
@@ -129,8 +117,14 @@ describe("placement over two tenant servers", function()
     end)
 
     it("puts a new tenant on the server with the fewest tenants", function()
-        local main_key = BASE_URL:match("host=([^&]+)") .. ":" .. (BASE_URL:match("port=(%d+)") or "5432")
-        local second_key = second:match("host=([^&]+)") .. ":" .. (second:match("port=(%d+)") or "5432")
+        -- servers are named host:port, from a socket URL (?host=/dir&port=N) or a TCP one
+        local function key_of(u)
+            local host = u:match("host=([^&]+)")
+            if host then return host .. ":" .. (u:match("port=(%d+)") or "5432") end
+            local h, p = u:match("@([^:/]+):(%d+)/")
+            return h .. ":" .. p
+        end
+        local main_key, second_key = key_of(BASE_URL), key_of(second)
         local res = http.request { port = srv.port, path = "/test/place" }
         assert.equal(200, res.status, res.body)
         assert.equal("main", res.json.server) -- main is listed too, and first

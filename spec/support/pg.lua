@@ -1,0 +1,38 @@
+-- PostgreSQL helpers for the integration specs: psql against the test
+-- cluster (DATABASE_URL, set by spec/run.sh) and URLs of its other databases.
+--
+--   pg.BASE_URL                  the test cluster's URL
+--   pg.sh(cmd)                   -> output (trimmed), ok   (bounded: 300 s)
+--   pg.psql(url, sql)            -> output (trimmed), ok
+--   pg.psql_file(url, text)      runs a script of statements, each on its own
+--   pg.url_of(dbname [, user [, base]])   the URL of another database
+local server = require "support.server"
+
+local M = {}
+
+M.BASE_URL = os.getenv("DATABASE_URL")
+
+function M.sh(cmd)
+    local p = assert(io.popen("timeout -s KILL 300 sh -c " .. server.quote(cmd) .. " 2>&1"))
+    local out = p:read("a")
+    local ok = p:close()
+    return (out:gsub("%s+$", "")), ok
+end
+
+function M.psql(url, sql)
+    return M.sh("psql " .. server.quote(url) .. " -XAtq -v ON_ERROR_STOP=1 -c " .. server.quote(sql))
+end
+
+function M.psql_file(url, text)
+    local path = server.tmpdir() .. "/script.sql"
+    server.write_file(path, text)
+    return M.sh("psql " .. server.quote(url) .. " -XAtq -f " .. server.quote(path))
+end
+
+function M.url_of(dbname, user, base)
+    local url = (base or M.BASE_URL):gsub("^(postgresql://)[^@/]*(@?[^/]*/)[^?]*",
+        "%1" .. (user or "steeple") .. "%2" .. dbname)
+    return url
+end
+
+return M
