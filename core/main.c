@@ -37,6 +37,7 @@ static int parse(int argc, char **argv, struct options *o)
     o->config_path = access("config.lua", R_OK) == 0 ? "config.lua" : NULL;
     o->lua_dir = "lua";
     o->watch = 0;
+    o->nargs = 0;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
             o->config_path = argv[++i];
