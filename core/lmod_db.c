@@ -77,6 +77,7 @@ struct db_op {
     char ddl_name[NAME_MAX_LEN + 1];
     char ddl_template[NAME_MAX_LEN + 1];
     int retried;
+    double timeout; /* the core's limit on the statement, seconds */
     PGresult *res;
     int unavailable;
     double retry_after;
@@ -358,6 +359,19 @@ static void free_op(struct db_op *op)
     free(op);
 }
 
+/* Frees an operation that never started and raises "unavailable" with its
+ * message: the message is copied first, so nothing is left to leak. */
+static int fail_now(lua_State *L, struct db_op *op)
+{
+    struct db_op copy = {0};
+    copy.unavailable = 1;
+    copy.retry_after = op->retry_after;
+    memcpy(copy.err, op->err, sizeof copy.err);
+    free_op(op);
+    return raise_error(L, &copy);
+}
+
+
 /* ---- the operation ------------------------------------------------------- */
 
 static int no_results(lua_State *L, void *data)
@@ -409,14 +423,19 @@ static double client_timeout(double statement_timeout_s)
     return statement_timeout_s * 1.25 + 1.0;
 }
 
+/* The core's limit for statements on a pool's connections. */
+static double pool_timeout(struct pg_pool *pool)
+{
+    return client_timeout(pg_cluster_settings(pg_pool_cluster(pool))->statement_timeout_s);
+}
+
 static int send(struct db_op *op)
 {
-    const struct pg_settings *s = pg_cluster_settings(pg_pool_cluster(op->pool));
     if (op->ddl && build_ddl(op) != 0)
         return -1;
     return pg_conn_query(op->conn, op->sql, op->nparams, op->types,
-                         (const char *const *)op->values, op->lengths, op->formats,
-                         client_timeout(s->statement_timeout_s), on_result, op);
+                         (const char *const *)op->values, op->lengths, op->formats, op->timeout,
+                         on_result, op);
 }
 
 static void on_acquired(struct pg_conn *c, const char *err, double retry_after, void *arg);
@@ -544,6 +563,7 @@ static int handle_query(lua_State *L)
     struct db_op *op = new_op(L, 2, 3);
     op->r = r;
     op->pool = pool;
+    op->timeout = pool_timeout(pool);
     op->conn = pg_pool_try_acquire(pool);
     if (op->conn && send(op) == 0)
         return park(L, r, op);
@@ -552,13 +572,8 @@ static int handle_query(lua_State *L)
         op->conn = NULL;
     }
     op->waiter = pg_pool_wait(pool, on_acquired, op, &op->retry_after, op->err, sizeof op->err);
-    if (op->waiter == NULL) { /* free first, then raise a copy */
-        struct db_op copy = *op;
-        free_op(op);
-        copy.res = NULL;
-        copy.unavailable = 1;
-        return raise_error(L, &copy);
-    }
+    if (op->waiter == NULL)
+        return fail_now(L, op);
     return park(L, r, op);
 }
 
@@ -632,12 +647,8 @@ static int handle_acquire(lua_State *L)
     op->pool = pool;
     op->acquire_only = 1;
     op->waiter = pg_pool_wait(pool, on_acquired, op, &op->retry_after, op->err, sizeof op->err);
-    if (op->waiter == NULL) {
-        struct db_op copy = *op;
-        free(op);
-        copy.unavailable = 1;
-        return raise_error(L, &copy);
-    }
+    if (op->waiter == NULL)
+        return fail_now(L, op);
     request_suspend(r, cancel, op);
     return lua_yieldk(L, 0, (lua_KContext)op, acquired);
 }
@@ -658,14 +669,10 @@ static int run_pinned(lua_State *L, int script)
     op->conn = c->conn;
     op->pinned = c;
     const struct pg_settings *s = pg_cluster_settings(script_worker(L)->cluster);
-    double timeout = c->timeout > 0 ? c->timeout : client_timeout(s->statement_timeout_s);
-    if (pg_conn_query(op->conn, op->sql, op->nparams, op->types, (const char *const *)op->values,
-                      op->lengths, op->formats, timeout, on_result, op) != 0) {
-        free_op(op);
-        struct db_op copy = {0};
-        copy.unavailable = 1;
-        snprintf(copy.err, sizeof copy.err, "the connection is broken");
-        return raise_error(L, &copy);
+    op->timeout = c->timeout > 0 ? c->timeout : client_timeout(s->statement_timeout_s);
+    if (send(op) != 0) {
+        snprintf(op->err, sizeof op->err, "the connection is broken");
+        return fail_now(L, op);
     }
     c->busy = 1;
     return park(L, r, op);
@@ -834,13 +841,10 @@ static int ddl(lua_State *L, int kind)
     snprintf(op->ddl_template, sizeof op->ddl_template, "%s", tmpl ? tmpl : "");
     op->r = r;
     op->pool = pool;
+    op->timeout = pool_timeout(pool);
     op->waiter = pg_pool_wait(pool, on_acquired, op, &op->retry_after, op->err, sizeof op->err);
-    if (op->waiter == NULL) {
-        struct db_op copy = *op;
-        free(op);
-        copy.unavailable = 1;
-        return raise_error(L, &copy);
-    }
+    if (op->waiter == NULL)
+        return fail_now(L, op);
     return park(L, r, op);
 }
 
