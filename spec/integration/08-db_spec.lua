@@ -94,14 +94,6 @@ local function assert_generic_error(res, code, status)
     assert.equal(res.headers["x-request-id"], res.json.error.requestId)
 end
 
-local function assert_stops(srv)
-    local in_time, status = srv:stop(10)
-    assert.is_nil(srv.exited_early)
-    assert.is_true(in_time)
-    assert.equal(0, status)
-    assert.same({}, srv:unexpected_errors())
-end
-
 describe("database queries", function()
     local srv
     local DB = PREFIX .. "_q"
@@ -482,7 +474,7 @@ describe("database queries", function()
     end)
 
     it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
-        assert_stops(srv)
+        srv:assert_stops_cleanly()
     end)
 end)
 
@@ -622,7 +614,7 @@ describe("database pool caps", function()
     end)
 
     it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
-        assert_stops(srv)
+        srv:assert_stops_cleanly()
     end)
 end)
 
@@ -683,7 +675,7 @@ describe("database server connection cap", function()
     end)
 
     it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
-        assert_stops(srv)
+        srv:assert_stops_cleanly()
     end)
 end)
 
@@ -746,7 +738,7 @@ describe("database acquire timeout", function()
     end)
 
     it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
-        assert_stops(srv)
+        srv:assert_stops_cleanly()
     end)
 end)
 
@@ -914,6 +906,6 @@ describe("database failures (private cluster)", function()
     end)
 
     it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
-        assert_stops(srv)
+        srv:assert_stops_cleanly()
     end)
 end)

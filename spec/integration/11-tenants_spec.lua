@@ -128,10 +128,7 @@ describe("tenant pools", function()
     end)
 
     it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
-        local in_time, status = srv:stop(10)
-        assert.is_true(in_time)
-        assert.equal(0, status)
-        assert.same({}, srv:unexpected_errors())
+        srv:assert_stops_cleanly()
         srv = nil
     end)
 end)

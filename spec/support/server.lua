@@ -518,6 +518,17 @@ function Server:metrics()
     return values, res
 end
 
+-- The last case of every spec file: SIGTERM stops the server in time with
+-- status 0, and it logged no error line since the last mark.
+function Server:assert_stops_cleanly()
+    local check = require "luassert" -- specs get it as `assert`; modules do not
+    local in_time, status = self:stop(10)
+    check.is_nil(self.exited_early)
+    check.is_true(in_time)
+    check.equal(0, status)
+    check.same({}, self:unexpected_errors())
+end
+
 -- The value of one series, e.g. srv:metric('steeple_script_reloads_total{result="ok"}'); 0 when absent.
 function Server:metric(key)
     return self:metrics()[key] or 0
