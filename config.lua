@@ -20,4 +20,41 @@ return {
         max_connections = 1024,   -- per worker; past it the worker stops accepting
         json_max_depth = 64,      -- deeper JSON bodies get 400 invalid_json
     },
+
+    db = {
+        -- url: DATABASE_URL (the registry); tenant_urls: STEEPLE_TENANT_DATABASE_URLS
+        pool_max = 4,             -- connections per database, per worker
+        server_max_connections = 80, -- per server, over all databases and workers
+        min_idle = 0,
+        acquire_timeout_ms = 2000,
+        connect_timeout_ms = 3000,
+        statement_timeout_ms = 10000,
+        idle_timeout_s = 60,
+        breaker_failures = 5,
+        breaker_open_s = 10,
+        migrations_dir = "sql",
+        template = "steeple_template", -- or "none": migrate each new database
+    },
+
+    tenants = {
+        capacity = 100,           -- tenant pools per worker (LRU)
+        idle_s = 1800,
+        cache_ttl_s = 30,         -- registry entries (status) cached this long
+        provisioning_timeout_s = 300, -- a registration cut short is undone after this
+        janitor_interval_s = 60,
+    },
+
+    auth = {
+        -- jwt_secret: STEEPLE_JWT_SECRET; data_key: STEEPLE_DATA_KEY
+        -- (development makes both once into var/dev-keys; production needs them)
+        access_ttl_s = 900,
+        refresh_ttl_s = 2592000,
+        max_failures = 5,         -- failed logins that lock an account
+        lock_initial_s = 30,      -- doubling with each further lock
+        lock_max_s = 3600,
+        rate_per_min = 60,        -- STEEPLE_AUTH_RATE_PER_MIN; per client address; 0 = off
+        -- trusted_proxies = "10.0.0.0/8",  -- whose X-Forwarded-For is believed
+        argon2_memory_kib = 19456, -- OWASP minimum; at most threads x this per worker
+        argon2_iterations = 2,
+    },
 }

@@ -35,6 +35,12 @@ struct config_tenants {
     double cache_ttl_s;
 };
 
+struct config_auth {
+    int has_jwt_secret, has_data_key; /* the keys themselves stay in Lua */
+    unsigned long long argon2_iterations;
+    size_t argon2_memory_bytes;
+};
+
 struct config {
     char env[16];
     char listen[64];
@@ -46,6 +52,7 @@ struct config {
     struct config_limits limits;
     struct config_db db;
     struct config_tenants tenants;
+    struct config_auth auth;
     char plain_path[128]; /* "" when the benchmark-only plain route is off */
 };
 

@@ -83,6 +83,21 @@ static int read_db(lua_State *L, int idx, struct config_db *db, char *err, size_
     return 0;
 }
 
+/* Reads what the core needs of auth.*: whether the keys are set, argon2id. */
+static int read_auth(lua_State *L, int idx, struct config_auth *a, char *err, size_t errlen)
+{
+    double kib, iterations;
+    if (read_number(L, idx, "auth", "argon2_memory_kib", &kib, err, errlen) ||
+        read_number(L, idx, "auth", "argon2_iterations", &iterations, err, errlen))
+        return -1;
+    a->argon2_memory_bytes = (size_t)kib * 1024;
+    a->argon2_iterations = (unsigned long long)iterations;
+    a->has_jwt_secret = get(L, idx, "auth", "jwt_secret") == LUA_TSTRING;
+    a->has_data_key = get(L, idx, "auth", "data_key") == LUA_TSTRING;
+    lua_pop(L, 2);
+    return 0;
+}
+
 int config_read(lua_State *L, int idx, struct config *out, char *err, size_t errlen)
 {
     idx = lua_absindex(L, idx);
@@ -106,7 +121,7 @@ int config_read(lua_State *L, int idx, struct config *out, char *err, size_t err
         read_number(L, idx, "limits", "json_max_depth", &depth, err, errlen) ||
         read_string(L, idx, "bench", "plain_path", c.plain_path, sizeof c.plain_path, 1, err,
                     errlen) ||
-        read_db(L, idx, &c.db, err, errlen) ||
+        read_db(L, idx, &c.db, err, errlen) || read_auth(L, idx, &c.auth, err, errlen) ||
         read_number(L, idx, "tenants", "idle_s", &c.tenants.idle_s, err, errlen) ||
         read_number(L, idx, "tenants", "cache_ttl_s", &c.tenants.cache_ttl_s, err, errlen) ||
         read_number(L, idx, "tenants", "capacity", &capacity, err, errlen))

@@ -9,5 +9,6 @@ int luaopen_steeple_log(lua_State *L);     /* steeple.log */
 int luaopen_steeple_metrics(lua_State *L); /* steeple.metrics */
 int luaopen_steeple_crypto(lua_State *L);  /* steeple.crypto */
 int luaopen_steeple_db(lua_State *L);      /* steeple.db */
+int luaopen_steeple_ratelimit(lua_State *L); /* steeple.ratelimit */
 
 #endif

@@ -4,10 +4,30 @@
  *   crypto.sha256_hex(data)             SHA-256 as 64 lower-case hex digits
  *   crypto.password_hash(pw)            encoded argon2id hash; or nil, err
  *   crypto.password_verify(hash, pw)    true/false; or nil, err
+ *   crypto.hmac_sha256(key, data)       32 raw bytes
+ *   crypto.equal(a, b)                  true/false, constant time for equal lengths
+ *   crypto.base64_encode(s)             standard alphabet, padded
+ *   crypto.base64_decode(s)             bytes; or nil on bad input
+ *   crypto.base64url_encode(s)          URL-safe alphabet, unpadded
+ *   crypto.base64url_decode(s)          bytes; or nil on bad input
+ *   crypto.derive_key(master, id, ctx)  32-byte subkey id (integer >= 0) of a
+ *                                       32-byte master for an 8-byte context
+ *   crypto.blind_index(key, data)       32 raw bytes: keyed BLAKE2b, 32-byte key
+ *   crypto.seal(key, plaintext [, ad])  nonce..ciphertext..tag (XChaCha20-
+ *                                       Poly1305, 32-byte key, 40 bytes longer)
+ *   crypto.open(key, box [, ad])        plaintext; or nil, "cannot decrypt"
+ *   crypto.jwt_sign(key, payload)       HS256 token for a JSON payload
+ *   crypto.jwt_verify(key, token)       payload JSON; or nil, "malformed" |
+ *                                       "algorithm" | "signature" (exp and
+ *                                       other claims are the caller's to check)
+ *
+ * Wrong argument types and key sizes raise; bad input to decode, open and
+ * jwt_verify returns nil. JWT keys must be at least 32 bytes.
  *
  * The password functions run on the worker's thread pool and suspend the
  * request meanwhile; "busy" means too many hashes are already in flight. */
 #include "crypto.h"
+#include "jwt.h"
 #include "lmod.h"
 #include "request.h"
 #include "threadpool.h"
@@ -15,6 +35,7 @@
 
 #include <lauxlib.h>
 #include <sodium.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +45,7 @@ struct pw_job {
     struct tp_job job; /* first: the pool hands this pointer back */
     struct request *r; /* NULL once the request has gone */
     int verify;
+    struct crypto_pwhash_params params; /* auth.argon2_*, copied at submit */
     int result; /* hash: 0 ok, -1 failed; verify: 1 match, 0 not */
     char hash[CRYPTO_PWHASH_LEN];
     size_t pwlen;
@@ -42,7 +64,7 @@ static void pw_work(struct tp_job *job)
     if (j->verify)
         j->result = crypto_password_verify(j->hash, j->pw, j->pwlen);
     else
-        j->result = crypto_password_hash(j->hash, j->pw, j->pwlen, CRYPTO_PWHASH_DEFAULT);
+        j->result = crypto_password_hash(j->hash, j->pw, j->pwlen, j->params);
 }
 
 static int pw_retval(lua_State *L, void *data)
@@ -83,7 +105,10 @@ static void pw_cancel(void *data)
 
 static int submit(lua_State *L, struct request *r, struct pw_job *j)
 {
+    const struct config_auth *auth = &request_worker(r)->cfg.auth;
     j->r = r;
+    j->params.opslimit = auth->argon2_iterations;
+    j->params.memlimit = auth->argon2_memory_bytes;
     j->job.work = pw_work;
     j->job.done = pw_done;
     if (threadpool_submit(request_worker(r)->pool, &j->job) != 0) {
@@ -157,11 +182,208 @@ static int l_sha256_hex(lua_State *L)
     return 1;
 }
 
+/* The len-byte string at argument arg, or raises unless it is exactly len
+ * bytes long. */
+static const unsigned char *check_key(lua_State *L, int arg, size_t len)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, arg, &n);
+    if (n != len)
+        luaL_argerror(L, arg, lua_pushfstring(L, "must be %d bytes", (int)len));
+    return (const unsigned char *)s;
+}
+
+/* Pushes the n bytes at secret, then wipes them. (If the push raises for
+ * lack of memory the wipe is skipped; the value was bound for the Lua heap
+ * anyway.) */
+static void push_secret(lua_State *L, unsigned char *secret, size_t n)
+{
+    lua_pushlstring(L, (const char *)secret, n); /* +1 */
+    sodium_memzero(secret, n);
+}
+
+static int l_hmac_sha256(lua_State *L)
+{
+    size_t keylen, len;
+    const char *key = luaL_checklstring(L, 1, &keylen);
+    const char *data = luaL_checklstring(L, 2, &len);
+    unsigned char mac[CRYPTO_HMAC_BYTES];
+    crypto_hmac_sha256(mac, (const unsigned char *)key, keylen, data, len);
+    lua_pushlstring(L, (const char *)mac, sizeof mac);
+    return 1;
+}
+
+static int l_equal(lua_State *L)
+{
+    size_t alen, blen;
+    const char *a = luaL_checklstring(L, 1, &alen);
+    const char *b = luaL_checklstring(L, 2, &blen);
+    lua_pushboolean(L, crypto_equal(a, alen, b, blen));
+    return 1;
+}
+
+static int b64_encode(lua_State *L, enum crypto_base64 variant)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    size_t n = crypto_base64_encoded_len(len, variant);
+    luaL_argcheck(L, n < SIZE_MAX, 1, "string too long");
+    luaL_Buffer b;
+    char *out = luaL_buffinitsize(L, &b, n + 1); /* may push a box */
+    if (crypto_base64_encode(out, n + 1, s, len, variant) != 0)
+        abort(); /* sized above */
+    luaL_pushresultsize(&b, n); /* the encoding, without its NUL */
+    return 1;
+}
+
+static int b64_decode(lua_State *L, enum crypto_base64 variant)
+{
+    size_t len, n;
+    const char *s = luaL_checklstring(L, 1, &len);
+    size_t max = crypto_base64_decoded_max(len);
+    luaL_Buffer b;
+    unsigned char *out = (unsigned char *)luaL_buffinitsize(L, &b, max); /* may push a box */
+    if (crypto_base64_decode(out, max, &n, s, len, variant) != 0) {
+        lua_pushnil(L); /* the abandoned box, if any, is garbage */
+        return 1;
+    }
+    luaL_pushresultsize(&b, n);
+    return 1;
+}
+
+static int l_base64_encode(lua_State *L)
+{
+    return b64_encode(L, CRYPTO_BASE64);
+}
+
+static int l_base64_decode(lua_State *L)
+{
+    return b64_decode(L, CRYPTO_BASE64);
+}
+
+static int l_base64url_encode(lua_State *L)
+{
+    return b64_encode(L, CRYPTO_BASE64URL);
+}
+
+static int l_base64url_decode(lua_State *L)
+{
+    return b64_decode(L, CRYPTO_BASE64URL);
+}
+
+static int l_derive_key(lua_State *L)
+{
+    const unsigned char *master = check_key(L, 1, CRYPTO_KEY_BYTES);
+    lua_Integer id = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, id >= 0, 2, "must be >= 0");
+    size_t ctxlen;
+    const char *ctx = luaL_checklstring(L, 3, &ctxlen);
+    luaL_argcheck(L, ctxlen == CRYPTO_KDF_CONTEXT_BYTES, 3, "must be 8 bytes");
+    unsigned char key[CRYPTO_KEY_BYTES];
+    crypto_derive_key(key, master, (uint64_t)id, ctx);
+    push_secret(L, key, sizeof key);
+    return 1;
+}
+
+static int l_blind_index(lua_State *L)
+{
+    const unsigned char *key = check_key(L, 1, CRYPTO_KEY_BYTES);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    unsigned char out[CRYPTO_KEY_BYTES];
+    crypto_blind_index(out, key, data, len);
+    push_secret(L, out, sizeof out);
+    return 1;
+}
+
+static int l_seal(lua_State *L)
+{
+    const unsigned char *key = check_key(L, 1, CRYPTO_KEY_BYTES);
+    size_t len, adlen;
+    const char *msg = luaL_checklstring(L, 2, &len);
+    const char *ad = luaL_optlstring(L, 3, NULL, &adlen);
+    luaL_argcheck(L, len <= SIZE_MAX - CRYPTO_SEAL_OVERHEAD, 2, "too long");
+    luaL_Buffer b;
+    unsigned char *box = (unsigned char *)luaL_buffinitsize(L, &b, len + CRYPTO_SEAL_OVERHEAD);
+    if (crypto_seal(box, key, msg, len, ad, adlen) != 0)
+        return luaL_argerror(L, 2, "too long"); /* nothing of ours to free */
+    luaL_pushresultsize(&b, len + CRYPTO_SEAL_OVERHEAD);
+    return 1;
+}
+
+static int l_open(lua_State *L)
+{
+    const unsigned char *key = check_key(L, 1, CRYPTO_KEY_BYTES);
+    size_t boxlen, adlen, len;
+    const char *box = luaL_checklstring(L, 2, &boxlen);
+    const char *ad = luaL_optlstring(L, 3, NULL, &adlen);
+    size_t max = boxlen >= CRYPTO_SEAL_OVERHEAD ? boxlen - CRYPTO_SEAL_OVERHEAD : 0;
+    luaL_Buffer b;
+    unsigned char *msg = (unsigned char *)luaL_buffinitsize(L, &b, max); /* may push a box */
+    if (crypto_open(msg, &len, key, (const unsigned char *)box, boxlen, ad, adlen) != 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "cannot decrypt");
+        return 2;
+    }
+    luaL_pushresultsize(&b, len);
+    sodium_memzero(&b, sizeof b); /* its inline storage may hold the plaintext */
+    return 1;
+}
+
+/* The JWT key at argument 1, or raises unless it has at least 32 bytes. */
+static const unsigned char *check_jwt_key(lua_State *L, size_t *len)
+{
+    const char *key = luaL_checklstring(L, 1, len);
+    luaL_argcheck(L, *len >= CRYPTO_KEY_BYTES, 1, "must be at least 32 bytes");
+    return (const unsigned char *)key;
+}
+
+static int l_jwt_sign(lua_State *L)
+{
+    size_t keylen, len, n;
+    const unsigned char *key = check_jwt_key(L, &keylen);
+    const char *payload = luaL_checklstring(L, 2, &len);
+    char token[JWT_MAX_TOKEN + 1];
+    if (jwt_sign(key, keylen, payload, len, token, sizeof token, &n) != 0)
+        return luaL_argerror(L, 2, "payload too large for a token");
+    lua_pushlstring(L, token, n);
+    return 1;
+}
+
+static int l_jwt_verify(lua_State *L)
+{
+    size_t keylen, len, n;
+    const unsigned char *key = check_jwt_key(L, &keylen);
+    luaL_checktype(L, 2, LUA_TSTRING); /* no number coercion */
+    const char *token = lua_tolstring(L, 2, &len);
+    char payload[JWT_MAX_TOKEN];
+    enum jwt_result r = jwt_verify(key, keylen, token, len, payload, sizeof payload, &n);
+    if (r != JWT_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, jwt_result_name(r));
+        return 2;
+    }
+    lua_pushlstring(L, payload, n);
+    return 1;
+}
+
 static const luaL_Reg funcs[] = {
     {"random", l_random},
     {"sha256_hex", l_sha256_hex},
     {"password_hash", l_password_hash},
     {"password_verify", l_password_verify},
+    {"hmac_sha256", l_hmac_sha256},
+    {"equal", l_equal},
+    {"base64_encode", l_base64_encode},
+    {"base64_decode", l_base64_decode},
+    {"base64url_encode", l_base64url_encode},
+    {"base64url_decode", l_base64url_decode},
+    {"derive_key", l_derive_key},
+    {"blind_index", l_blind_index},
+    {"seal", l_seal},
+    {"open", l_open},
+    {"jwt_sign", l_jwt_sign},
+    {"jwt_verify", l_jwt_verify},
     {NULL, NULL},
 };
 

@@ -44,6 +44,7 @@ void script_open_libs(lua_State *L, const char *lua_dir)
     preload(L, "steeple.metrics", luaopen_steeple_metrics);
     preload(L, "steeple.crypto", luaopen_steeple_crypto);
     preload(L, "steeple.db", luaopen_steeple_db);
+    preload(L, "steeple.ratelimit", luaopen_steeple_ratelimit);
     lua_getglobal(L, "package");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua", lua_dir, lua_dir);
     lua_setfield(L, -2, "path");
@@ -89,6 +90,12 @@ static int load_app(lua_State *L)
     if (lua_getfield(L, -1, "handle") != LUA_TFUNCTION)
         return luaL_error(L, "app.lua must return a table with a function 'handle'");
     ss->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* app */
+    int t = lua_getfield(L, -1, "tick");                /* app tick */
+    if (t != LUA_TFUNCTION && t != LUA_TNIL)
+        return luaL_error(L, "app.tick must be a function");
+    ss->tick_ref = t == LUA_TFUNCTION ? luaL_ref(L, LUA_REGISTRYINDEX) : LUA_NOREF;
+    if (t == LUA_TNIL)
+        lua_pop(L, 1);
     lua_pop(L, 1);
     if (luaL_loadbuffer(L, lock_globals, sizeof lock_globals - 1, "=lock_globals") != LUA_OK)
         return lua_error(L);
@@ -109,6 +116,7 @@ struct script_state *script_state_new(struct worker *w, char *err, size_t errlen
     ss->refs = 1;
     lua_gc(L, LUA_GCGEN, 0, 0); /* requests make short-lived garbage */
     ss->handler_ref = LUA_NOREF;
+    ss->tick_ref = LUA_NOREF;
     lua_pushlightuserdata(L, w);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &worker_key);
     script_open_libs(L, w->lua_dir);

@@ -1,6 +1,7 @@
 /* main.c — the steeple command line. */
 #include "config.h"
 #include "crypto.h"
+#include "devkeys.h"
 #include "log.h"
 #include "master.h"
 #include "worker.h"
@@ -71,6 +72,30 @@ static int load(const struct options *o, struct config *cfg)
     return 0;
 }
 
+/* Every command needs the keys in the environment before its workers read
+ * the configuration: development makes missing ones once into var/;
+ * production refuses to serve without them. */
+static int ensure_keys(const struct options *o, struct config *cfg, int serving)
+{
+    if (cfg->auth.has_jwt_secret && cfg->auth.has_data_key)
+        return 0;
+    if (strcmp(cfg->env, "development") != 0) {
+        if (!serving)
+            return 0; /* commands other than serve do not use them */
+        fprintf(stderr, "steeple: %s%s%s not set; env %s needs both keys (see README)\n",
+                cfg->auth.has_jwt_secret ? "" : "STEEPLE_JWT_SECRET",
+                !cfg->auth.has_jwt_secret && !cfg->auth.has_data_key ? " and " : "",
+                cfg->auth.has_data_key ? "" : "STEEPLE_DATA_KEY", cfg->env);
+        return -1;
+    }
+    char err[512];
+    if (devkeys_export(DEVKEYS_PATH, err, sizeof err) != 0) {
+        fprintf(stderr, "steeple: %s\n", err);
+        return -1;
+    }
+    return load(o, cfg);
+}
+
 static void print_config(const struct config *c)
 {
     printf("env %s\nlisten %s\nport %d\nworkers %d\nthreads %d\nshutdown_timeout_s %g\n"
@@ -116,6 +141,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "steeple: libsodium failed to initialise\n");
         return 1;
     }
+    if (strcmp(cmd, "config") != 0 && ensure_keys(&o, &cfg, module == NULL) != 0)
+        return 1;
     if (strcmp(cmd, "config") == 0) {
         print_config(&cfg);
         return 0;

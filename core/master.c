@@ -8,6 +8,7 @@
 #include "log.h"
 #include "lua_host.h"
 #include "metrics.h"
+#include "ratelimit.h"
 #include "worker.h"
 
 #include <dirent.h>
@@ -272,8 +273,8 @@ int master_main(const struct config *cfg, const char *lua_dir, const char *confi
     struct master m = {.cfg = cfg, .lua_dir = lua_dir, .config_path = config_path, .ifd = -1};
     if (check_scripts(cfg, lua_dir, config_path) != 0 || check_listen(cfg) != 0)
         return 1;
-    if (metrics_init(cfg->workers) != 0) {
-        log_error("cannot map the metrics region");
+    if (metrics_init(cfg->workers) != 0 || ratelimit_init(RATELIMIT_DEFAULT_SLOTS) != 0) {
+        log_error("cannot map the shared metrics and rate-limit regions");
         return 1;
     }
     sigset_t set;
@@ -300,5 +301,6 @@ int master_main(const struct config *cfg, const char *lua_dir, const char *confi
     if (m.ifd >= 0)
         close(m.ifd);
     metrics_shutdown();
+    ratelimit_shutdown();
     return rc;
 }

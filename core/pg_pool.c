@@ -526,8 +526,13 @@ void pg_pool_release(struct pg_conn *c, int reusable)
         return;
     }
     make_idle(pc);
-    serve_waiters(p);
-    if (p->nwait == 0 && p->lists[PC_IDLE].head && srv->nconns >= srv->cap) {
+    if (p->nwait > 0) {
+        /* served from the loop: a release comes from a running request (or
+         * a finalizer), and the waiter must not run inside it */
+        event_active(p->kick, 0, 0);
+        return;
+    }
+    if (p->lists[PC_IDLE].head && srv->nconns >= srv->cap) {
         /* another pool of the server may be starved: give it the room */
         for (struct pg_pool *q = p->cl->pools; q; q = q->next)
             if (q != p && q->server == srv && q->nwait > q->lists[PC_CONNECTING].n) {

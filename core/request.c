@@ -378,12 +378,15 @@ static void step(struct request *r, int status, int nres)
 static void run(struct request *r, int nargs)
 {
     struct worker *w = r->w;
+    struct request *outer = w->running; /* set when resumed from another's call */
     int nres = 0;
     w->running = r;
     watchdog_enter(w->watchdog, r->co, r->deadline);
     int status = lua_resume(r->co, r->ss->L, nargs, &nres);
     watchdog_leave(w->watchdog);
-    w->running = NULL;
+    w->running = outer;
+    if (outer)
+        watchdog_enter(w->watchdog, outer->co, outer->deadline);
     /* the handler may have held the loop: timeouts set from now on (the
      * response's write timeout) must not start from a stale cached time */
     event_base_update_cache_time(w->base);

@@ -186,6 +186,31 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         begin_stop(w);
 }
 
+/* Once a second: app.tick() as a task on the current scripts (housekeeping
+ * such as the janitor), unless the previous one is still running. */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    if (w->stopping || w->tick_status == TICK_RUNNING || w->scripts->tick_ref == LUA_NOREF)
+        return;
+    lua_State *L = w->scripts->L;
+    lua_State *T = lua_newthread(L);                         /* L: T */
+    lua_rawgeti(T, LUA_REGISTRYINDEX, w->scripts->tick_ref); /* T: tick */
+    w->tick_status = TICK_RUNNING;
+    if (request_spawn(w, T, 0, &w->tick_status) != 0)
+        w->tick_status = 1;
+    lua_pop(L, 1);
+}
+
+static int setup_tick(struct worker *w)
+{
+    struct timeval second = {1, 0};
+    w->tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);
+    return w->tick && event_add(w->tick, &second) == 0 ? 0 : -1;
+}
+
 static int setup_http(struct worker *w, int fd)
 {
     w->http = evhttp_new(w->base);
@@ -235,7 +260,8 @@ static void teardown(struct worker *w)
         script_state_unref(w->scripts);
     pg_cluster_free(w->cluster); /* after the scripts: their connections come back first */
     log_set_buffering(NULL); /* flushes */
-    struct event *evs[] = {w->sig_hup, w->sig_term, w->sig_int, w->stop_tick, log_flush_ev};
+    struct event *evs[] = {w->sig_hup, w->sig_term, w->sig_int, w->stop_tick, w->tick,
+                           log_flush_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i])
             event_free(evs[i]);
@@ -267,7 +293,7 @@ int worker_main(int index, const struct config *cfg, const char *lua_dir,
         (w.watchdog = watchdog_start(WATCHDOG_PERIOD_S, WATCHDOG_KILL_AFTER_S, request_overrun)) ==
             NULL ||
         (w.cluster = db_cluster_new(w.base, cfg, err, sizeof err)) == NULL ||
-        worker_reload(&w) != 0) {
+        worker_reload(&w) != 0 || setup_tick(&w) != 0) {
         log_error("worker %d could not start: %s", index, err[0] ? err : "out of memory");
         if (w.base)
             teardown(&w);

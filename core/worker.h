@@ -19,6 +19,8 @@ struct script_state;
 struct request;
 struct timeval;
 
+#define TICK_RUNNING (-1)
+
 struct worker {
     int index;
     const char *lua_dir;
@@ -40,6 +42,8 @@ struct worker {
     int exit_when_idle; /* command-line tasks: end the loop when nothing runs */
     double stop_deadline;
     struct event *sig_hup, *sig_term, *sig_int, *stop_tick;
+    struct event *tick;  /* runs app.tick() once a second */
+    int tick_status;     /* TICK_RUNNING while a tick task runs, else its exit code */
     struct metrics_histogram request_seconds;
     const struct timeval *request_timeout_tv; /* a libevent common timeout */
     struct timeval request_timeout_plain;     /* used if that cannot be made */

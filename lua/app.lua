@@ -20,6 +20,7 @@ local json = require "json"
 local config = require "steeple.config"
 local log = require "steeple.log"
 local routes = require "routes"
+local housekeeping = require "housekeeping"
 
 local type, pairs, ipairs, xpcall, tostring = type, pairs, ipairs, xpcall, tostring
 local setmetatable, require = setmetatable, require
@@ -151,5 +152,8 @@ function M.handle(req)
     log.error("handler failed", { route = pattern, error = res.trace })
     return send(errors.response(req.id, "internal_error"), pattern, req)
 end
+
+-- Called by the core once a second on each worker, as a background task.
+M.tick = housekeeping.tick
 
 return M

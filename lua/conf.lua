@@ -8,7 +8,7 @@
 
 local type, pairs, ipairs, tostring, tonumber, error, pcall = type, pairs, ipairs, tostring, tonumber, error, pcall
 local setmetatable, rawget, loadfile, next, select = setmetatable, rawget, loadfile, next, select
-local sub, format, match = string.sub, string.format, string.match
+local sub, format, match, rep = string.sub, string.format, string.match, string.rep
 local concat, sort = table.concat, table.sort
 local tointeger, math_type = math.tointeger, math.type
 local os_getenv = os.getenv
@@ -82,6 +82,37 @@ local SCHEMA = {
       reloadable = false, doc = "a tenant pool unused this long is closed" },
     { key = "tenants.cache_ttl_s", type = "number", default = 30, min = 0, max = 86400,
       reloadable = false, doc = "how long a tenant's registry entry is cached" },
+    { key = "tenants.provisioning_timeout_s", type = "number", default = 300, min = 10, max = 86400,
+      reloadable = true,
+      doc = "a registration still provisioning after this is undone by the janitor (database included)" },
+    { key = "tenants.janitor_interval_s", type = "number", default = 60, min = 0, max = 86400,
+      reloadable = true, doc = "how often the janitor looks for registrations cut short (0: never)" },
+    { key = "auth.jwt_secret", type = "string", optional = true, min_bytes = 32, secret = true,
+      env = "STEEPLE_JWT_SECRET", reloadable = false,
+      doc = "HMAC key of the access tokens, at least 32 bytes" },
+    { key = "auth.data_key", type = "string", optional = true, base64_bytes = 32, secret = true,
+      env = "STEEPLE_DATA_KEY", reloadable = false,
+      doc = "32 bytes, base64: the email blind-index and encryption keys are derived from it" },
+    { key = "auth.access_ttl_s", type = "integer", default = 900, min = 60, max = 86400,
+      reloadable = true, doc = "lifetime of an access token (expiresIn)" },
+    { key = "auth.refresh_ttl_s", type = "integer", default = 2592000, min = 60, max = 31536000,
+      reloadable = true, doc = "lifetime of a refresh token" },
+    { key = "auth.max_failures", type = "integer", default = 5, min = 1, max = 100,
+      reloadable = true, doc = "consecutive failed logins that lock an account" },
+    { key = "auth.lock_initial_s", type = "integer", default = 30, min = 1, max = 86400,
+      reloadable = true, doc = "the first lock's length; each further lock doubles it" },
+    { key = "auth.lock_max_s", type = "integer", default = 3600, min = 1, max = 604800,
+      reloadable = true, doc = "the longest lock" },
+    { key = "auth.rate_per_min", type = "integer", default = 60, min = 0, max = 1000000,
+      env = "STEEPLE_AUTH_RATE_PER_MIN", reloadable = true,
+      doc = "requests to /api/auth/* per client address and minute, over all workers (0: off)" },
+    { key = "auth.trusted_proxies", type = "string", optional = true, nonempty = true,
+      charset = "[%x.:/, ]", reloadable = true,
+      doc = "comma-separated addresses or CIDR blocks whose X-Forwarded-For is believed" },
+    { key = "auth.argon2_memory_kib", type = "integer", default = 19456, min = 1024, max = 4194304,
+      reloadable = false, doc = "argon2id memory per password hash, KiB (OWASP minimum: 19456)" },
+    { key = "auth.argon2_iterations", type = "integer", default = 2, min = 1, max = 20,
+      reloadable = false, doc = "argon2id passes (OWASP minimum with 19 MiB: 2)" },
     { key = "bench.plain_path", type = "string", optional = true, nonempty = true, prefix = "/",
       reloadable = false,
       doc = "if set, the C core answers this exact path with a fixed plain 'ok' (benchmarks only)" },
@@ -193,6 +224,14 @@ local function check_range(entry, v)
     return nil
 end
 
+-- True when s is the padded standard base64 of exactly n bytes.
+local function base64_of(s, n)
+    local chars = 4 * ((n + 2) // 3)
+    local pad = (3 - n % 3) % 3
+    return #s == chars and match(sub(s, 1, chars - pad), "^[%w+/]+$") ~= nil
+        and sub(s, chars - pad + 1) == rep("=", pad)
+end
+
 -- Checks the string constraints; returns an error message or nil.
 local function check_string(entry, v)
     if entry.enum then
@@ -204,6 +243,15 @@ local function check_string(entry, v)
     if entry.nonempty and v == "" then return "must not be empty" end
     if entry.prefix and sub(v, 1, #entry.prefix) ~= entry.prefix then
         return format("must start with '%s'", entry.prefix)
+    end
+    if entry.min_bytes and #v < entry.min_bytes then
+        return format("must be at least %d bytes", entry.min_bytes)
+    end
+    if entry.base64_bytes and not base64_of(v, entry.base64_bytes) then
+        return format("must be %d bytes in base64", entry.base64_bytes)
+    end
+    if entry.charset and match(v, "^" .. entry.charset .. "*$") == nil then
+        return "contains characters that are not allowed"
     end
     return nil
 end

@@ -132,6 +132,16 @@ function M.raise(code, opts)
     error(setmetatable({ code = code, opts = opts }, ERROR_MT))
 end
 
+-- The text of any error value, for logs and command output: a database
+-- error's message, an API error's code, anything else as tostring.
+function M.describe(e)
+    if type(e) == "table" then
+        if M.is(e) then return "api error " .. e.code end
+        return tostring(e.message or e.kind or "error")
+    end
+    return tostring(e)
+end
+
 -- Returns whether v is a structured error value made by errors.raise.
 function M.is(v)
     return type(v) == "table" and getmetatable(v) == ERROR_MT

@@ -16,9 +16,9 @@ local db = require "db"
 local errors = require "errors"
 local config = require "steeple.config"
 local steeple = require "steeple"
+local uuid = require "uuid"
 
-local type, pcall, error, ipairs = type, pcall, error, ipairs
-local find = string.find
+local pcall, error, ipairs = pcall, error, ipairs
 
 local M = {}
 
@@ -27,12 +27,8 @@ local MAX_ENTRIES <const> = config.tenants.capacity * 10
 
 local cache, size = {}, 0
 
-local UUID <const> = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
-
 -- True for the id format (a UUID).
-function M.valid_id(id)
-    return type(id) == "string" and find(id, UUID) ~= nil
-end
+M.valid_id = uuid.valid
 
 local function remember(id, entry)
     if cache[id] == nil then

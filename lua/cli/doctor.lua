@@ -2,21 +2,21 @@
 -- the fix for each failure; exits 1 if any check fails.
 
 local db = require "db"
+local errors = require "errors"
 local migrate = require "migrate"
 local config = require "steeple.config"
 local crypto = require "steeple.crypto"
+local keys = require "auth.keys"
 
-local ipairs, pcall, tostring, tonumber, type = ipairs, pcall, tostring, tonumber, type
+local ipairs, pcall, tonumber = ipairs, pcall, tonumber
 local format = string.format
+
+local describe = errors.describe
 
 local M = {}
 
 local MIN_VERSION <const> = 130000
 
-local function message(err)
-    if type(err) == "table" then return err.message or err.kind or "error" end
-    return tostring(err)
-end
 
 local function hex(bytes)
     return (bytes:gsub(".", function(c) return format("%02x", c:byte()) end))
@@ -31,7 +31,7 @@ local function checker()
             io.stdout:write(format("ok    %s%s\n", label, note and (": " .. note) or ""))
         else
             failed = failed + 1
-            io.stdout:write(format("FAIL  %s: %s\n      fix: %s\n", label, message(note), fix))
+            io.stdout:write(format("FAIL  %s: %s\n      fix: %s\n", label, describe(note), fix))
         end
         io.stdout:flush()
         return ok
@@ -111,6 +111,11 @@ function M.main()
         end)
         return 1
     end
+    check("auth keys: STEEPLE_JWT_SECRET and STEEPLE_DATA_KEY are set and valid",
+        "set both (production); development makes them into var/dev-keys", function()
+            keys.jwt()
+            keys.email_index()
+        end)
     for _, server in ipairs(servers) do server_checks(check, server, workers) end
     local dir = config.db.migrations_dir
     registry_check(check, dir)

@@ -6,12 +6,15 @@
 -- failing database and exits 1 if any failed.
 
 local db = require "db"
+local errors = require "errors"
 local migrate = require "migrate"
 local config = require "steeple.config"
 local steeple = require "steeple"
 
-local ipairs, pcall, tostring, tonumber, type = ipairs, pcall, tostring, tonumber, type
+local ipairs, pcall, tonumber = ipairs, pcall, tonumber
 local format = string.format
+
+local describe = errors.describe
 
 local M = {}
 
@@ -20,10 +23,6 @@ local function out(fmt, ...)
     io.stdout:flush()
 end
 
-local function message(err)
-    if type(err) == "table" then return err.message or err.kind or "error" end
-    return tostring(err)
-end
 
 local function registry(dir)
     local plan = migrate.plan(dir .. "/registry")
@@ -75,7 +74,7 @@ local function tenants(dir, concurrency)
             out("[%d/%d] %s/%s: %d applied", state.done, #list, t.server, t.name, res)
         else
             state.failed = state.failed + 1
-            out("[%d/%d] %s/%s: FAILED: %s", state.done, #list, t.server, t.name, message(res))
+            out("[%d/%d] %s/%s: FAILED: %s", state.done, #list, t.server, t.name, describe(res))
         end
     end
 
@@ -116,7 +115,7 @@ function M.main(args)
         return usage()
     end)
     if ok then return res end
-    io.stderr:write("steeple migrate: ", message(res), "\n")
+    io.stderr:write("steeple migrate: ", describe(res), "\n")
     return 1
 end
 

@@ -2,4 +2,6 @@
 -- { ["/path/{param}"] = { GET = handler, POST = handler } }.
 return {
     "ops",
+    "auth",
+    "admins",
 }

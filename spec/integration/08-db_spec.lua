@@ -566,6 +566,18 @@ describe("database pool caps", function()
         assert.same({}, srv:unexpected_errors())
     end)
 
+    it("lets a request that released a connection to a waiter go on at once", function()
+        local specs = {}
+        for i = 1, 8 do
+            specs[i] = { port = srv.port, path = "/test/db/handover?db=" .. DB, timeout = 20 }
+        end
+        for i, res in ipairs(http.concurrent(specs)) do
+            assert.equal(200, res.status, "request " .. i .. ": " .. tostring(res.body))
+            assert.same({ one = 1 }, res.json)
+        end
+        assert.same({}, srv:unexpected_errors())
+    end)
+
     it("keeps at most tenants.capacity pools and closes the evicted pool's connections", function()
         local evictions = srv:metric("steeple_tenant_pool_evictions_total")
         assert.equal(2, steeple_connections(url))

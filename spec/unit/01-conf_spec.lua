@@ -50,7 +50,12 @@ local EXPECTED_DEFAULTS = {
         migrations_dir = "sql",
         template = "steeple_template",
     },
-    tenants = { capacity = 100, idle_s = 1800, cache_ttl_s = 30 },
+    tenants = { capacity = 100, idle_s = 1800, cache_ttl_s = 30, provisioning_timeout_s = 300,
+                janitor_interval_s = 60 },
+    auth = {
+        access_ttl_s = 900, refresh_ttl_s = 2592000, max_failures = 5, lock_initial_s = 30,
+        lock_max_s = 3600, rate_per_min = 60, argon2_memory_kib = 19456, argon2_iterations = 2,
+    },
     bench = {},
 }
 
@@ -60,6 +65,18 @@ local DB_KEYS = {
     "db.breaker_failures", "db.breaker_open_s", "db.migrations_dir", "db.template",
     "tenants.capacity", "tenants.idle_s", "tenants.cache_ttl_s",
 }
+
+-- Keys after DB_KEYS, with whether they reload.
+local LATER_KEYS = {
+    { "tenants.provisioning_timeout_s", true }, { "tenants.janitor_interval_s", true },
+    { "auth.jwt_secret", false }, { "auth.data_key", false }, { "auth.access_ttl_s", true },
+    { "auth.refresh_ttl_s", true }, { "auth.max_failures", true }, { "auth.lock_initial_s", true },
+    { "auth.lock_max_s", true }, { "auth.rate_per_min", true }, { "auth.trusted_proxies", true },
+    { "auth.argon2_memory_kib", false }, { "auth.argon2_iterations", false },
+}
+local LATER_NAMES = {}
+for i, k in ipairs(LATER_KEYS) do LATER_NAMES[i] = k[1] end
+local SPEC_KEY = "c3BlYy1kYXRhLWtleS0wMTIzNDU2Nzg5YWJjZGVmMDE="
 
 describe("conf", function()
     after_each(function()
@@ -92,14 +109,16 @@ describe("conf", function()
         it("lists every key in documentation order", function()
             local keys = {}
             for i, entry in ipairs(conf.schema) do keys[i] = entry.key end
-            assert.same({
+            local expected = {
                 "env", "listen", "port", "workers", "shutdown_timeout_s", "threads", "log.level",
                 "limits.body_bytes", "limits.header_bytes", "limits.read_timeout_s",
                 "limits.request_timeout_s", "limits.max_connections", "limits.json_max_depth",
-                table.unpack(DB_KEYS),
-            }, { table.unpack(keys, 1, #keys - 1) })
-            assert.equal("bench.plain_path", keys[#keys])
-            assert.equal(30, #conf.schema)
+            }
+            for _, k in ipairs(DB_KEYS) do expected[#expected + 1] = k end
+            for _, k in ipairs(LATER_NAMES) do expected[#expected + 1] = k end
+            expected[#expected + 1] = "bench.plain_path"
+            assert.same(expected, keys)
+            assert.equal(43, #conf.schema)
         end)
 
         it("looks entries up by key", function()
@@ -117,12 +136,13 @@ describe("conf", function()
             end
             assert.same({ env = "STEEPLE_ENV", listen = "STEEPLE_LISTEN", port = "PORT",
                 workers = "STEEPLE_WORKERS", ["db.url"] = "DATABASE_URL",
-                ["db.tenant_urls"] = "STEEPLE_TENANT_DATABASE_URLS" }, names)
+                ["db.tenant_urls"] = "STEEPLE_TENANT_DATABASE_URLS", ["auth.jwt_secret"] = "STEEPLE_JWT_SECRET",
+                ["auth.data_key"] = "STEEPLE_DATA_KEY", ["auth.rate_per_min"] = "STEEPLE_AUTH_RATE_PER_MIN" }, names)
         end)
 
         it("is read-only, entries and nested tables included", function()
             assert.has_error(function() conf.schema.port = 1 end)
-            assert.has_error(function() conf.schema[31] = {} end)
+            assert.has_error(function() conf.schema[44] = {} end)
             assert.has_error(function() conf.schema.port.default = 1 end)
             assert.has_error(function() conf.schema["log.level"].enum[5] = "trace" end)
             assert.equal(8080, conf.schema.port.default)
@@ -154,7 +174,12 @@ describe("conf", function()
                            acquire_timeout_ms = 100, connect_timeout_ms = 200, statement_timeout_ms = 300,
                            idle_timeout_s = 5, breaker_failures = 2, breaker_open_s = 1.5,
                            migrations_dir = "m", template = "none" },
-                    tenants = { capacity = 7, idle_s = 60, cache_ttl_s = 0 },
+                    tenants = { capacity = 7, idle_s = 60, cache_ttl_s = 0, provisioning_timeout_s = 20,
+                                janitor_interval_s = 2 },
+                    auth = { jwt_secret = "0123456789abcdef0123456789abcdef", data_key = "]] .. SPEC_KEY .. [[",
+                             access_ttl_s = 60, refresh_ttl_s = 120, max_failures = 3, lock_initial_s = 5,
+                             lock_max_s = 50, rate_per_min = 7, trusted_proxies = "10.0.0.1",
+                             argon2_memory_kib = 2048, argon2_iterations = 1 },
                     bench = { plain_path = "/plain" },
                 }
             ]]))
@@ -168,7 +193,12 @@ describe("conf", function()
                        acquire_timeout_ms = 100, connect_timeout_ms = 200, statement_timeout_ms = 300,
                        idle_timeout_s = 5, breaker_failures = 2, breaker_open_s = 1.5,
                        migrations_dir = "m", template = "none" },
-                tenants = { capacity = 7, idle_s = 60, cache_ttl_s = 0 },
+                tenants = { capacity = 7, idle_s = 60, cache_ttl_s = 0, provisioning_timeout_s = 20,
+                            janitor_interval_s = 2 },
+                auth = { jwt_secret = "0123456789abcdef0123456789abcdef", data_key = SPEC_KEY,
+                         access_ttl_s = 60, refresh_ttl_s = 120, max_failures = 3, lock_initial_s = 5,
+                         lock_max_s = 50, rate_per_min = 7, trusted_proxies = "10.0.0.1",
+                         argon2_memory_kib = 2048, argon2_iterations = 1 },
                 bench = { plain_path = "/plain" },
             }, cfg)
         end)
@@ -436,8 +466,8 @@ describe("conf", function()
             local asked = {}
             assert(conf.load(nil, function(name) asked[#asked + 1] = name end))
             table.sort(asked)
-            assert.same({ "DATABASE_URL", "PORT", "STEEPLE_ENV", "STEEPLE_LISTEN",
-                "STEEPLE_TENANT_DATABASE_URLS", "STEEPLE_WORKERS" }, asked)
+            assert.same({ "DATABASE_URL", "PORT", "STEEPLE_AUTH_RATE_PER_MIN", "STEEPLE_DATA_KEY", "STEEPLE_ENV",
+                "STEEPLE_JWT_SECRET", "STEEPLE_LISTEN", "STEEPLE_TENANT_DATABASE_URLS", "STEEPLE_WORKERS" }, asked)
         end)
 
         local cases = {
@@ -451,12 +481,35 @@ describe("conf", function()
             { { STEEPLE_WORKERS = "-1" }, "config: STEEPLE_WORKERS (workers): must be between 0 and 256" },
             { { STEEPLE_WORKERS = "many" }, "config: STEEPLE_WORKERS (workers): expected integer, got 'many'" },
             { { STEEPLE_ENV = "staging" }, "config: STEEPLE_ENV (env): must be one of development, production" },
+            { { STEEPLE_JWT_SECRET = ("s"):rep(31) },
+              "config: STEEPLE_JWT_SECRET (auth.jwt_secret): must be at least 32 bytes" },
+            { { STEEPLE_DATA_KEY = "c2hvcnQ=" }, "config: STEEPLE_DATA_KEY (auth.data_key): must be 32 bytes in base64" },
+            { { STEEPLE_DATA_KEY = SPEC_KEY:sub(1, 43) .. "A" },
+              "config: STEEPLE_DATA_KEY (auth.data_key): must be 32 bytes in base64" },
+            { { STEEPLE_DATA_KEY = "!" .. SPEC_KEY:sub(2) },
+              "config: STEEPLE_DATA_KEY (auth.data_key): must be 32 bytes in base64" },
+            { { STEEPLE_AUTH_RATE_PER_MIN = "-1" },
+              "config: STEEPLE_AUTH_RATE_PER_MIN (auth.rate_per_min): must be between 0 and 1000000" },
         }
         for _, case in ipairs(cases) do
             it("reports " .. case[2], function()
                 assert.same({ nil, case[2] }, { conf.load(nil, env(case[1])) })
             end)
         end
+
+        it("takes the keys and the rate limit", function()
+            local cfg = assert(conf.load(nil, env({ STEEPLE_JWT_SECRET = ("s"):rep(32), STEEPLE_DATA_KEY = SPEC_KEY,
+                STEEPLE_AUTH_RATE_PER_MIN = "0" })))
+            assert.equal(("s"):rep(32), cfg.auth.jwt_secret)
+            assert.equal(SPEC_KEY, cfg.auth.data_key)
+            assert.equal(0, cfg.auth.rate_per_min)
+        end)
+
+        it("checks the characters of auth.trusted_proxies", function()
+            assert(load_text([[return { auth = { trusted_proxies = "10.0.0.0/8, ::1" } }]]))
+            assert.same({ nil, "config: auth.trusted_proxies: contains characters that are not allowed" },
+                { load_text([[return { auth = { trusted_proxies = "proxy.example" } }]]) })
+        end)
 
         it("does not hide an invalid file value", function()
             assert.same({ nil, "config: port: must be between 1 and 65535" },
@@ -492,6 +545,7 @@ describe("conf", function()
                 ["limits.json_max_depth"] = true, ["bench.plain_path"] = false,
             }
             for _, key in ipairs(DB_KEYS) do expected[key] = false end
+            for _, k in ipairs(LATER_KEYS) do expected[k[1]] = k[2] end
             local got = {}
             for _, entry in ipairs(conf.schema) do got[entry.key] = conf.reloadable(entry.key) end
             assert.same(expected, got)

@@ -2,4 +2,5 @@
 -- add a new one (its checksum is recorded and checked).
 return {
     "0001_tenants.sql",
+    "0002_admin_emails.sql",
 }

@@ -2,4 +2,5 @@
 -- this order. Never edit an applied file: add a new one.
 return {
     "0001_admins.sql",
+    "0002_refresh_tokens.sql",
 }

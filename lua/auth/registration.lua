@@ -1,0 +1,120 @@
+-- Registering a church: a tenant, its own database and its owner admin,
+-- all or nothing.
+--
+--   registration.register(input)  -> the 201 body of API.md
+--   registration.sweep()          -> number of registrations cut short that it undid
+--
+-- Steps: hash the password (before holding anything); in one registry
+-- transaction insert the tenant (status provisioning) and its email row, so
+-- that unique constraints decide races (email_taken, phone_taken); create
+-- the database from the template and bring it up to date; insert the owner
+-- and a refresh token; mark the tenant active. A failure after the
+-- reservation drops the database and deletes the registry rows. A process
+-- that dies half-way leaves a provisioning tenant, which sweep() (the janitor)
+-- undoes once it is older than tenants.provisioning_timeout_s.
+
+local config = require "steeple.config"
+local log = require "steeple.log"
+local db = require "db"
+local errors = require "errors"
+local migrate = require "migrate"
+local tenants = require "tenants"
+local uuid = require "uuid"
+local admins = require "auth.admins"
+local login = require "auth.login"
+
+local error, pcall, ipairs = error, pcall, ipairs
+local gsub = string.gsub
+
+local describe = errors.describe
+
+local M = {}
+
+local TEMPLATE <const> = config.db.template ~= "none" and config.db.template or nil
+
+local plan
+local function tenant_plan()
+    plan = plan or migrate.plan(config.db.migrations_dir .. "/tenant")
+    return plan
+end
+
+
+local function reserve(t, input)
+    local ok, err = pcall(db.transaction, db.registry(), function(tx)
+        tx:query([[
+            INSERT INTO tenants (id, church_name, status, db_server, db_name, phone_number)
+            VALUES ($1, $2, 'provisioning', $3, $4, $5)]],
+            t.id, input.churchName, t.server, t.dbname, input.phoneNumber or db.null)
+        admins.reserve_email(tx, input.email, t.id, t.owner.id)
+    end)
+    if ok then return end
+    if db.is_unique_violation(err, "tenants_phone_number_key") then errors.raise("phone_taken") end
+    error(err, 0)
+end
+
+-- Drops the database and deletes the registry rows of a tenant that never
+-- became active. Returns true, or false when something is left for later.
+local function undo(id, server, dbname)
+    local ok, err = pcall(function()
+        db.close_pool(server, dbname)
+        db.drop_database(server, dbname)
+        db.registry():query("DELETE FROM tenants WHERE id = $1 AND status = 'provisioning'", id)
+    end)
+    if not ok then
+        log.warn("undoing a registration failed; the janitor tries again", { tenant = id, error = describe(err) })
+    end
+    return ok
+end
+
+local function provision(t, input)
+    db.create_database(t.server, t.dbname, TEMPLATE)
+    local handle = db.pool(t.server, t.dbname)
+    migrate.apply(handle, tenant_plan()) -- an empty database, or a template behind the files
+    admins.insert(handle, t.owner)
+    local body = login.session_body(handle, t.id, t.owner)
+    local rows = db.registry():query([[
+        UPDATE tenants SET status = 'active', updated_at = now()
+        WHERE id = $1 AND status = 'provisioning' RETURNING id]], t.id)
+    if rows[1] == nil then error("the registration was undone while it ran (provisioning timeout)", 0) end
+    body.church = { id = t.id, name = input.churchName, phoneNumber = input.phoneNumber or db.null }
+    return body
+end
+
+function M.register(input)
+    local id = uuid.new()
+    local t = {
+        id = id,
+        dbname = "tenant_" .. gsub(id, "-", ""),
+        owner = {
+            id = uuid.new(), email = input.email, name = input.adminName, role = "owner",
+            password_hash = admins.hash_password(input.password),
+        },
+        server = tenants.place(),
+    }
+    reserve(t, input)
+    local ok, body = pcall(provision, t, input)
+    if not ok then
+        log.warn("registration failed; undoing it", { tenant = id, error = describe(body) })
+        undo(id, t.server, t.dbname)
+        error(body, 0)
+    end
+    log.info("church registered", { tenant = id, server = t.server })
+    return body
+end
+
+function M.sweep()
+    local rows = db.registry():query([[
+        SELECT id, db_server, db_name FROM tenants
+        WHERE status = 'provisioning' AND created_at < now() - make_interval(secs => $1::float8)
+        ORDER BY created_at LIMIT 100]], config.tenants.provisioning_timeout_s)
+    local undone = 0
+    for _, row in ipairs(rows) do
+        if undo(row.id, row.db_server, row.db_name) then
+            undone = undone + 1
+            log.info("janitor undid a registration cut short", { tenant = row.id })
+        end
+    end
+    return undone
+end
+
+return M

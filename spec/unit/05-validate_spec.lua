@@ -1,0 +1,78 @@
+local v = require "validate"
+local errors = require "errors"
+local json = require "json"
+
+describe("validate", function()
+    local signup = v.object {
+        name = v.text { min = 2, max = 5 },
+        email = v.email(),
+        password = v.password { min = 3, max = 4 },
+        phone = v.phone { optional = true },
+        role = v.one_of { values = { "admin", "owner" }, default = "admin" },
+    }
+
+    local function fields(t)
+        local out, f = signup:check(t)
+        assert.is_nil(out)
+        return f
+    end
+
+    it("returns the cleaned values", function()
+        assert.same({ name = "Ab", email = "x@example.org", password = " pw ", role = "admin" },
+            signup:check { name = "  Ab ", email = " X@Example.ORG ", password = " pw ", extra = 1 })
+        assert.same({ name = "Abc", email = "x@example.org", password = "pwd", phone = "+12345678", role = "owner" },
+            signup:check { name = "Abc", email = "x@example.org", password = "pwd", phone = "+12345678", role = "owner" })
+    end)
+
+    it("names every missing field; null counts as missing", function()
+        assert.same({ name = "is required", email = "is required", password = "is required" }, fields {})
+        assert.same({ name = "is required" }, fields { name = json.null, email = "a@b.org", password = "pwd" })
+    end)
+
+    it("checks types, lengths in characters, encoding and control characters", function()
+        assert.same({ name = "must be a string", email = "must be a string", password = "must be a string",
+            phone = "must be a string" }, fields { name = 1, email = {}, password = true, phone = 5 })
+        assert.same({ name = "must be 2 to 5 characters" }, fields { name = "A", email = "a@b.org", password = "pwd" })
+        assert.same({ name = "must be 2 to 5 characters" }, fields { name = "Abcdef", email = "a@b.org", password = "pwd" })
+        assert.is_table(signup:check { name = "ééééé", email = "a@b.org", password = "pwd" }) -- 10 bytes, 5 characters
+        assert.same({ name = "must be valid UTF-8" }, fields { name = "A\xff", email = "a@b.org", password = "pwd" })
+        assert.same({ name = "must not contain control characters" },
+            fields { name = "A\0b", email = "a@b.org", password = "pwd" })
+        assert.same({ password = "must not contain control characters" },
+            fields { name = "Ab", email = "a@b.org", password = "p\nw" })
+        assert.same({ password = "must be 3 to 4 characters" }, fields { name = "Ab", email = "a@b.org", password = "pwdxy" })
+    end)
+
+    it("accepts and refuses emails", function()
+        for _, good in ipairs { "a@b.org", "first.last+tag@sub.example.co.uk", "o'brien@example.ie", "x_y-z@a-b.io" } do
+            assert.is_true(v.is_email(good), good)
+        end
+        for _, bad in ipairs { "", "a", "a@", "@b.org", "a@b", "a@@b.org", "a b@c.org", "a@b .org", ".a@b.org",
+            "a.@b.org", "a..b@c.org", "a@-b.org", "a@b-.org", "a@b..org", "a@b.c0m", "é@b.org", "a@b.org.",
+            ("a"):rep(65) .. "@b.org", "a@" .. ("b"):rep(64) .. ".org" } do
+            assert.is_false(v.is_email(bad), bad)
+        end
+        assert.same({ email = "must not contain control characters" },
+            fields { name = "Ab", email = "a\t@b.org", password = "pwd" })
+    end)
+
+    it("accepts E.164 phone numbers only", function()
+        for _, bad in ipairs { "12345678", "+1234567", "+1234567890123456", "+1 2345678", "+1234567a", "" } do
+            assert.same({ phone = "must be a phone number in E.164 form (+ and 8 to 15 digits)" },
+                fields { name = "Ab", email = "a@b.org", password = "pwd", phone = bad }, bad)
+        end
+    end)
+
+    it("checks a list of values", function()
+        assert.same({ role = "must be one of: admin, owner" },
+            fields { name = "Ab", email = "a@b.org", password = "pwd", role = "root" })
+    end)
+
+    it("raises validation_failed with the fields when called", function()
+        local ok, e = pcall(signup, {})
+        assert.is_false(ok)
+        assert.is_true(errors.is(e))
+        assert.equal("validation_failed", e.code)
+        assert.equal("is required", e.opts.fields.email)
+    end)
+end)
