@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 struct job_list {
@@ -48,6 +50,9 @@ static struct tp_job *list_take_all(struct job_list *l)
 static void *thread_main(void *arg)
 {
     struct threadpool *tp = arg;
+    /* Linux: the nice value is per thread. Best effort: a pool at the loop's
+     * priority still works, it only answers other requests later. */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), THREADPOOL_NICE);
     pthread_mutex_lock(&tp->lock);
     for (;;) {
         while (!tp->stopping && tp->queued.head == NULL)

@@ -3,9 +3,14 @@
  * Jobs run off the event-loop thread; their completion callbacks run on the
  * loop thread, woken through an eventfd watched by the loop. The queue is
  * bounded: submit refuses work past `max_queued`, so memory stays bounded
- * under a flood. */
+ * under a flood. Pool threads run at a lower priority (THREADPOOL_NICE) than
+ * the loop, so a flood of jobs (password hashes) does not slow the requests
+ * that need no job. */
 #ifndef STEEPLE_THREADPOOL_H
 #define STEEPLE_THREADPOOL_H
+
+/* The nice value of pool threads, relative to the process's. */
+#define THREADPOOL_NICE 10
 
 struct event_base;
 struct threadpool;
