@@ -124,6 +124,30 @@ describe("auth settings", function()
         end)
     end)
 
+    it("bounds the hashes in flight: past the queue, logins get 503 and the server keeps serving", function()
+        local srv = server.start { config = { threads = 1, limits = { request_timeout_s = 30 } }, env = ENV }
+        local specs = {}
+        for i = 1, 48 do
+            specs[i] = { port = srv.port, method = "POST", path = "/api/auth/login", timeout = 30,
+                headers = { ["Content-Type"] = "application/json" },
+                body = '{"email":"flood' .. i .. '@example.org","password":"whatever password"}' }
+        end
+        local counts = {}
+        for _, res in ipairs(http.concurrent(specs)) do
+            local key = res.status and tostring(res.status) or tostring(res.err)
+            counts[key] = (counts[key] or 0) + 1
+            if res.status == 503 then
+                assert.equal("service_unavailable", res.json.error.code)
+                assert.equal("1", res.headers["retry-after"])
+            end
+        end
+        assert.truthy((counts["503"] or 0) > 0, "no login was refused")
+        assert.truthy((counts["401"] or 0) >= 16, "fewer than a queue's worth of logins were answered")
+        assert.equal(48, (counts["503"] or 0) + (counts["401"] or 0))
+        assert.equal(401, login(srv).status)
+        srv:assert_stops_cleanly()
+    end)
+
     it("hashes passwords with the configured argon2id parameters", function()
         local srv = server.start {
             config = { limits = { request_timeout_s = 30 }, auth = { argon2_memory_kib = 4096, argon2_iterations = 3 } },
