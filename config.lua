@@ -57,4 +57,18 @@ return {
         argon2_memory_kib = 19456, -- OWASP minimum; at most threads x this per worker
         argon2_iterations = 2,
     },
+
+    telnyx = {
+        -- public_key: TELNYX_PUBLIC_KEY; api_key: TELNYX_API_KEY
+        tolerance_s = 300,        -- webhook timestamps this far from now are refused
+        api_base = "https://api.telnyx.com", -- TELNYX_API_BASE
+        send_attempts = 5,
+        timeout_ms = 10000,
+        sweep_interval_s = 5,     -- queued outbound messages looked for (0 = never)
+    },
+
+    spool = {
+        dir = "var/spool",        -- STEEPLE_SPOOL_DIR
+        replay_interval_s = 1,
+    },
 }

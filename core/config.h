@@ -54,6 +54,7 @@ struct config {
     struct config_tenants tenants;
     struct config_auth auth;
     char plain_path[128]; /* "" when the benchmark-only plain route is off */
+    char spool_dir[512];  /* spool.dir */
 };
 
 /* Reads the validated configuration table at stack index `idx` into *out.

@@ -121,6 +121,7 @@ int config_read(lua_State *L, int idx, struct config *out, char *err, size_t err
         read_number(L, idx, "limits", "json_max_depth", &depth, err, errlen) ||
         read_string(L, idx, "bench", "plain_path", c.plain_path, sizeof c.plain_path, 1, err,
                     errlen) ||
+        read_string(L, idx, "spool", "dir", c.spool_dir, sizeof c.spool_dir, 0, err, errlen) ||
         read_db(L, idx, &c.db, err, errlen) || read_auth(L, idx, &c.auth, err, errlen) ||
         read_number(L, idx, "tenants", "idle_s", &c.tenants.idle_s, err, errlen) ||
         read_number(L, idx, "tenants", "cache_ttl_s", &c.tenants.cache_ttl_s, err, errlen) ||

@@ -172,3 +172,11 @@ int crypto_base64_decode(unsigned char *out, size_t cap, size_t *outlen, const c
     *outlen = n;
     return 0;
 }
+
+int crypto_ed25519_verify(const unsigned char sig[CRYPTO_ED25519_SIG_BYTES], const void *msg,
+                          size_t len, const unsigned char pk[CRYPTO_ED25519_PUBLIC_BYTES])
+{
+    _Static_assert(crypto_sign_ed25519_BYTES == CRYPTO_ED25519_SIG_BYTES, "signature size");
+    _Static_assert(crypto_sign_ed25519_PUBLICKEYBYTES == CRYPTO_ED25519_PUBLIC_BYTES, "key size");
+    return crypto_sign_ed25519_verify_detached(sig, msg, len, pk) == 0;
+}

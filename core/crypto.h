@@ -71,6 +71,14 @@ void crypto_derive_key(unsigned char out[CRYPTO_KEY_BYTES],
 
 /* Writes keyed BLAKE2b-256(data) into out: a deterministic index for
  * looking up encrypted values without revealing them to whoever lacks key. */
+/* Ed25519 (libsodium crypto_sign_verify_detached): 1 when sig is a valid
+ * signature of msg by the public key pk, else 0. */
+#define CRYPTO_ED25519_PUBLIC_BYTES 32
+#define CRYPTO_ED25519_SIG_BYTES 64
+int crypto_ed25519_verify(const unsigned char sig[CRYPTO_ED25519_SIG_BYTES], const void *msg,
+                          size_t len, const unsigned char pk[CRYPTO_ED25519_PUBLIC_BYTES])
+    __attribute__((warn_unused_result));
+
 void crypto_blind_index(unsigned char out[CRYPTO_KEY_BYTES],
                         const unsigned char key[CRYPTO_KEY_BYTES], const void *data,
                         size_t len);

@@ -10,5 +10,7 @@ int luaopen_steeple_metrics(lua_State *L); /* steeple.metrics */
 int luaopen_steeple_crypto(lua_State *L);  /* steeple.crypto */
 int luaopen_steeple_db(lua_State *L);      /* steeple.db */
 int luaopen_steeple_ratelimit(lua_State *L); /* steeple.ratelimit */
+int luaopen_steeple_spool(lua_State *L);     /* steeple.spool */
+int luaopen_steeple_http(lua_State *L);      /* steeple.http */
 
 #endif

@@ -13,6 +13,7 @@
  *   crypto.derive_key(master, id, ctx)  32-byte subkey id (integer >= 0) of a
  *                                       32-byte master for an 8-byte context
  *   crypto.blind_index(key, data)       32 raw bytes: keyed BLAKE2b, 32-byte key
+ *   crypto.ed25519_verify(pk, sig, msg) true when sig (64 bytes) signs msg for the 32-byte key pk
  *   crypto.seal(key, plaintext [, ad])  nonce..ciphertext..tag (XChaCha20-
  *                                       Poly1305, 32-byte key, 40 bytes longer)
  *   crypto.open(key, box [, ad])        plaintext; or nil, "cannot decrypt"
@@ -285,6 +286,18 @@ static int l_derive_key(lua_State *L)
     return 1;
 }
 
+/* ed25519_verify(public_key32, signature, message): a signature that is not
+ * 64 bytes is simply not valid (it comes from the network). */
+static int l_ed25519_verify(lua_State *L)
+{
+    const unsigned char *pk = check_key(L, 1, CRYPTO_ED25519_PUBLIC_BYTES);
+    size_t siglen, len;
+    const unsigned char *sig = (const unsigned char *)luaL_checklstring(L, 2, &siglen);
+    const char *msg = luaL_checklstring(L, 3, &len);
+    lua_pushboolean(L, siglen == CRYPTO_ED25519_SIG_BYTES && crypto_ed25519_verify(sig, msg, len, pk));
+    return 1;
+}
+
 static int l_blind_index(lua_State *L)
 {
     const unsigned char *key = check_key(L, 1, CRYPTO_KEY_BYTES);
@@ -380,6 +393,7 @@ static const luaL_Reg funcs[] = {
     {"base64url_decode", l_base64url_decode},
     {"derive_key", l_derive_key},
     {"blind_index", l_blind_index},
+    {"ed25519_verify", l_ed25519_verify},
     {"seal", l_seal},
     {"open", l_open},
     {"jwt_sign", l_jwt_sign},

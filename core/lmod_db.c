@@ -15,6 +15,9 @@
  *                                  names: tenant_[a-z0-9]+, steeple_template,
  *                                  steeple_doctor_[a-z0-9]+ (checked before SQL)
  *   db.close_pool(server, dbname)  closes this worker's connections to it
+ *   db.deadline(ms)                the rest of this request waits for connections
+ *                                  and runs statements at most ms from now (then
+ *                                  "unavailable"); db.deadline(nil) lifts it
  *
  * Parameters are $1, $2, ... only: nil/db.null, booleans, numbers, strings,
  * db.bytea. Rows are tables by column name with values by type: integers,
@@ -429,6 +432,19 @@ static double pool_timeout(struct pg_pool *pool)
     return client_timeout(pg_cluster_settings(pg_pool_cluster(pool))->statement_timeout_s);
 }
 
+/* A statement's limit: `limit`, or less when the request set a database
+ * deadline (db.deadline). Returns 0 when that deadline has passed. */
+static double within_deadline(const struct request *r, double limit)
+{
+    double left = request_db_time_left(r);
+    if (left < limit)
+        return left > 0 ? left : 0;
+    return limit;
+}
+
+/* The message of an operation refused because the request's deadline passed. */
+#define DEADLINE_PASSED "the request's database deadline has passed"
+
 static int send(struct db_op *op)
 {
     if (op->ddl && build_ddl(op) != 0)
@@ -443,8 +459,8 @@ static void on_acquired(struct pg_conn *c, const char *err, double retry_after, 
 /* Waits for a pooled connection; on immediate failure completes with it. */
 static void wait_conn(struct db_op *op)
 {
-    op->waiter = pg_pool_wait(op->pool, on_acquired, op, &op->retry_after, op->err,
-                              sizeof op->err);
+    op->waiter = pg_pool_wait(op->pool, op->r ? request_db_time_left(op->r) : INFINITY, on_acquired,
+                              op, &op->retry_after, op->err, sizeof op->err);
     if (op->waiter == NULL) {
         op->unavailable = 1;
         complete(op);
@@ -563,7 +579,11 @@ static int handle_query(lua_State *L)
     struct db_op *op = new_op(L, 2, 3);
     op->r = r;
     op->pool = pool;
-    op->timeout = pool_timeout(pool);
+    op->timeout = within_deadline(r, pool_timeout(pool));
+    if (op->timeout == 0) {
+        snprintf(op->err, sizeof op->err, DEADLINE_PASSED);
+        return fail_now(L, op);
+    }
     op->conn = pg_pool_try_acquire(pool);
     if (op->conn && send(op) == 0)
         return park(L, r, op);
@@ -571,7 +591,8 @@ static int handle_query(lua_State *L)
         pg_pool_release(op->conn, 0);
         op->conn = NULL;
     }
-    op->waiter = pg_pool_wait(pool, on_acquired, op, &op->retry_after, op->err, sizeof op->err);
+    op->waiter = pg_pool_wait(pool, request_db_time_left(r), on_acquired, op, &op->retry_after, op->err,
+                              sizeof op->err);
     if (op->waiter == NULL)
         return fail_now(L, op);
     return park(L, r, op);
@@ -646,7 +667,8 @@ static int handle_acquire(lua_State *L)
     op->r = r;
     op->pool = pool;
     op->acquire_only = 1;
-    op->waiter = pg_pool_wait(pool, on_acquired, op, &op->retry_after, op->err, sizeof op->err);
+    op->waiter = pg_pool_wait(pool, request_db_time_left(r), on_acquired, op, &op->retry_after, op->err,
+                              sizeof op->err);
     if (op->waiter == NULL)
         return fail_now(L, op);
     request_suspend(r, cancel, op);
@@ -669,7 +691,11 @@ static int run_pinned(lua_State *L, int script)
     op->conn = c->conn;
     op->pinned = c;
     const struct pg_settings *s = pg_cluster_settings(script_worker(L)->cluster);
-    op->timeout = c->timeout > 0 ? c->timeout : client_timeout(s->statement_timeout_s);
+    op->timeout = within_deadline(r, c->timeout > 0 ? c->timeout : client_timeout(s->statement_timeout_s));
+    if (op->timeout == 0) {
+        snprintf(op->err, sizeof op->err, DEADLINE_PASSED);
+        return fail_now(L, op);
+    }
     if (send(op) != 0) {
         snprintf(op->err, sizeof op->err, "the connection is broken");
         return fail_now(L, op);
@@ -842,7 +868,8 @@ static int ddl(lua_State *L, int kind)
     op->r = r;
     op->pool = pool;
     op->timeout = pool_timeout(pool);
-    op->waiter = pg_pool_wait(pool, on_acquired, op, &op->retry_after, op->err, sizeof op->err);
+    op->waiter = pg_pool_wait(pool, request_db_time_left(r), on_acquired, op, &op->retry_after, op->err,
+                              sizeof op->err);
     if (op->waiter == NULL)
         return fail_now(L, op);
     return park(L, r, op);
@@ -850,6 +877,16 @@ static int ddl(lua_State *L, int kind)
 
 static int l_create_database(lua_State *L) { return ddl(L, 'c'); }
 static int l_drop_database(lua_State *L) { return ddl(L, 'd'); }
+
+/* db.deadline(ms | nil): see the module comment. */
+static int l_deadline(lua_State *L)
+{
+    struct request *r = request_check(L, "db.deadline");
+    double ms = luaL_optnumber(L, 1, 0);
+    luaL_argcheck(L, ms >= 0, 1, "must not be negative");
+    request_set_db_deadline(r, ms / 1000.0);
+    return 0;
+}
 
 /* db.close_pool(server, dbname): closes this worker's connections to it. */
 static int l_close_pool(lua_State *L)
@@ -896,7 +933,8 @@ static const luaL_Reg conn_methods[] = {
 static const luaL_Reg funcs[] = {
     {"registry", l_registry}, {"pool", l_pool}, {"servers", l_servers}, {"bytea", l_bytea},
     {"create_database", l_create_database}, {"drop_database", l_drop_database},
-    {"close_pool", l_close_pool}, {"maintenance", l_maintenance}, {NULL, NULL},
+    {"close_pool", l_close_pool}, {"maintenance", l_maintenance}, {"deadline", l_deadline},
+    {NULL, NULL},
 };
 
 int luaopen_steeple_db(lua_State *L)

@@ -19,6 +19,8 @@ static void usage(FILE *out)
     fputs("usage: steeple serve [--config FILE] [--scripts DIR] [--watch]\n"
           "       steeple migrate registry|tenants [--concurrency N]\n"
           "       steeple doctor\n"
+          "       steeple tenants list | suspend ID | activate ID | drop ID --yes\n"
+          "       steeple spool status | replay\n"
           "       steeple config      check and print the settings\n"
           "       steeple version\n"
           "every command takes --config FILE and --scripts DIR\n",
@@ -125,6 +127,7 @@ int main(int argc, char **argv)
     struct config cfg;
     static const char *const lua_commands[][2] = {
         {"migrate", "cli.migrate"}, {"doctor", "cli.doctor"}, {"tenants", "cli.tenants"},
+        {"spool", "cli.spool"},
     };
     const char *module = NULL;
     for (size_t i = 0; i < sizeof lua_commands / sizeof lua_commands[0]; i++)

@@ -460,7 +460,7 @@ struct pg_conn *pg_pool_try_acquire(struct pg_pool *p)
     return pc->conn;
 }
 
-struct pg_waiter *pg_pool_wait(struct pg_pool *p, pg_acquire_cb cb, void *arg,
+struct pg_waiter *pg_pool_wait(struct pg_pool *p, double max_wait_s, pg_acquire_cb cb, void *arg,
                                double *retry_after, char *err, size_t errlen)
 {
     struct pg_cluster *cl = p->cl;
@@ -480,7 +480,9 @@ struct pg_waiter *pg_pool_wait(struct pg_pool *p, pg_acquire_cb cb, void *arg,
     w->cb = cb;
     w->arg = arg;
     w->timer = evtimer_new(cl->base, on_wait_timeout, w);
-    double t = cl->s.acquire_timeout_s;
+    double t = max_wait_s < cl->s.acquire_timeout_s ? max_wait_s : cl->s.acquire_timeout_s;
+    if (t < 0)
+        t = 0;
     struct timeval tv = {(time_t)t, (suseconds_t)((t - (time_t)t) * 1e6)};
     if (w->timer == NULL || evtimer_add(w->timer, &tv) != 0) {
         if (w->timer)

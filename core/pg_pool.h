@@ -69,10 +69,11 @@ typedef void (*pg_acquire_cb)(struct pg_conn *c, const char *err, double retry_a
 
 /* An idle connection now, or NULL. */
 struct pg_conn *pg_pool_try_acquire(struct pg_pool *p);
-/* Queues for a connection. Returns the waiter, or NULL when the request must
- * fail at once (breaker open): then *retry_after and err are set. The
- * callback comes later, from the loop, exactly once unless cancelled. */
-struct pg_waiter *pg_pool_wait(struct pg_pool *p, pg_acquire_cb cb, void *arg,
+/* Queues for a connection, waiting at most the acquire timeout or max_wait_s
+ * if that is shorter. Returns the waiter, or NULL when the request must fail
+ * at once (breaker open): then *retry_after and err are set. The callback
+ * comes later, from the loop, exactly once unless cancelled. */
+struct pg_waiter *pg_pool_wait(struct pg_pool *p, double max_wait_s, pg_acquire_cb cb, void *arg,
                                double *retry_after, char *err, size_t errlen);
 void pg_waiter_cancel(struct pg_waiter *w);
 

@@ -44,11 +44,22 @@ struct request {
     int timed_out;
     int task;       /* a background task (CLI command, steeple.spawn): no HTTP */
     int *exit_code; /* where a CLI task's result goes, or NULL */
+    double db_deadline; /* monotonic seconds, 0 = none: see request_db_time_left */
     struct request *prev, *next;
 };
 
 
 struct worker *request_worker(const struct request *r) { return r->w; }
+
+void request_set_db_deadline(struct request *r, double seconds)
+{
+    r->db_deadline = seconds > 0 ? clock_mono() + seconds : 0;
+}
+
+double request_db_time_left(const struct request *r)
+{
+    return r->db_deadline > 0 ? r->db_deadline - clock_mono() : INFINITY;
+}
 const char *request_id(const struct request *r) { return r->id; }
 
 /* ---- life cycle ---------------------------------------------------------- */

@@ -37,6 +37,12 @@ void request_resume(struct request *r, request_retval_fn retval, void *data);
 
 /* The worker a request belongs to. */
 struct worker *request_worker(const struct request *r);
+
+/* A limit on the database work of the rest of the request: acquires wait and
+ * statements run at most until `seconds` from now (<= 0 removes it). */
+void request_set_db_deadline(struct request *r, double seconds);
+/* Seconds left before that limit (<= 0: passed), or INFINITY without one. */
+double request_db_time_left(const struct request *r);
 const char *request_id(const struct request *r);
 
 /* Called by the watchdog thread when the coroutine co, running now, has

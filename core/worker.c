@@ -10,6 +10,8 @@
 #include "watchdog.h"
 #include "db_config.h"
 #include "pg_pool.h"
+#include "spool.h"
+#include "http_client.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -251,14 +253,19 @@ static int setup_signals(struct worker *w)
 static void teardown(struct worker *w)
 {
     request_abort_all(w);
+    http_client_free(w->http_client);
+    w->http_client = NULL;
     if (w->http)
         evhttp_free(w->http); /* closes the connections and the listener */
     threadpool_free(w->pool);
+    spool_free(w->spool); /* appends still queued complete with "stopping" */
+    w->spool = NULL;
     watchdog_stop(w->watchdog);
     conn_guard_free(w->guard);
     if (w->scripts)
         script_state_unref(w->scripts);
     pg_cluster_free(w->cluster); /* after the scripts: their connections come back first */
+    event_base_loop(w->base, EVLOOP_NONBLOCK); /* lets libevent release what it freed late */
     log_set_buffering(NULL); /* flushes */
     struct event *evs[] = {w->sig_hup, w->sig_term, w->sig_int, w->stop_tick, w->tick,
                            log_flush_ev};
@@ -293,6 +300,8 @@ int worker_main(int index, const struct config *cfg, const char *lua_dir,
         (w.watchdog = watchdog_start(WATCHDOG_PERIOD_S, WATCHDOG_KILL_AFTER_S, request_overrun)) ==
             NULL ||
         (w.cluster = db_cluster_new(w.base, cfg, err, sizeof err)) == NULL ||
+        (w.spool = spool_open(w.base, cfg->spool_dir, index, cfg->workers, err, sizeof err)) ==
+            NULL ||
         worker_reload(&w) != 0 || setup_tick(&w) != 0) {
         log_error("worker %d could not start: %s", index, err[0] ? err : "out of memory");
         if (w.base)
@@ -359,6 +368,12 @@ int worker_run_command(const struct config *cfg, const char *lua_dir, const char
         worker_reload(&w) != 0) {
         log_error("cannot run %s: %s", module, err[0] ? err : "see above");
         goto done;
+    }
+    if (strcmp(module, "cli.spool") == 0) {
+        /* every worker's files, as worker 0 of one; NULL while a server owns them */
+        w.spool = spool_open(w.base, one.spool_dir, 0, 1, err, sizeof err);
+        if (w.spool == NULL)
+            log_warn("spool: %s", err);
     }
     lua_State *L = w.scripts->L;
     lua_State *T = lua_newthread(L); /* anchored on L's stack until the end */

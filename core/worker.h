@@ -17,6 +17,8 @@ struct watchdog;
 struct pg_cluster;
 struct script_state;
 struct request;
+struct spool;
+struct http_client;
 struct timeval;
 
 #define TICK_RUNNING (-1)
@@ -33,6 +35,8 @@ struct worker {
     struct threadpool *pool;
     struct watchdog *watchdog;
     struct pg_cluster *cluster; /* database servers and pools */
+    struct spool *spool;        /* the durable webhook spool, or NULL */
+    struct http_client *http_client; /* outbound HTTP; made on first use, or NULL */
     struct script_state *scripts; /* current: new requests run here */
     struct request *running;      /* whose coroutine is executing, or NULL */
     struct request *inflight;     /* every live request, a doubly linked list */

@@ -9,6 +9,7 @@
 --   db.create_database(server, name [, template])
 --       as the core's, waiting while the template is in use (SQLSTATE 55006)
 --   db.drop_database(server, name), db.maintenance(server), db.close_pool(server, name)
+--   db.deadline(ms)   limits the rest of the request's database work (see steeple.db)
 
 local core = require "steeple.db"
 local steeple = require "steeple"
@@ -26,6 +27,7 @@ local M = {
     maintenance = core.maintenance,
     drop_database = core.drop_database,
     close_pool = core.close_pool,
+    deadline = core.deadline,
 }
 
 -- True for the error values the core raises.

@@ -1,7 +1,11 @@
 -- Work the server does on its own, driven by the core's once-a-second
 -- app.tick() on every worker (never two ticks at once on one worker):
 --
---   * the janitor, on worker 0 only, at start-up and every
+--   * spool replay, on every worker (each replays its own spool files),
+--     every spool.replay_interval_s while records are pending;
+--   * the outbound sweep, on worker 0, every telnyx.sweep_interval_s (0:
+--     never): queued messages whose time has come (after a restart, a lost task);
+--   * the janitor, on worker 0, at start-up and every
 --     tenants.janitor_interval_s (0: never): undoes registrations cut short.
 --
 -- Failures are logged as warnings and tried again at the next interval.
@@ -9,32 +13,50 @@
 local config = require "steeple.config"
 local steeple = require "steeple"
 local log = require "steeple.log"
+local metrics = require "steeple.metrics"
+local spool = require "steeple.spool"
 local errors = require "errors"
 local registration = require "auth.registration"
+local outbound = require "messaging.outbound"
+local webhook = require "messaging.webhook"
 
 local pcall, type = pcall, type
 
 local M = {}
 
-local last_janitor = -math.huge
+local REPLAY_BATCH <const> = 200
 
-local function janitor()
-    local ok, err = pcall(registration.sweep)
+local last = { janitor = -math.huge, outbox = -math.huge, replay = -math.huge }
+
+-- Runs fn unless it ran less than interval seconds ago; logs its failure.
+local function every(name, interval, now, fn)
+    if interval <= 0 or now - last[name] < interval then return end
+    last[name] = now
+    local ok, err = pcall(fn)
     if ok then return end
     if type(err) == "table" and err.sqlstate == "42P01" then
-        log.debug("janitor: the registry is not migrated yet")
+        log.debug(name .. ": the registry is not migrated yet")
         return
     end
-    log.warn("janitor failed; trying again later", { error = errors.describe(err) })
+    log.warn(name .. " failed; trying again later", { error = errors.describe(err) })
+end
+
+local function replay()
+    local pending = spool.pending()
+    if pending > 0 then
+        local applied = webhook.replay(REPLAY_BATCH)
+        if applied > 0 then log.info("spooled webhooks applied", { applied = applied }) end
+        pending = spool.pending()
+    end
+    metrics.set("steeple_spool_pending", nil, pending)
 end
 
 function M.tick()
+    local now = steeple.clock()
+    every("replay", config.spool.replay_interval_s, now, replay)
     if steeple.worker() ~= 0 or config.db.url == nil then return end
-    local now, interval = steeple.clock(), config.tenants.janitor_interval_s
-    if interval > 0 and now - last_janitor >= interval then
-        last_janitor = now
-        janitor()
-    end
+    every("outbox", config.telnyx.sweep_interval_s, now, outbound.sweep)
+    every("janitor", config.tenants.janitor_interval_s, now, registration.sweep)
 end
 
 return M

@@ -15,35 +15,21 @@
 local db = require "db"
 local errors = require "errors"
 local config = require "steeple.config"
-local steeple = require "steeple"
 local uuid = require "uuid"
+local ttl_cache = require "ttl_cache"
 
-local pcall, error, ipairs = pcall, error, ipairs
+local error, ipairs = error, ipairs
 
 local M = {}
 
-local TTL <const> = config.tenants.cache_ttl_s
-local MAX_ENTRIES <const> = config.tenants.capacity * 10
-
-local cache, size = {}, 0
+local cache = ttl_cache.new(config.tenants.cache_ttl_s, config.tenants.capacity * 10)
 
 -- True for the id format (a UUID).
 M.valid_id = uuid.valid
 
-local function remember(id, entry)
-    if cache[id] == nil then
-        size = size + 1
-        if size > MAX_ENTRIES then -- bounded: start over rather than grow
-            cache, size = {}, 1
-        end
-    end
-    cache[id] = entry
-end
-
 local function fetch(id)
-    local rows = db.registry():query(
-        "SELECT status, db_server, db_name FROM tenants WHERE id = $1", id)
-    local row = rows[1]
+    local row = db.registry():query(
+        "SELECT status, db_server, db_name FROM tenants WHERE id = $1", id)[1]
     if row == nil then return false end
     return { id = id, status = row.status, server = row.db_server, dbname = row.db_name }
 end
@@ -51,23 +37,11 @@ end
 -- The tenant's registry entry, or nil when there is none.
 function M.lookup(id)
     if not M.valid_id(id) then return nil end
-    local now = steeple.clock()
-    local hit = cache[id]
-    if hit and hit.expires > now then return hit.entry or nil end
-    local ok, entry = pcall(fetch, id)
-    if not ok then
-        if hit and db.is_unavailable(entry) then return hit.entry or nil end -- stale beats down
-        error(entry, 0)
-    end
-    remember(id, { entry = entry, expires = now + TTL })
-    return entry or nil
+    return cache:get(id, fetch)
 end
 
 function M.forget(id)
-    if cache[id] ~= nil then
-        cache[id] = nil
-        size = size - 1
-    end
+    cache:forget(id)
 end
 
 -- The server a new tenant's database goes on: the tenant server holding the

@@ -4,4 +4,5 @@ return {
     "ops",
     "auth",
     "admins",
+    "messaging",
 }

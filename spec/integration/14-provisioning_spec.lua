@@ -19,14 +19,6 @@ local function tenant_databases()
     return #auth.tenant_databases(psql, BASE_URL)
 end
 
-local function wait_until(fn, timeout)
-    local deadline = server.now() + timeout
-    while server.now() < deadline do
-        if fn() then return true end
-        os.execute("sleep 0.2")
-    end
-    return fn()
-end
 
 -- A migrations directory like sql/ whose tenant list ends with a broken file.
 local function broken_migrations()
@@ -95,7 +87,7 @@ describe("provisioning", function()
         srv = server.start {
             config = { tenants = { janitor_interval_s = 1, provisioning_timeout_s = 60 } }, env = ENV,
         }
-        assert.truthy(wait_until(function()
+        assert.truthy(server.wait_until(function()
             return count("SELECT count(*) FROM tenants WHERE id = '" .. old .. "'") == 0
         end, 15), "the janitor never removed the old registration")
         assert.is_false(database_exists(old_db))

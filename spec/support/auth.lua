@@ -43,12 +43,7 @@ function M.church(n, extra)
     return body
 end
 
-local function shell(cmd)
-    local p = assert(io.popen(cmd))
-    local out = p:read("a")
-    p:close()
-    return out
-end
+local shell = server.capture
 
 function M.b64url(s)
     local path = server.tmpdir() .. "/in"

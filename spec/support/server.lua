@@ -11,6 +11,7 @@
 --       server had already exited without being asked to)
 --   srv:metric('name{labels}') -> the value in /metrics
 --   server.run_binary(args, env, timeout) -> status, stderr, stdout
+--   server.capture(cmd) -> a shell command's output; server.wait_until(fn, timeout)
 --   server.cleanup() stops what is still running and removes the temporary
 --       directories (kept when STEEPLE_SPEC_KEEP is set).
 --
@@ -39,6 +40,7 @@ local function capture(cmd)
     p:close()
     return out
 end
+M.capture = capture
 
 local function read_file(path)
     local f = io.open(path, "rb")
@@ -74,6 +76,17 @@ M.FIXTURES = M.ROOT .. "/spec/integration/fixtures"
 
 local now = socket.gettime
 M.now = now
+
+-- Polls fn every 0.2 s until it returns true or timeout seconds pass;
+-- returns fn's last answer.
+function M.wait_until(fn, timeout)
+    local deadline = now() + timeout
+    while now() < deadline do
+        if fn() then return true end
+        socket.sleep(0.2)
+    end
+    return fn()
+end
 
 -- Temporary directories -------------------------------------------------------
 
@@ -198,9 +211,11 @@ function M.default_config()
         shutdown_timeout_s = 5,
         log = { level = "info" },
         limits = { read_timeout_s = 2, request_timeout_s = 2 },
-        -- the janitor's registry connection would change the connection
-        -- counts many specs assert; the specs of the janitor turn it on
+        -- the registry connections of the janitor and the outbound sweep
+        -- would change the connection counts many specs assert; the specs
+        -- of those turn them on
         tenants = { janitor_interval_s = 0 },
+        telnyx = { sweep_interval_s = 0 },
     }
 end
 
@@ -283,7 +298,8 @@ function M.start(opts)
     self.pid_path = self.dir .. "/pid"
     self.rc_path = self.dir .. "/rc"
     self.mark_offset = 0
-    local env = { PORT = tostring(self.port) }
+    -- each server its own spool: a spool directory is locked by its server
+    local env = { PORT = tostring(self.port), STEEPLE_SPOOL_DIR = self.dir .. "/spool" }
     for k, v in pairs(opts.env or {}) do env[k] = v end
     local args = { "serve", "--config", self.config_path, "--scripts", self.scripts }
     if opts.watch then args[#args + 1] = "--watch" end

@@ -56,6 +56,9 @@ local EXPECTED_DEFAULTS = {
         access_ttl_s = 900, refresh_ttl_s = 2592000, max_failures = 5, lock_initial_s = 30,
         lock_max_s = 3600, rate_per_min = 60, argon2_memory_kib = 19456, argon2_iterations = 2,
     },
+    telnyx = { tolerance_s = 300, api_base = "https://api.telnyx.com", send_attempts = 5, timeout_ms = 10000,
+               sweep_interval_s = 5 },
+    spool = { dir = "var/spool", after_ms = 1000, replay_interval_s = 1 },
     bench = {},
 }
 
@@ -73,6 +76,10 @@ local LATER_KEYS = {
     { "auth.refresh_ttl_s", true }, { "auth.max_failures", true }, { "auth.lock_initial_s", true },
     { "auth.lock_max_s", true }, { "auth.rate_per_min", true }, { "auth.trusted_proxies", true },
     { "auth.argon2_memory_kib", false }, { "auth.argon2_iterations", false },
+    { "telnyx.public_key", false }, { "telnyx.tolerance_s", true }, { "telnyx.api_key", false },
+    { "telnyx.api_base", false }, { "telnyx.send_attempts", true }, { "telnyx.timeout_ms", true },
+    { "telnyx.sweep_interval_s", true }, { "spool.dir", false }, { "spool.after_ms", true },
+    { "spool.replay_interval_s", true },
 }
 local LATER_NAMES = {}
 for i, k in ipairs(LATER_KEYS) do LATER_NAMES[i] = k[1] end
@@ -118,7 +125,7 @@ describe("conf", function()
             for _, k in ipairs(LATER_NAMES) do expected[#expected + 1] = k end
             expected[#expected + 1] = "bench.plain_path"
             assert.same(expected, keys)
-            assert.equal(43, #conf.schema)
+            assert.equal(53, #conf.schema)
         end)
 
         it("looks entries up by key", function()
@@ -137,12 +144,14 @@ describe("conf", function()
             assert.same({ env = "STEEPLE_ENV", listen = "STEEPLE_LISTEN", port = "PORT",
                 workers = "STEEPLE_WORKERS", ["db.url"] = "DATABASE_URL",
                 ["db.tenant_urls"] = "STEEPLE_TENANT_DATABASE_URLS", ["auth.jwt_secret"] = "STEEPLE_JWT_SECRET",
-                ["auth.data_key"] = "STEEPLE_DATA_KEY", ["auth.rate_per_min"] = "STEEPLE_AUTH_RATE_PER_MIN" }, names)
+                ["auth.data_key"] = "STEEPLE_DATA_KEY", ["auth.rate_per_min"] = "STEEPLE_AUTH_RATE_PER_MIN",
+                ["telnyx.public_key"] = "TELNYX_PUBLIC_KEY", ["telnyx.api_key"] = "TELNYX_API_KEY",
+                ["telnyx.api_base"] = "TELNYX_API_BASE", ["spool.dir"] = "STEEPLE_SPOOL_DIR" }, names)
         end)
 
         it("is read-only, entries and nested tables included", function()
             assert.has_error(function() conf.schema.port = 1 end)
-            assert.has_error(function() conf.schema[44] = {} end)
+            assert.has_error(function() conf.schema[54] = {} end)
             assert.has_error(function() conf.schema.port.default = 1 end)
             assert.has_error(function() conf.schema["log.level"].enum[5] = "trace" end)
             assert.equal(8080, conf.schema.port.default)
@@ -180,6 +189,10 @@ describe("conf", function()
                              access_ttl_s = 60, refresh_ttl_s = 120, max_failures = 3, lock_initial_s = 5,
                              lock_max_s = 50, rate_per_min = 7, trusted_proxies = "10.0.0.1",
                              argon2_memory_kib = 2048, argon2_iterations = 1 },
+                    telnyx = { public_key = "]] .. SPEC_KEY .. [[", tolerance_s = 60, api_key = "k",
+                               api_base = "http://127.0.0.1:9", send_attempts = 2, timeout_ms = 500,
+                               sweep_interval_s = 1 },
+                    spool = { dir = "s", after_ms = 50, replay_interval_s = 0.5 },
                     bench = { plain_path = "/plain" },
                 }
             ]]))
@@ -199,6 +212,9 @@ describe("conf", function()
                          access_ttl_s = 60, refresh_ttl_s = 120, max_failures = 3, lock_initial_s = 5,
                          lock_max_s = 50, rate_per_min = 7, trusted_proxies = "10.0.0.1",
                          argon2_memory_kib = 2048, argon2_iterations = 1 },
+                telnyx = { public_key = SPEC_KEY, tolerance_s = 60, api_key = "k", api_base = "http://127.0.0.1:9",
+                           send_attempts = 2, timeout_ms = 500, sweep_interval_s = 1 },
+                spool = { dir = "s", after_ms = 50, replay_interval_s = 0.5 },
                 bench = { plain_path = "/plain" },
             }, cfg)
         end)
@@ -467,7 +483,8 @@ describe("conf", function()
             assert(conf.load(nil, function(name) asked[#asked + 1] = name end))
             table.sort(asked)
             assert.same({ "DATABASE_URL", "PORT", "STEEPLE_AUTH_RATE_PER_MIN", "STEEPLE_DATA_KEY", "STEEPLE_ENV",
-                "STEEPLE_JWT_SECRET", "STEEPLE_LISTEN", "STEEPLE_TENANT_DATABASE_URLS", "STEEPLE_WORKERS" }, asked)
+                "STEEPLE_JWT_SECRET", "STEEPLE_LISTEN", "STEEPLE_SPOOL_DIR", "STEEPLE_TENANT_DATABASE_URLS",
+                "STEEPLE_WORKERS", "TELNYX_API_BASE", "TELNYX_API_KEY", "TELNYX_PUBLIC_KEY" }, asked)
         end)
 
         local cases = {

@@ -3,4 +3,5 @@
 return {
     "0001_tenants.sql",
     "0002_admin_emails.sql",
+    "0003_messaging.sql",
 }

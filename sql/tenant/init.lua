@@ -3,4 +3,5 @@
 return {
     "0001_admins.sql",
     "0002_refresh_tokens.sql",
+    "0003_messaging.sql",
 }

@@ -1,0 +1,61 @@
+-- steeple spool status | replay
+--
+-- The webhook spool of this machine (spool.dir): every worker's files. While
+-- a server runs, its workers own them (and replay them by themselves): the
+-- command then says so and exits 1.
+-- status: files, records waiting and their bytes, bytes skipped as corrupt.
+-- replay: applies every waiting record now, in order; exits 1 if some could
+--   not be applied (the databases are still down).
+
+local spool = require "steeple.spool"
+local webhook = require "messaging.webhook"
+local errors = require "errors"
+
+local format = string.format
+local pcall = pcall
+
+local M = {}
+
+local function out(fmt, ...)
+    io.stdout:write(format(fmt, ...), "\n")
+    io.stdout:flush()
+end
+
+local function status()
+    local st = spool.stats()
+    out("files %d, records waiting %d (%d bytes), bytes skipped as corrupt %d",
+        st.files, st.pending, st.pending_bytes, st.skipped_bytes)
+    return 0
+end
+
+local function replay()
+    local total = 0
+    while spool.pending() > 0 do
+        local applied, stopped = webhook.replay(200)
+        total = total + applied
+        if stopped then
+            out("applied %d; %d still waiting (the databases cannot take them now)", total, spool.pending())
+            return 1
+        end
+    end
+    out("applied %d; nothing waiting", total)
+    return 0
+end
+
+function M.main(args)
+    local cmd = args[1]
+    if #args ~= 1 or (cmd ~= "status" and cmd ~= "replay") then
+        io.stderr:write("usage: steeple spool status | replay\n")
+        return 2
+    end
+    if not spool.configured() then
+        io.stderr:write("steeple spool: the spool is in use by a running server (which replays it by itself)\n")
+        return 1
+    end
+    local ok, res = pcall(cmd == "status" and status or replay)
+    if ok then return res end
+    io.stderr:write("steeple spool: ", errors.describe(res), "\n")
+    return 1
+end
+
+return M

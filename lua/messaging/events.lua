@@ -1,0 +1,210 @@
+-- Telnyx v2 events: checking their shape and applying them to the right
+-- church's database. The same apply() serves a live webhook and a spooled
+-- one being replayed; it is idempotent (the provider's ids decide), so an
+-- event applied twice is stored once.
+--
+--   events.parse(body)  -> event, or raises invalid_json / validation_failed
+--   events.apply(event, body) -> "stored" | "duplicate" | "updated" | "ignored" | "unroutable";
+--       raises when the registry or the church's database cannot take it
+--       now: a database error, or events.NOT_YET for a church still being
+--       registered (the caller spools it)
+--   events.retryable(e) -> true for those errors
+--   events.dead_letter(event, reason, body) keeps an event for operators
+
+local db = require "db"
+local errors = require "errors"
+local json = require "json"
+local metrics = require "steeple.metrics"
+local numbers = require "messaging.numbers"
+
+local type, ipairs, error = type, ipairs, error
+local find, sub = string.find, string.sub
+local tointeger = math.tointeger
+local utf8_len = utf8.len
+
+local M = {}
+
+-- Limits of one event: Telnyx sends at most 10 media per MMS and texts far
+-- shorter than these.
+local MAX_TEXT <const> = 10000
+local MAX_MEDIA <const> = 10
+local MAX_URL <const> = 2048
+local MAX_ID <const> = 200
+
+local codec = json.new(16)
+local NULL <const> = json.null
+
+local STATUS_EVENTS <const> = { ["message.sent"] = true, ["message.delivered"] = true, ["message.finalized"] = true }
+local OUTBOUND_STATUSES <const> = {
+    queued = true, sending = true, sent = true, delivered = true, sending_failed = true,
+    delivery_failed = true, delivery_unconfirmed = true,
+}
+
+local function invalid(field, message)
+    errors.raise("validation_failed", { fields = { [field] = message } })
+end
+
+local function is_phone(s)
+    return type(s) == "string" and find(s, "^%+%d%d%d%d%d%d%d%d%d?%d?%d?%d?%d?%d?%d?$") ~= nil
+end
+
+local function text_of(v, field, max)
+    if v == nil or v == NULL then return "" end
+    if type(v) ~= "string" or utf8_len(v) == nil then invalid(field, "must be a string of valid UTF-8") end
+    if utf8_len(v) > max then invalid(field, "must be at most " .. max .. " characters") end
+    return v
+end
+
+local function check_media(list)
+    if list == nil or list == NULL then return {} end
+    if type(list) ~= "table" then invalid("data.payload.media", "must be an array") end
+    if #list > MAX_MEDIA then invalid("data.payload.media", "must hold at most " .. MAX_MEDIA .. " items") end
+    local out = {}
+    for i, m in ipairs(list) do
+        if type(m) ~= "table" or type(m.url) ~= "string" or #m.url > MAX_URL or not find(m.url, "^https?://") then
+            invalid("data.payload.media", "item " .. i .. " needs an http(s) url")
+        end
+        out[i] = {
+            url = m.url,
+            contentType = type(m.content_type) == "string" and sub(m.content_type, 1, 200) or NULL,
+            size = type(m.size) == "number" and tointeger(m.size) or NULL,
+            sha256 = type(m.hash_sha256) == "string" and sub(m.hash_sha256, 1, 128) or NULL,
+        }
+    end
+    return out
+end
+
+-- The first recipient of payload.to, which must be a non-empty array.
+local function first_to(payload)
+    local to = payload.to
+    if type(to) ~= "table" or to[1] == nil then invalid("data.payload.to", "must be a non-empty array") end
+    if type(to[1]) ~= "table" then invalid("data.payload.to", "must hold objects") end
+    return to[1]
+end
+
+local function parse_received(p, ev)
+    local to = first_to(p)
+    if not is_phone(to.phone_number) then invalid("data.payload.to", "must hold an E.164 phone_number") end
+    if type(p.from) ~= "table" or not is_phone(p.from.phone_number) then
+        invalid("data.payload.from", "must hold an E.164 phone_number")
+    end
+    ev.church_number, ev.contact_number = to.phone_number, p.from.phone_number
+    ev.text = text_of(p.text, "data.payload.text", MAX_TEXT)
+    ev.media = check_media(p.media)
+end
+
+local function parse_status(p, ev)
+    if type(p.from) ~= "table" or not is_phone(p.from.phone_number) then
+        invalid("data.payload.from", "must hold an E.164 phone_number")
+    end
+    local status = first_to(p).status
+    if not OUTBOUND_STATUSES[status] then invalid("data.payload.to", "must hold a known status") end
+    ev.church_number, ev.status = p.from.phone_number, status
+end
+
+function M.parse(body)
+    local t = codec.decode_object(body)
+    if t == nil then errors.raise("invalid_json") end
+    local data = t.data
+    if type(data) ~= "table" then invalid("data", "is required") end
+    if type(data.event_type) ~= "string" then invalid("data.event_type", "is required") end
+    local ev = { type = data.event_type, event_id = type(data.id) == "string" and sub(data.id, 1, MAX_ID) or nil }
+    local handled = data.event_type == "message.received" or STATUS_EVENTS[data.event_type]
+    if not handled then return ev end
+    local p = data.payload
+    if type(p) ~= "table" then invalid("data.payload", "is required") end
+    if type(p.id) ~= "string" or #p.id == 0 or #p.id > MAX_ID then invalid("data.payload.id", "is required") end
+    ev.message_id = p.id
+    if data.event_type == "message.received" then parse_received(p, ev) else parse_status(p, ev) end
+    return ev
+end
+
+-- Applying -------------------------------------------------------------------
+
+-- Keeps an event no church can take, for operators; once per event id.
+function M.dead_letter(ev, reason, body)
+    db.registry():query([[
+        INSERT INTO dead_letters (event_id, event_type, phone_number, reason, body)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING]],
+        ev.event_id or db.null, ev.type, ev.church_number or db.null, reason, body)
+    return "unroutable"
+end
+
+M.NOT_YET = { message = "the church is still being registered" }
+
+function M.retryable(e)
+    return e == M.NOT_YET or db.is_unavailable(e)
+end
+
+-- The church's database, or nil when no church has the number. A church
+-- still being registered cannot take messages yet: that counts as down.
+local function church_db(number)
+    local t = numbers.tenant(number)
+    if t == nil then return nil end
+    if t.status == "provisioning" then error(M.NOT_YET, 0) end
+    return db.pool(t.server, t.dbname)
+end
+
+local function store_received(handle, ev)
+    return db.transaction(handle, function(tx)
+        local conv = tx:query([[
+            WITH c AS (
+                INSERT INTO contacts (phone_number) VALUES ($1)
+                ON CONFLICT (phone_number) DO UPDATE SET phone_number = EXCLUDED.phone_number
+                RETURNING id)
+            INSERT INTO conversations (contact_id) SELECT id FROM c
+            ON CONFLICT (contact_id) DO UPDATE SET contact_id = EXCLUDED.contact_id
+            RETURNING id]], ev.contact_number)[1].id
+        local rows = tx:query([[
+            WITH m AS (
+                INSERT INTO messages (conversation_id, direction, from_number, to_number, text, media,
+                                      status, provider_message_id)
+                VALUES ($1, 'inbound', $2, $3, $4, $5::jsonb, 'received', $6)
+                ON CONFLICT (provider_message_id) DO NOTHING
+                RETURNING id, created_at)
+            UPDATE conversations SET last_message_at = greatest(last_message_at, m.created_at),
+                last_message_preview = left($7, 160), unread_count = unread_count + 1
+            FROM m WHERE conversations.id = $1
+            RETURNING m.id]],
+            conv, ev.contact_number, ev.church_number, ev.text, codec.encode(ev.media), ev.message_id,
+            ev.text ~= "" and ev.text or "[media]")
+        return rows[1] and "stored" or "duplicate"
+    end)
+end
+
+-- A status moves only forward: queued < sending < sent < the final ones.
+local function store_status(handle, ev)
+    local row = handle:query([[
+        WITH m AS (
+            SELECT id, status FROM messages
+            WHERE provider_message_id = $1 AND direction = 'outbound' FOR UPDATE),
+        u AS (
+            UPDATE messages SET status = $2, updated_at = now() FROM m
+            WHERE messages.id = m.id
+              AND coalesce(array_position(ARRAY['queued', 'sending', 'sent'], m.status), 4)
+                < coalesce(array_position(ARRAY['queued', 'sending', 'sent'], $2::text), 4)
+            RETURNING messages.id)
+        SELECT (SELECT count(*) FROM m) AS found]], ev.message_id, ev.status)[1]
+    return row.found > 0 and "updated" or "ignored"
+end
+
+function M.apply(ev, body)
+    local result
+    if ev.type == "message.received" or STATUS_EVENTS[ev.type] then
+        local handle = church_db(ev.church_number)
+        if handle == nil then
+            result = M.dead_letter(ev, "no church has this number", body)
+        elseif ev.type == "message.received" then
+            result = store_received(handle, ev)
+        else
+            result = store_status(handle, ev)
+        end
+    else
+        result = "ignored"
+    end
+    metrics.inc("steeple_webhooks_total", { result = result })
+    return result
+end
+
+return M

@@ -1,0 +1,429 @@
+#!/usr/bin/env bash
+# Messaging benchmarks, in one run on a private cluster (var/bench-pg):
+#  - the spool (spool_rate.c on core/spool.c, in a directory on the repo's
+#    disk): durable appends/s with SPOOL_INFLIGHT appends in flight (group
+#    commit) vs one at a time (one fdatasync per record), SPOOL_S seconds
+#    each, and their ratio;
+#  - signed `message.received` webhooks (wrk, 64 connections, WEBHOOK_S
+#    seconds, --latency) against a server of WORKERS workers, spread over
+#    CHURCHES churches, each request a distinct payload.id (a real insert):
+#    req/s, p99, every status checked (200 "stored"; duplicates, spooled and
+#    errors are counted) and the stored rows counted in the databases; then
+#    pgbench on the same cluster (64 clients, -j 2, WEBHOOK_S seconds), one
+#    INSERT of a message-sized row per transaction into a table shaped like
+#    `messages`: tps, and the ratio stored webhooks/s / pgbench tps (target
+#    >= 0.6). ROUNDS alternating rounds, the ratio taken over their sums.
+#    For reference (SKIP_TX=1 leaves it out), pgbench also runs the webhook's
+#    own transaction (the SQL of events.lua) in a database made from the
+#    tenant template, which splits the ratio into the SQL's cost and the
+#    server's;
+#  - reading (wrk, 16 connections, READ_S seconds, --latency):
+#    GET /api/conversations?limit=50 of a church with >= 200 conversations and
+#    GET /api/conversations/{id}/messages?limit=50 of a conversation with
+#    >= 100 messages, both filled by the webhooks above (topped up by SQL if
+#    the webhook run was too short to fill them, which the output says).
+# The webhooks are signed by sign_webhooks.c (libsodium, a fixed-seed key)
+# right before each round (their timestamps must be within 300 s of now):
+# WEBHOOK_N requests (default WEBHOOK_S x 8000), more than wrk sends; if wrk
+# goes round them, the duplicates are reported. The server log stays in the
+# work directory (KEEP=1 keeps it); on failure its last lines are printed.
+#
+#   WEBHOOK_S=10 READ_S=10 SPOOL_S=5 SPOOL_INFLIGHT=64 CHURCHES=10 WORKERS=2 \
+#   ROUNDS=1 WEBHOOK_N=80000 SKIP_TX= KEEP=1 bash spec/bench/bench_messaging.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+WEBHOOK_S=${WEBHOOK_S:-10}
+READ_S=${READ_S:-10}
+SPOOL_S=${SPOOL_S:-5}
+SPOOL_INFLIGHT=${SPOOL_INFLIGHT:-64}
+CHURCHES=${CHURCHES:-10}
+WORKERS=${WORKERS:-2}
+ROUNDS=${ROUNDS:-1}
+WEBHOOK_N=${WEBHOOK_N:-$((WEBHOOK_S * 8000))}
+CONTACTS=300  # regular contacts per church (each one conversation)
+HOT_EVERY=16  # every 16th webhook of a church comes from its contact 0
+BIN=$PWD/build/steeple
+PGDIR=var/bench-pg
+PASSWORD=bench-password-123
+run=$(date +%s)-$$
+mkdir -p var
+work=$(mktemp -d "$PWD/var/bench-messaging.XXXXXX") # on the repo's disk, not a tmpfs
+pid=''
+stop_server() {
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    pid=
+}
+cleanup() {
+    stop_server
+    bash scripts/pg.sh --dir "$PGDIR" --port 5439 destroy >/dev/null 2>&1 || true
+    [ -n "${KEEP:-}" ] && echo "kept $work" >&2 || rm -rf "$work"
+}
+trap cleanup EXIT
+server_log() { [ -f "$work/log" ] && { echo "--- last lines of the server log ($work/log):" >&2; tail -20 "$work/log" >&2; }; return 0; }
+die() { echo "bench_messaging: $*" >&2; server_log; exit 1; }
+
+percentile() { # p < numbers on stdin
+    sort -g | awk -v p="$1" '{ v[NR] = $1 } END { i = int((NR - 1) * p / 100) + 1; printf "%.2f", v[i] * 1000 }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+sum() { awk -v a="$1" -v b="$2" 'BEGIN { print a + b }'; }
+
+CFLAGS_BENCH="-std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Wshadow -Wpointer-arith -Wcast-align -Wwrite-strings
+    -Wmissing-prototypes -Wstrict-prototypes -Wformat=2 -Wno-unused-parameter"
+# shellcheck disable=SC2086,SC2046
+cc $CFLAGS_BENCH -Icore -o "$work/spool_rate" spec/bench/spool_rate.c core/spool.c core/log.c \
+    $(pkg-config --cflags --libs libevent) -lpthread
+# shellcheck disable=SC2086,SC2046
+cc $CFLAGS_BENCH -o "$work/sign_webhooks" spec/bench/sign_webhooks.c $(pkg-config --cflags --libs libsodium)
+
+# --- the spool: group commit vs one fdatasync per record ----------------------
+# Before the cluster starts, so no PostgreSQL checkpoint shares the disk.
+read -r spool_group spool_group_n spool_group_fsyncs _ < <("$work/spool_rate" "$work/spool-group" "$SPOOL_S" "$SPOOL_INFLIGHT") ||
+    die "spool_rate ($SPOOL_INFLIGHT in flight) failed"
+read -r spool_one spool_one_n spool_one_fsyncs _ < <("$work/spool_rate" "$work/spool-one" "$SPOOL_S" 1) ||
+    die "spool_rate (one at a time) failed"
+rm -rf "$work/spool-group" "$work/spool-one"
+spool_ratio=$(ratio "$spool_group" "$spool_one")
+echo "spool appends (600 B, ${SPOOL_S} s each, $(df --output=source "$work" | tail -1)):" \
+     "$SPOOL_INFLIGHT in flight (group commit) ${spool_group}/s" \
+     "($spool_group_n appends, $spool_group_fsyncs fdatasyncs, $(ratio "$spool_group_n" "$spool_group_fsyncs") per fdatasync);" \
+     "one at a time ${spool_one}/s ($spool_one_n appends, $spool_one_fsyncs fdatasyncs); ratio $spool_ratio"
+
+# --- cluster and server --------------------------------------------------------
+bash scripts/pg.sh --dir "$PGDIR" --port 5439 start
+export DATABASE_URL
+DATABASE_URL=$(bash scripts/pg.sh --dir "$PGDIR" --port 5439 url)
+export STEEPLE_TENANT_DATABASE_URLS=
+export STEEPLE_JWT_SECRET=steeple-bench-jwt-secret-of-at-least-32-bytes
+export STEEPLE_DATA_KEY=c3RlZXBsZS1iZW5jaC1kYXRhLWtleS0zMi1ieXRlcyE= # "steeple-bench-data-key-32-bytes!"
+export STEEPLE_AUTH_RATE_PER_MIN=0
+export STEEPLE_SPOOL_DIR=$work/spool
+export TELNYX_PUBLIC_KEY
+TELNYX_PUBLIC_KEY=$("$work/sign_webhooks" --public-key)
+"$BIN" migrate registry >/dev/null
+"$BIN" migrate tenants >/dev/null
+
+db_url() { # database → its URL on the bench cluster
+    local base=${DATABASE_URL%%\?*}
+    echo "${base%/*}/$1?${DATABASE_URL#*\?}"
+}
+sql() { # database sql → unaligned rows
+    psql "$(db_url "$1")" -XAtq -v ON_ERROR_STOP=1 -c "$2"
+}
+
+port=$(lua5.4 -e 's=require("socket").bind("127.0.0.1",0); local _, p = s:getsockname(); print(p); s:close()')
+cat > "$work/config.lua" <<CFG
+return { port = $port, workers = $WORKERS, log = { level = "warn" },
+         db = { server_max_connections = 200 } }
+CFG
+"$BIN" serve --config "$work/config.lua" 2>>"$work/log" &
+pid=$!
+base=http://127.0.0.1:$port
+for _ in $(seq 100); do
+    curl -sf "$base/health" >/dev/null && break
+    kill -0 "$pid" 2>/dev/null || die "the server exited at start-up"
+    sleep 0.1
+done
+curl -sf "$base/health" >/dev/null || die "the server did not start"
+
+# CHURCHES registrations at once; church i (1-based) has the number +1555 and i in 7 digits.
+regs=()
+for i in $(seq "$CHURCHES"); do
+    curl -s -o "$work/reg_body$i" -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data \
+        "$(printf '{"churchName":"Bench Church %d","email":"church%d-%s@bench.example","password":"%s","adminName":"Bench Admin","phoneNumber":"+1555%07d"}' \
+            "$i" "$i" "$run" "$PASSWORD" "$i")" \
+        "$base/api/auth/register" > "$work/reg_status$i" &
+    regs+=($!)
+done
+for p in "${regs[@]}"; do wait "$p" || true; done
+for i in $(seq "$CHURCHES"); do
+    [ "$(cat "$work/reg_status$i")" = 201 ] ||
+        die "registering church $i answered $(cat "$work/reg_status$i"): $(cat "$work/reg_body$i")"
+done
+token=$(sed 's/.*"accessToken":"\([^"]*\)".*/\1/' "$work/reg_body1")
+mapfile -t tenant_dbs < <(sql steeple "SELECT db_name FROM tenants WHERE phone_number LIKE '+1555%' ORDER BY phone_number")
+[ "${#tenant_dbs[@]}" = "$CHURCHES" ] || die "expected $CHURCHES tenant databases, found ${#tenant_dbs[@]}"
+stored_rows() { # messages over every bench church's database
+    local total=0 db
+    for db in "${tenant_dbs[@]}"; do total=$((total + $(sql "$db" "SELECT count(*) FROM messages"))); done
+    echo "$total"
+}
+
+# pgbench's table: the shape of `messages` (same columns, defaults and indexes, no foreign key).
+sql steeple "CREATE DATABASE bench_insert" >/dev/null
+sql bench_insert "
+    CREATE TABLE bench_messages (
+        id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+        conversation_id uuid NOT NULL,
+        direction text NOT NULL CHECK (direction IN ('inbound', 'outbound')),
+        from_number text NOT NULL,
+        to_number text NOT NULL,
+        text text NOT NULL DEFAULT '',
+        media jsonb NOT NULL DEFAULT '[]',
+        status text NOT NULL,
+        provider_message_id text UNIQUE,
+        send_attempts integer NOT NULL DEFAULT 0,
+        next_attempt_at timestamptz,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now());
+    CREATE INDEX ON bench_messages (conversation_id, created_at DESC, id DESC);
+    CREATE SEQUENCE bench_pmid;" >/dev/null
+cat > "$work/insert.sql" <<'SQL'
+\set c random(1, 3000)
+INSERT INTO bench_messages (conversation_id, direction, from_number, to_number, text, media, status, provider_message_id)
+VALUES (md5(:c::text)::uuid, 'inbound', '+166600012345', '+15550000001',
+        'Bench message 0000000001: see you at the service on Sunday morning, and thank you for the flowers!',
+        '[]', 'received', 'pgb-' || nextval('bench_pmid'));
+SQL
+# For reference: the webhook's own transaction (the SQL of lua/messaging/events.lua,
+# store_received) in a database made from the tenant template, from 3,000 contacts.
+sql steeple "CREATE DATABASE bench_webhook_tx TEMPLATE steeple_template" >/dev/null
+sql bench_webhook_tx "CREATE SEQUENCE bench_pmid" >/dev/null
+cat > "$work/webhook_tx.sql" <<'SQL'
+\set k random(1, 3000)
+BEGIN;
+WITH c AS (
+    INSERT INTO contacts (phone_number) VALUES ('+1666' || lpad(:k::text, 8, '0'))
+    ON CONFLICT (phone_number) DO UPDATE SET phone_number = EXCLUDED.phone_number
+    RETURNING id)
+INSERT INTO conversations (contact_id) SELECT id FROM c
+ON CONFLICT (contact_id) DO UPDATE SET contact_id = EXCLUDED.contact_id
+RETURNING id AS conv \gset
+WITH m AS (
+    INSERT INTO messages (conversation_id, direction, from_number, to_number, text, media,
+                          status, provider_message_id)
+    VALUES (:conv, 'inbound', '+1666' || lpad(:k::text, 8, '0'), '+15550000001',
+            'Bench message 0000000001: see you at the service on Sunday morning, and thank you for the flowers!',
+            '[]'::jsonb, 'received', 'pgb-' || nextval('bench_pmid'))
+    ON CONFLICT (provider_message_id) DO NOTHING
+    RETURNING id, created_at)
+UPDATE conversations SET last_message_at = greatest(last_message_at, m.created_at),
+    last_message_preview = left('Bench message 0000000001: see you at the service on Sunday morning', 160),
+    unread_count = unread_count + 1
+FROM m WHERE conversations.id = :conv
+RETURNING m.id;
+COMMIT;
+SQL
+
+# wrk script: cycles through the signed requests of a file (thread t of T
+# takes lines t, t+T, ...); done() prints "status CODE COUNT" per status,
+# "duplicate N", "spooled N", "wrapped N" (times a thread went round its list),
+# "duration_us N" and "timeouts N".
+cat > "$work/webhooks.lua" <<'LUA'
+local file = os.getenv("BENCH_WEBHOOKS")
+local nthreads = tonumber(os.getenv("BENCH_THREADS"))
+local threads = {}
+function setup(thread)
+    thread:set("tid", #threads)
+    threads[#threads + 1] = thread
+end
+local reqs, n, i = {}, 0, 0
+function init()
+    statuses, duplicate, spooled, wrapped = {}, 0, 0, 0
+    local k = 0
+    for line in io.lines(file) do
+        if k % nthreads == tid then
+            local ts, sig, body = line:match("^(%d+)\t(%S+)\t(.*)$")
+            n = n + 1
+            reqs[n] = wrk.format("POST", "/api/webhooks/telnyx/messaging", {
+                ["Content-Type"] = "application/json", ["telnyx-timestamp"] = ts,
+                ["telnyx-signature-ed25519"] = sig }, body)
+        end
+        k = k + 1
+    end
+end
+function request()
+    i = i + 1
+    if i > n then i, wrapped = 1, wrapped + 1 end
+    return reqs[i]
+end
+function response(status, headers, body)
+    statuses[status] = (statuses[status] or 0) + 1
+    if body:find('"duplicate"', 1, true) then duplicate = duplicate + 1
+    elseif body:find('"spooled"', 1, true) then spooled = spooled + 1 end
+end
+function done(summary)
+    local total, dup, spo, wr = {}, 0, 0, 0
+    for _, t in ipairs(threads) do
+        for code, c in pairs(t:get("statuses")) do total[code] = (total[code] or 0) + c end
+        dup, spo, wr = dup + t:get("duplicate"), spo + t:get("spooled"), wr + t:get("wrapped")
+    end
+    for code, c in pairs(total) do print("status " .. code .. " " .. c) end
+    print("duplicate " .. dup)
+    print("spooled " .. spo)
+    print("wrapped " .. wr)
+    print("duration_us " .. summary.duration)
+    print("timeouts " .. summary.errors.timeout)
+end
+LUA
+
+# wrk script for GETs with the token: counts statuses like the one above.
+cat > "$work/get.lua" <<LUA
+wrk.headers["Authorization"] = "Bearer $token"
+local threads = {}
+function setup(thread) threads[#threads + 1] = thread end
+function init() statuses = {} end
+function response(status) statuses[status] = (statuses[status] or 0) + 1 end
+function done(summary)
+    local total = {}
+    for _, t in ipairs(threads) do
+        for code, c in pairs(t:get("statuses")) do total[code] = (total[code] or 0) + c end
+    end
+    for code, c in pairs(total) do print("status " .. code .. " " .. c) end
+    print("duration_us " .. summary.duration)
+    print("timeouts " .. summary.errors.timeout)
+end
+LUA
+
+# wrk output → "req_per_s p50_ms p99_ms n200 other detail" (other: responses that are not 200)
+wrk_summary() {
+    awk 'function ms(v) {
+            if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
+            if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
+            if (v ~ /m$/)  { sub(/m$/, "", v);  return v * 60000 }
+            if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
+            return v + 0 }
+         $1 == "50%" { p50 = ms($2) } $1 == "99%" { p99 = ms($2) }
+         $1 == "status" { n[$2] = $3 }
+         $1 == "timeouts" { to = $2 }
+         /^Requests\/sec:/ { rps = $2 }
+         /Socket errors:/ { sock = $0 }
+         END {
+             other = 0; detail = ""
+             for (c in n) if (c != 200) { other += n[c]; detail = detail " " c "x" n[c] }
+             if (to > 0) detail = detail " timeouts x" to
+             if (sock != "") { gsub(/ /, "", sock); detail = detail " " sock }
+             printf "%.1f %.3f %.3f %d %d%s\n", rps, p50, p99, n[200] + 0, other, detail
+         }' "$1"
+}
+field() { awk -v k="$1" '$1 == k { print $2 }' "$2"; }
+
+# --- webhooks vs pgbench ---------------------------------------------------------
+echo "webhooks: wrk 64 connections, ${WEBHOOK_S} s, $WORKERS workers, $CHURCHES churches;" \
+     "pgbench: 64 clients, -j 2, ${WEBHOOK_S} s, one INSERT per transaction"
+hook_sum=0 pgb_sum=0 tx_sum=0 bad_total=0 dup_total=0 stored_total=0
+for round in $(seq "$ROUNDS"); do
+    "$work/sign_webhooks" "$work/webhooks" "$WEBHOOK_N" "$CHURCHES" "$CONTACTS" "$HOT_EVERY" "$run-$round" ||
+        die "sign_webhooks failed"
+    before=$(stored_rows)
+    BENCH_WEBHOOKS=$work/webhooks BENCH_THREADS=1 wrk -t1 -c64 -d"${WEBHOOK_S}s" --timeout 10s --latency \
+        -s "$work/webhooks.lua" "$base/api/webhooks/telnyx/messaging" > "$work/wrk_hooks$round" 2>&1 ||
+        die "wrk failed: $(cat "$work/wrk_hooks$round")"
+    read -r rps _ p99 n200 other detail < <(wrk_summary "$work/wrk_hooks$round")
+    dup=$(field duplicate "$work/wrk_hooks$round")
+    wrapped=$(field wrapped "$work/wrk_hooks$round")
+    dur=$(field duration_us "$work/wrk_hooks$round")
+    stored=$((n200 - dup))
+    stored_rate=$(awk -v s="$stored" -v d="$dur" 'BEGIN { printf "%.1f", s / (d / 1e6) }')
+    sleep 1 # requests cut off by wrk's stop may still commit
+    rows=$(( $(stored_rows) - before ))
+    if [ "$dup" = 0 ] && [ "$other" = 0 ]; then
+        note="every response 200 \"stored\""
+    else
+        note="$dup duplicates, $other not 200"
+        [ "$dup" = 0 ] || note="$note; wrk went round the $WEBHOOK_N requests $wrapped times, raise WEBHOOK_N"
+        [ "$other" = 0 ] || note="$note:$detail"
+    fi
+    echo "round $round: webhooks: ${rps} req/s, p99 $p99 ms; stored ${stored_rate}/s ($stored stored, $note);" \
+         "$rows new rows in the databases"
+    bad_total=$((bad_total + other)) dup_total=$((dup_total + dup)) stored_total=$((stored_total + stored))
+    [ "$rows" -ge "$stored" ] || echo "round $round: WARNING: $stored answered stored but only $rows new rows" >&2
+    [ "$stored" -gt 0 ] || die "no webhook was stored"
+
+    pgbench -n -M prepared -c 64 -j 2 -T "$WEBHOOK_S" -f "$work/insert.sql" "$(db_url bench_insert)" \
+        > "$work/pgbench$round" 2>&1 || die "pgbench failed: $(cat "$work/pgbench$round")"
+    tps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench$round")
+    pfail=$(awk '/number of failed transactions:/ { print $5 }' "$work/pgbench$round")
+    plat=$(awk '/^latency average/ { print $4 }' "$work/pgbench$round")
+    echo "round $round: pgbench INSERT: $tps tps (latency average $plat ms, ${pfail:-0} failed);" \
+         "stored webhooks/pgbench $(ratio "$stored_rate" "$tps")"
+    hook_sum=$(sum "$hook_sum" "$stored_rate") pgb_sum=$(sum "$pgb_sum" "$tps")
+
+    if [ -z "${SKIP_TX:-}" ]; then
+        pgbench -n -M prepared -c 64 -j 2 -T "$WEBHOOK_S" -f "$work/webhook_tx.sql" "$(db_url bench_webhook_tx)" \
+            > "$work/pgbench_tx$round" 2>&1 || die "pgbench (webhook transaction) failed: $(cat "$work/pgbench_tx$round")"
+        txtps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench_tx$round")
+        pfail=$(awk '/number of failed transactions:/ { print $5 }' "$work/pgbench_tx$round")
+        echo "round $round: for reference, pgbench running the webhook's own transaction (one database):" \
+             "$txtps tps (${pfail:-0} failed); stored webhooks/that $(ratio "$stored_rate" "$txtps")"
+        tx_sum=$(sum "$tx_sum" "$txtps")
+    fi
+done
+hook_ratio=$(ratio "$hook_sum" "$pgb_sum")
+echo "webhooks over $ROUNDS round(s): stored $(ratio "$hook_sum" "$ROUNDS")/s, pgbench $(ratio "$pgb_sum" "$ROUNDS") tps;" \
+     "ratio $hook_ratio (target >= 0.6)"
+
+# --- reading conversations -------------------------------------------------------
+read_db=${tenant_dbs[0]}
+nconv=$(sql "$read_db" "SELECT count(*) FROM conversations")
+hot=$(sql "$read_db" "SELECT conversation_id, count(*) FROM messages
+    GROUP BY conversation_id ORDER BY count(*) DESC LIMIT 1")
+[ -n "$hot" ] || die "church 1 has no messages"
+hot_id=${hot%|*} hot_n=${hot#*|}
+seeded=''
+if [ "$nconv" -lt 200 ]; then
+    sql "$read_db" "
+        WITH k AS (INSERT INTO contacts (phone_number)
+                   SELECT '+1777' || lpad(g::text, 7, '0') FROM generate_series(1, $((200 - nconv))) AS g RETURNING id)
+        INSERT INTO conversations (contact_id, last_message_at, last_message_preview)
+        SELECT id, now() - random() * interval '1 hour', 'seeded' FROM k" >/dev/null
+    seeded="$seeded $((200 - nconv)) conversations"
+    nconv=200
+fi
+if [ "$hot_n" -lt 100 ]; then
+    sql "$read_db" "
+        INSERT INTO messages (conversation_id, direction, from_number, to_number, text, status, provider_message_id)
+        SELECT '$hot_id', 'inbound', '+166600000000', '+15550000001', 'seeded message ' || g, 'received',
+               'seed-' || g FROM generate_series(1, $((100 - hot_n))) AS g" >/dev/null
+    seeded="$seeded $((100 - hot_n)) messages"
+    hot_n=100
+fi
+[ -z "$seeded" ] && seeded="all from the webhooks" || seeded="topped up by SQL:$seeded"
+curl -sf -H "Authorization: Bearer $token" "$base/api/conversations?limit=50" > "$work/page" ||
+    die "GET /api/conversations failed"
+[ "$(grep -o '"contactPhone"' "$work/page" | wc -l)" = 50 ] || die "the conversation page has not 50 rows: $(head -c 300 "$work/page")"
+list_bytes=$(wc -c < "$work/page")
+curl -sf -H "Authorization: Bearer $token" "$base/api/conversations/$hot_id/messages?limit=50" > "$work/page" ||
+    die "GET /api/conversations/$hot_id/messages failed"
+[ "$(grep -o '"providerMessageId"' "$work/page" | wc -l)" = 50 ] || die "the message page has not 50 rows: $(head -c 300 "$work/page")"
+msg_bytes=$(wc -c < "$work/page")
+
+read_wrk() { # name path → the wrk_summary line
+    wrk -t1 -c16 -d"${READ_S}s" --timeout 10s --latency -s "$work/get.lua" "$base$2" > "$work/wrk_$1" 2>&1 ||
+        die "wrk failed: $(cat "$work/wrk_$1")"
+    wrk_summary "$work/wrk_$1"
+}
+read_line() { # label rps p50 p99 n200 other detail
+    local label=$1 rps=$2 p50=$3 p99=$4 n200=$5 other=$6
+    shift 6
+    local note="all $n200 200"
+    [ "$other" = 0 ] || note="$n200 200, $other not 200:$*"
+    echo "$label: ${rps} req/s, p50 $p50 ms, p99 $p99 ms ($note)"
+}
+echo "reads: wrk 16 connections, ${READ_S} s; church 1 has $nconv conversations, the longest $hot_n messages ($seeded)"
+read -r list_rps list_p50 list_p99 n200 other detail < <(read_wrk list "/api/conversations?limit=50")
+read_line "GET /api/conversations?limit=50 ($list_bytes B body)" "$list_rps" "$list_p50" "$list_p99" "$n200" "$other" "$detail"
+bad_total=$((bad_total + other))
+read -r msg_rps msg_p50 msg_p99 n200 other detail < <(read_wrk messages "/api/conversations/$hot_id/messages?limit=50")
+read_line "GET /api/conversations/{id}/messages?limit=50 ($msg_bytes B body)" "$msg_rps" "$msg_p50" "$msg_p99" "$n200" "$other" "$detail"
+bad_total=$((bad_total + other))
+stop_server
+
+spooled=$(find "$work/spool" -name '*.spool' -size +0c 2>/dev/null | wc -l)
+errors=$(grep -c '"level":"error"' "$work/log" || true)
+warns=$(grep -c '"level":"warn"' "$work/log" || true)
+echo "server log: $errors error lines, $warns warn lines; non-empty spool segments left: $spooled"
+if [ "$errors" != 0 ] || [ "$warns" != 0 ]; then # their messages, most frequent first
+    grep -E '"level":"(warn|error)"' "$work/log" | sed -E 's/.*"level":"([a-z]+)".*"msg":"(([^"\\]|\\.)*)".*/\1: \2/' |
+        sort | uniq -c | sort -rn | head -5
+fi
+if [ "$errors" != 0 ] || [ "$bad_total" != 0 ]; then server_log; fi
+
+echo "--- summary ---"
+echo "spool appends, $SPOOL_INFLIGHT in flight/one at a time: $spool_group/s / $spool_one/s = $spool_ratio"
+echo "stored webhooks/pgbench INSERT tps (64 connections, $ROUNDS round(s)): $(ratio "$hook_sum" "$ROUNDS")/s /" \
+     "$(ratio "$pgb_sum" "$ROUNDS") = $hook_ratio (target >= 0.6)"
+echo "GET /api/conversations?limit=50: $list_rps req/s, p99 $list_p99 ms;" \
+     "GET …/messages?limit=50: $msg_rps req/s, p99 $msg_p99 ms"
+[ -n "${SKIP_TX:-}" ] || echo "stored webhooks/pgbench of the webhook's own transaction: $(ratio "$hook_sum" "$tx_sum")"
+echo "unexpected responses: $bad_total; duplicates: $dup_total; stored: $stored_total"

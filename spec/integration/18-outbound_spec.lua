@@ -1,0 +1,141 @@
+-- Outbound messages through a fake Telnyx API: sent, retried on 5xx and
+-- timeouts, failed on 4xx, and sent after a restart.
+local server = require "support.server"
+local pg = require "support.pg"
+local auth = require "support.auth"
+local telnyx = require "support.telnyx"
+local cjson = require "cjson"
+
+local psql, url_of = pg.psql, pg.url_of
+local CHURCH <const> = "+15554000001"
+local HOOK <const> = "/api/webhooks/telnyx/messaging"
+
+describe("outbound messages", function()
+    local reg, srv, tx, fake_pid, fake_port, fake_log, token, tenant_db, conversation
+
+    local function fake_requests()
+        local out = {}
+        for line in (server.read_file(fake_log) or ""):gmatch("[^\n]+") do out[#out + 1] = cjson.decode(line) end
+        return out
+    end
+
+    local function status_of(id)
+        return psql(url_of(tenant_db), "SELECT status || ' ' || coalesce(provider_message_id, '-') || ' ' || "
+            .. "send_attempts FROM messages WHERE id = '" .. id .. "'")
+    end
+
+    local function wait_status(id, want, timeout)
+        local deadline = server.now() + timeout
+        while server.now() < deadline do
+            if status_of(id):match("^" .. want .. " ") then return status_of(id) end
+            os.execute("sleep 0.2")
+        end
+        return status_of(id)
+    end
+
+    local function send(body, conv)
+        return auth.post(srv, "/api/conversations/" .. (conv or conversation) .. "/messages", body,
+            { Authorization = "Bearer " .. token })
+    end
+
+    local function start()
+        srv = server.start {
+            config = { limits = { request_timeout_s = 30 },
+                       telnyx = { api_base = "http://127.0.0.1:" .. fake_port, send_attempts = 3, timeout_ms = 1000,
+                                  sweep_interval_s = 1 } },
+            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false, TELNYX_PUBLIC_KEY = tx.public_key,
+                    TELNYX_API_KEY = "test-api-key" },
+        }
+    end
+
+    setup(function()
+        reg = auth.registry("outspec")
+        tx = telnyx.new()
+        fake_port = server.free_port()
+        fake_log = server.tmpdir() .. "/fake.log"
+        local p = io.popen(string.format("cd %s && lua5.4 spec/support/fake_telnyx.lua %d %s >/dev/null 2>&1 & echo $!",
+            server.quote(server.ROOT), fake_port, server.quote(fake_log)))
+        fake_pid = tonumber(p:read("a"):match("%d+"))
+        p:close()
+        start()
+        local res = auth.post(srv, "/api/auth/register", auth.church("out", { phoneNumber = CHURCH }))
+        assert.equal(201, res.status, res.body)
+        token = res.json.accessToken
+        tenant_db = (psql(reg.url, "SELECT db_name FROM tenants WHERE id = '" .. res.json.tenantId .. "'"))
+        assert.equal(200, tx:post(srv, HOOK, telnyx.received("out-in-1", "+15554009999", CHURCH, "hi")).status)
+        conversation = auth.get(srv, "/api/conversations", token).json.conversations[1].id
+    end)
+
+    teardown(function()
+        if srv then srv:stop(10) end
+        if fake_pid then os.execute("kill " .. fake_pid) end
+        reg:drop()
+        server.cleanup()
+    end)
+
+    it("stores the message as queued, sends it and records the provider's id", function()
+        local res = send { text = "Service at 10", mediaUrls = { "https://media.example/flyer.png" } }
+        assert.equal(202, res.status, res.body)
+        local m = res.json.message
+        assert.same({ direction = "outbound", from = CHURCH, to = "+15554009999", text = "Service at 10",
+            status = "queued", media = { { url = "https://media.example/flyer.png" } } },
+            { direction = m.direction, from = m.from, to = m.to, text = m.text, status = m.status, media = m.media })
+        assert.truthy(wait_status(m.id, "sent", 10):match("^sent fake%-%d+ 1$"))
+        local req = fake_requests()[#fake_requests()]
+        assert.equal("Bearer test-api-key", req.authorization)
+        assert.same({ from = CHURCH, to = "+15554009999", text = "Service at 10",
+            media_urls = { "https://media.example/flyer.png" } }, req.body)
+        -- the conversation shows it
+        local msgs = auth.get(srv, "/api/conversations/" .. conversation .. "/messages", token).json.messages
+        assert.equal(m.id, msgs[1].id)
+    end)
+
+    it("tries again after a 500 and then sends", function()
+        local m = send({ text = "[500-once] retry me" }).json.message
+        assert.truthy(wait_status(m.id, "sent", 15):match("^sent fake%-%d+ 2$"))
+    end)
+
+    it("fails at once on a 4xx, and after send_attempts timeouts", function()
+        local rejected = send({ text = "[422] nope" }).json.message
+        assert.truthy(wait_status(rejected.id, "failed", 10):match("^failed %- 1$"))
+        local slow = send({ text = "[timeout] slow" }).json.message
+        assert.truthy(wait_status(slow.id, "failed", 30):match("^failed %- 3$"), status_of(slow.id))
+    end)
+
+    it("sends messages left queued by a server that stopped", function()
+        srv:stop(10)
+        local id = psql(url_of(tenant_db), [[
+            INSERT INTO messages (conversation_id, direction, from_number, to_number, text, status, next_attempt_at)
+            VALUES (']] .. conversation .. [[', 'outbound', ']] .. CHURCH .. [[', '+15554009999', 'left behind',
+                    'queued', now()) RETURNING id]])
+        psql(reg.url, "INSERT INTO outbox_tenants (tenant_id) SELECT id FROM tenants ON CONFLICT DO NOTHING")
+        start()
+        assert.truthy(wait_status(id, "sent", 15):match("^sent fake%-%d+ 1$"), status_of(id))
+        -- nothing is left to look for: the church leaves the outbox
+        local deadline = server.now() + 5
+        while psql(reg.url, "SELECT count(*) FROM outbox_tenants") ~= "0" and server.now() < deadline do
+            os.execute("sleep 0.2")
+        end
+        assert.equal("0", psql(reg.url, "SELECT count(*) FROM outbox_tenants"))
+    end)
+
+    it("refuses bad messages", function()
+        local function fields(body, conv)
+            local res = send(body, conv)
+            assert.equal(400, res.status, res.body)
+            assert.equal("validation_failed", res.json.error.code)
+            return res.json.error.fields
+        end
+        assert.truthy(fields({ text = ("x"):rep(1601) }).text)
+        assert.truthy(fields({ text = "" }).text)
+        assert.truthy(fields({}).text)
+        assert.truthy(fields({ text = 5 }).text)
+        assert.truthy(fields({ mediaUrls = "https://x.example/a.png" }).mediaUrls)
+        assert.truthy(fields({ mediaUrls = { "ftp://x.example/a" } }).mediaUrls)
+        assert.equal(404, send({ text = "x" }, "00000000-0000-4000-8000-000000000000").status)
+        assert.equal(404, send({ text = "x" }, "nope").status)
+        assert.equal(401, auth.post(srv, "/api/conversations/" .. conversation .. "/messages", { text = "x" }).status)
+    end)
+
+    it("stops cleanly", function() srv:assert_stops_cleanly() end)
+end)

@@ -1,0 +1,81 @@
+-- Telnyx's side of the webhooks for the specs: an Ed25519 key pair (openssl),
+-- signed requests and v2 event bodies.
+--
+--   local tx = telnyx.new()          a fresh key pair; tx.public_key (base64)
+--   tx:headers(body [, ts])          the signature headers for body (ts: unix seconds, default now)
+--   telnyx.received(id, from, to [, text, media])   a message.received body (JSON text)
+--   telnyx.status(event_type, id, from, status)     a message.sent/delivered/finalized body
+--   tx:post(srv, path, body [, headers])            a signed POST to a webhook path
+local server = require "support.server"
+local http = require "support.http"
+local cjson = require "cjson"
+
+local M = {}
+
+local shell = server.capture
+
+local Telnyx = {}
+Telnyx.__index = Telnyx
+
+function M.new()
+    local dir = server.tmpdir()
+    local key = dir .. "/key.pem"
+    shell("openssl genpkey -algorithm ed25519 -out " .. server.quote(key) .. " 2>/dev/null")
+    local public_key = shell("openssl pkey -in " .. server.quote(key) .. " -pubout -outform DER | tail -c 32 | base64")
+    return setmetatable({ dir = dir, key = key, public_key = (public_key:gsub("%s", "")), n = 0 }, Telnyx)
+end
+
+function Telnyx:sign(text)
+    self.n = self.n + 1
+    local path = self.dir .. "/msg" .. self.n
+    server.write_file(path, text)
+    local sig = shell(string.format("openssl pkeyutl -sign -inkey %s -rawin -in %s | base64 -w0",
+        server.quote(self.key), server.quote(path)))
+    os.remove(path)
+    return (sig:gsub("%s", ""))
+end
+
+function Telnyx:headers(body, ts)
+    ts = tostring(ts or os.time())
+    return {
+        ["Content-Type"] = "application/json",
+        ["telnyx-timestamp"] = ts,
+        ["telnyx-signature-ed25519"] = self:sign(ts .. "|" .. body),
+    }
+end
+
+function Telnyx:post(srv, path, body, headers)
+    return assert(http.request { port = srv.port, method = "POST", path = path, body = body, timeout = 30,
+        headers = headers or self:headers(body) })
+end
+
+local seq = 0
+local function event_id()
+    seq = seq + 1
+    return string.format("ev-%d-%d", os.time(), seq)
+end
+
+function M.received(id, from, to, text, media)
+    return cjson.encode {
+        data = {
+            id = event_id(), event_type = "message.received", occurred_at = "2026-11-29T12:00:00Z",
+            payload = {
+                id = id, from = { phone_number = from }, to = { { phone_number = to } },
+                text = text or ("hello from " .. from), media = media,
+            },
+        },
+        meta = { attempt = 1 },
+    }
+end
+
+function M.status(event_type, id, from, status)
+    return cjson.encode {
+        data = {
+            id = event_id(), event_type = event_type, occurred_at = "2026-11-29T12:00:00Z",
+            payload = { id = id, from = { phone_number = from }, to = { { phone_number = "+15550001111", status = status } } },
+        },
+        meta = { attempt = 1 },
+    }
+end
+
+return M
