@@ -20,6 +20,8 @@
 #include <event2/http.h>
 #include <event2/listener.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,7 +38,9 @@
 #define POOL_QUEUE_PER_THREAD 16
 
 /* Creates a non-blocking listening socket on listen:port with SO_REUSEPORT,
- * so every worker accepts on the same port. Returns the fd or -1. */
+ * so every worker accepts on the same port, and TCP_NODELAY, which accepted
+ * connections inherit (Linux): a response's last small write must not wait
+ * for the client's delayed ACK. Returns the fd or -1. */
 int worker_listen_socket(const char *listen_addr, int port, char *err, size_t errlen)
 {
     struct addrinfo hints = {0}, *res = NULL;
@@ -54,6 +58,7 @@ int worker_listen_socket(const char *listen_addr, int port, char *err, size_t er
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0 ||
         bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
         snprintf(err, errlen, "cannot listen on %s:%d: %s", listen_addr, port, strerror(errno));
         if (fd >= 0)

@@ -17,7 +17,7 @@ local json = require "json"
 local metrics = require "steeple.metrics"
 local numbers = require "messaging.numbers"
 
-local type, ipairs, error = type, ipairs, error
+local type, ipairs, error, pcall = type, ipairs, error, pcall
 local find, sub = string.find, string.sub
 local tointeger = math.tointeger
 local utf8_len = utf8.len
@@ -146,31 +146,59 @@ local function church_db(number)
     return db.pool(t.server, t.dbname)
 end
 
+-- A contact's conversation, per database and contact number, once seen:
+-- conversations are never deleted, so a known one needs no upserts.
+local MAX_KNOWN <const> = 100000
+local known, nknown = {}, 0
+
+local INSERT_MESSAGE <const> = [[
+    INSERT INTO messages (conversation_id, direction, from_number, to_number, text, media, status,
+                          provider_message_id)
+    VALUES ($1, 'inbound', $2, $3, $4, $5::jsonb, 'received', $6)
+    ON CONFLICT (provider_message_id) DO NOTHING
+    RETURNING id]]
+
+-- One statement: contact and conversation upserted, the message inserted
+-- unless its provider id is known; a trigger moves the conversation's
+-- activity and unread count (0004_conversation_counters.sql).
+local UPSERT_AND_INSERT <const> = [[
+    WITH c AS (
+        INSERT INTO contacts (phone_number) VALUES ($1)
+        ON CONFLICT (phone_number) DO UPDATE SET phone_number = EXCLUDED.phone_number
+        RETURNING id),
+    v AS (
+        INSERT INTO conversations (contact_id) SELECT id FROM c
+        ON CONFLICT (contact_id) DO UPDATE SET contact_id = EXCLUDED.contact_id
+        RETURNING id)
+    INSERT INTO messages (conversation_id, direction, from_number, to_number, text, media, status,
+                          provider_message_id)
+    SELECT id, 'inbound', $1, $2, $3, $4::jsonb, 'received', $5 FROM v
+    ON CONFLICT (provider_message_id) DO NOTHING
+    RETURNING id, conversation_id]]
+
+local function remember(key, conversation_id)
+    if known[key] == nil then
+        nknown = nknown + 1
+        if nknown > MAX_KNOWN then known, nknown = {}, 1 end
+    end
+    known[key] = conversation_id
+end
+
 local function store_received(handle, ev)
-    return db.transaction(handle, function(tx)
-        local conv = tx:query([[
-            WITH c AS (
-                INSERT INTO contacts (phone_number) VALUES ($1)
-                ON CONFLICT (phone_number) DO UPDATE SET phone_number = EXCLUDED.phone_number
-                RETURNING id)
-            INSERT INTO conversations (contact_id) SELECT id FROM c
-            ON CONFLICT (contact_id) DO UPDATE SET contact_id = EXCLUDED.contact_id
-            RETURNING id]], ev.contact_number)[1].id
-        local rows = tx:query([[
-            WITH m AS (
-                INSERT INTO messages (conversation_id, direction, from_number, to_number, text, media,
-                                      status, provider_message_id)
-                VALUES ($1, 'inbound', $2, $3, $4, $5::jsonb, 'received', $6)
-                ON CONFLICT (provider_message_id) DO NOTHING
-                RETURNING id, created_at)
-            UPDATE conversations SET last_message_at = greatest(last_message_at, m.created_at),
-                last_message_preview = left($7, 160), unread_count = unread_count + 1
-            FROM m WHERE conversations.id = $1
-            RETURNING m.id]],
-            conv, ev.contact_number, ev.church_number, ev.text, codec.encode(ev.media), ev.message_id,
-            ev.text ~= "" and ev.text or "[media]")
-        return rows[1] and "stored" or "duplicate"
-    end)
+    local key = handle.dbname .. "|" .. ev.contact_number
+    local media = codec.encode(ev.media)
+    local conversation = known[key]
+    if conversation then
+        local ok, rows = pcall(handle.query, handle, INSERT_MESSAGE, conversation, ev.contact_number,
+            ev.church_number, ev.text, media, ev.message_id)
+        if ok then return rows[1] and "stored" or "duplicate" end
+        if not (db.is_error(rows) and rows.sqlstate == "23503") then error(rows, 0) end
+        known[key] = nil -- the church's database was made again: upsert
+    end
+    local rows = handle:query(UPSERT_AND_INSERT, ev.contact_number, ev.church_number, ev.text, media, ev.message_id)
+    if rows[1] == nil then return "duplicate" end
+    remember(key, rows[1].conversation_id)
+    return "stored"
 end
 
 -- A status moves only forward: queued < sending < sent < the final ones.

@@ -115,17 +115,11 @@ end
 
 function M.queue(session, conversation, input, church)
     local row = session.db:query([[
-        WITH m AS (
-            INSERT INTO messages (conversation_id, direction, from_number, to_number, text, media, status,
-                                  next_attempt_at)
-            VALUES ($1, 'outbound', $2, $3, $4, $5::jsonb, 'queued', now())
-            RETURNING *)
-        UPDATE conversations SET last_message_at = greatest(last_message_at, m.created_at),
-            last_message_preview = left($6, 160)
-        FROM m WHERE conversations.id = $1
-        RETURNING ]] .. conversations.message_columns("m."),
-        conversation.id, church.phone, conversation.contact_phone, input.text, codec.encode(input.media),
-        input.text ~= "" and input.text or "[media]")[1]
+        INSERT INTO messages (conversation_id, direction, from_number, to_number, text, media, status,
+                              next_attempt_at)
+        VALUES ($1, 'outbound', $2, $3, $4, $5::jsonb, 'queued', now())
+        RETURNING ]] .. conversations.message_columns(),
+        conversation.id, church.phone, conversation.contact_phone, input.text, codec.encode(input.media))[1]
     db.registry():query([[
         INSERT INTO outbox_tenants (tenant_id) VALUES ($1) ON CONFLICT (tenant_id) DO NOTHING]], session.tenant_id)
     start(church.server, church.dbname, row.id)

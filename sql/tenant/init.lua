@@ -4,4 +4,5 @@ return {
     "0001_admins.sql",
     "0002_refresh_tokens.sql",
     "0003_messaging.sql",
+    "0004_conversation_counters.sql",
 }
