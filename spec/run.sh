@@ -48,6 +48,10 @@ for suite in "${suites[@]}"; do
         bash scripts/pg.sh --dir var/test-pg-tcp --tcp start || { echo "cannot start PostgreSQL"; exit 1; }
         DATABASE_URL=$(bash scripts/pg.sh --dir var/test-pg-tcp --tcp url)
         export DATABASE_URL
+        # every server's log and every secret the specs send, for spec 99
+        STEEPLE_SPEC_LOGS=$PWD/var/spec-logs
+        rm -rf "$STEEPLE_SPEC_LOGS" && mkdir -p "$STEEPLE_SPEC_LOGS"
+        export STEEPLE_SPEC_LOGS
         STEEPLE_BIN="$PWD/${STEEPLE_BIN_WRAPPER:-$BUILD/steeple}" run_suite "integration specs" \
             busted --lpath='spec/?.lua' spec/integration
         ;;

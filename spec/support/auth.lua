@@ -12,6 +12,7 @@ local http = require "support.http"
 local server = require "support.server"
 local pg = require "support.pg"
 local cjson = require "cjson"
+local secrets = require "support.secrets"
 
 local M = {}
 
@@ -21,10 +22,12 @@ M.STAMP = STAMP
 function M.post(srv, path, body, headers)
     local h = { ["Content-Type"] = "application/json" }
     for k, v in pairs(headers or {}) do h[k] = v end
-    return assert(http.request {
+    local res = assert(http.request {
         port = srv.port, method = "POST", path = path, headers = h, timeout = 60,
         body = type(body) == "string" and body or cjson.encode(body),
     })
+    if type(res.json) == "table" then secrets.add(res.json.accessToken, res.json.refreshToken) end
+    return res
 end
 
 function M.get(srv, path, token)
@@ -40,6 +43,7 @@ function M.church(n, extra)
         password = "password of church " .. n, adminName = "Admin " .. n,
     }
     for k, v in pairs(extra or {}) do body[k] = v end
+    secrets.add(body.password, body.email)
     return body
 end
 

@@ -99,9 +99,20 @@ function M.tmpdir()
     return dir
 end
 
+-- With STEEPLE_SPEC_LOGS set (spec/run.sh), every server's log is copied
+-- there before its directory goes, for the suite-wide log checks (spec 99).
+local function keep_log(srv)
+    local dir = os.getenv("STEEPLE_SPEC_LOGS")
+    if dir == nil or srv.log_kept then return end
+    srv.log_kept = true
+    local text = read_file(srv.log_path)
+    if text then write_file(string.format("%s/%d-%d.log", dir, srv.port, srv.pid or 0), text) end
+end
+
 function M.cleanup()
     for _, server in ipairs(M.running or {}) do
         if server:alive() then server:stop(2) end
+        keep_log(server)
     end
     -- STEEPLE_SPEC_KEEP=1 keeps the logs and scripts for a post-mortem.
     if os.getenv("STEEPLE_SPEC_KEEP") then

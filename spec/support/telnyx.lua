@@ -9,6 +9,7 @@
 local server = require "support.server"
 local http = require "support.http"
 local cjson = require "cjson"
+local secrets = require "support.secrets"
 
 local M = {}
 
@@ -56,6 +57,7 @@ local function event_id()
 end
 
 function M.received(id, from, to, text, media)
+    secrets.add(text)
     return cjson.encode {
         data = {
             id = event_id(), event_type = "message.received", occurred_at = "2026-11-29T12:00:00Z",
