@@ -15,6 +15,7 @@ struct config_limits {
     double read_timeout_s;
     double request_timeout_s;
     int max_connections;
+    int max_connections_per_address; /* 0: any */
     int json_max_depth;
 };
 

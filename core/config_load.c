@@ -101,7 +101,7 @@ static int read_auth(lua_State *L, int idx, struct config_auth *a, char *err, si
 int config_read(lua_State *L, int idx, struct config *out, char *err, size_t errlen)
 {
     idx = lua_absindex(L, idx);
-    double port, workers, threads, body, header, maxconn, depth, capacity;
+    double port, workers, threads, body, header, maxconn, per_address, depth, capacity;
     char level[16];
     struct config c;
     memset(&c, 0, sizeof c);
@@ -118,6 +118,7 @@ int config_read(lua_State *L, int idx, struct config *out, char *err, size_t err
         read_number(L, idx, "limits", "request_timeout_s", &c.limits.request_timeout_s, err,
                     errlen) ||
         read_number(L, idx, "limits", "max_connections", &maxconn, err, errlen) ||
+        read_number(L, idx, "limits", "max_connections_per_address", &per_address, err, errlen) ||
         read_number(L, idx, "limits", "json_max_depth", &depth, err, errlen) ||
         read_string(L, idx, "bench", "plain_path", c.plain_path, sizeof c.plain_path, 1, err,
                     errlen) ||
@@ -135,6 +136,7 @@ int config_read(lua_State *L, int idx, struct config *out, char *err, size_t err
     c.limits.body_bytes = (long)body;
     c.limits.header_bytes = (long)header;
     c.limits.max_connections = (int)maxconn;
+    c.limits.max_connections_per_address = (int)per_address;
     c.limits.json_max_depth = (int)depth;
     if (c.log_level < 0) {
         snprintf(err, errlen, "config: log.level '%s' is not a level", level);

@@ -14,6 +14,7 @@
 
 struct slot {
     uint64_t peer;  /* identity of the connection on this fd; 0 = none */
+    uint64_t addr;  /* the client's address (without its port), hashed */
     double since;   /* waiting for a request since (monotonic seconds) */
     int busy;       /* a request is being handled */
     int seen;       /* found by the current sweep */
@@ -25,6 +26,7 @@ struct conn_guard {
     struct event *tick;
     int port;
     int max;
+    int per_address; /* connections one client address may hold; 0 = any */
     double read_timeout;
     int counted;        /* at the last sweep */
     int accepted_since; /* since the last sweep */
@@ -36,6 +38,7 @@ struct conn_guard {
 
 #define TICK_IDLE_S 1.0
 #define TICK_PAUSED_S 0.1
+#define SHED_IDLE_S 0.5 /* a connection idle this long may be shed at the cap */
 
 static struct slot *slot_for(struct conn_guard *g, int fd)
 {
@@ -74,7 +77,24 @@ static uint64_t peer_key(const struct sockaddr_storage *ss, socklen_t len)
 }
 
 /* Returns the peer identity when fd is a client connection to our port. */
-static uint64_t client_identity(const struct conn_guard *g, int fd)
+/* The client address of ss without its port, hashed like peer_key. */
+static uint64_t address_key(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        struct sockaddr_storage a = {0};
+        memcpy(&a, &in->sin_addr, sizeof in->sin_addr);
+        return peer_key(&a, sizeof in->sin_addr);
+    }
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+    struct sockaddr_storage a = {0};
+    memcpy(&a, &in6->sin6_addr, sizeof in6->sin6_addr);
+    return peer_key(&a, sizeof in6->sin6_addr);
+}
+
+/* The identity of the client connection on fd (0 if fd is none of ours);
+ * its address key in *addr. */
+static uint64_t client_identity(const struct conn_guard *g, int fd, uint64_t *addr)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
@@ -83,12 +103,14 @@ static uint64_t client_identity(const struct conn_guard *g, int fd)
     len = sizeof ss;
     if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
         return 0; /* the listener itself, or not connected */
+    *addr = address_key(&ss);
     return peer_key(&ss, len);
 }
 
 static void visit(struct conn_guard *g, int fd, double now)
 {
-    uint64_t id = client_identity(g, fd);
+    uint64_t addr = 0;
+    uint64_t id = client_identity(g, fd, &addr);
     if (id == 0)
         return;
     struct slot *s = slot_for(g, fd);
@@ -96,6 +118,7 @@ static void visit(struct conn_guard *g, int fd, double now)
         return;
     if (s->peer != id) { /* a connection we have not seen on this fd */
         s->peer = id;
+        s->addr = addr;
         s->since = now; /* busy stays: a request may already be running on it */
     }
     s->seen = 1;
@@ -104,6 +127,85 @@ static void visit(struct conn_guard *g, int fd, double now)
         shutdown(fd, SHUT_RDWR);
         s->since = now; /* evhttp closes it on its next read */
     }
+}
+
+struct idle_conn {
+    int fd;
+    double since;
+    uint64_t addr;
+    int busy;
+};
+
+static int by_since(const void *a, const void *b)
+{
+    double x = ((const struct idle_conn *)a)->since, y = ((const struct idle_conn *)b)->since;
+    return (x > y) - (x < y);
+}
+
+static int by_address_then_since(const void *a, const void *b)
+{
+    uint64_t x = ((const struct idle_conn *)a)->addr, y = ((const struct idle_conn *)b)->addr;
+    if (x != y)
+        return (x > y) - (x < y);
+    return by_since(a, b);
+}
+
+/* Past per_address connections from one client address: shuts down the
+ * newest of its idle ones (a running request is never cut). */
+static void shed_per_address(struct conn_guard *g)
+{
+    if (g->per_address <= 0 || g->counted <= g->per_address)
+        return;
+    struct idle_conn *all = malloc((size_t)g->counted * sizeof *all);
+    if (all == NULL)
+        return;
+    int n = 0;
+    for (int fd = 0; fd < g->nslots && n < g->counted; fd++) {
+        struct slot *s = &g->slots[fd];
+        if (s->seen)
+            all[n++] = (struct idle_conn){fd, s->since, s->addr, s->busy};
+    }
+    qsort(all, (size_t)n, sizeof *all, by_address_then_since);
+    int shed = 0;
+    for (int i = 0, held = 0; i < n; i++) {
+        held = i > 0 && all[i].addr == all[i - 1].addr ? held + 1 : 1;
+        if (held > g->per_address && !all[i].busy) {
+            shutdown(all[i].fd, SHUT_RDWR);
+            shed++;
+        }
+    }
+    free(all);
+    if (shed > 0)
+        log_warn("closed %d connections past limits.max_connections_per_address (%d)", shed,
+                 g->per_address);
+}
+
+/* At the cap: shuts down the connections idle longest, down to 90% of it
+ * (at least one below it). */
+static void shed_idle(struct conn_guard *g, double now)
+{
+    int room = g->max / 10 > 0 ? g->max / 10 : 1;
+    int excess = g->counted - (g->max - room);
+    if (excess <= 0)
+        return;
+    struct idle_conn *idle = malloc((size_t)g->counted * sizeof *idle);
+    if (idle == NULL)
+        return; /* the read timeout still ends them */
+    int n = 0;
+    for (int fd = 0; fd < g->nslots && n < g->counted; fd++) {
+        struct slot *s = &g->slots[fd];
+        if (s->seen && !s->busy && now - s->since >= SHED_IDLE_S)
+            idle[n++] = (struct idle_conn){fd, s->since, s->addr, 0};
+    }
+    qsort(idle, (size_t)n, sizeof *idle, by_since);
+    int shed = n < excess ? n : excess;
+    for (int i = 0; i < shed; i++) {
+        shutdown(idle[i].fd, SHUT_RDWR);
+        g->slots[idle[i].fd].since = now;
+    }
+    free(idle);
+    if (shed > 0)
+        log_info("connection cap: closed %d idle connections to let others in", shed);
 }
 
 int conn_guard_sweep(struct conn_guard *g)
@@ -129,6 +231,9 @@ int conn_guard_sweep(struct conn_guard *g)
     for (int i = 0; i < g->nslots; i++)
         if (!g->slots[i].seen)
             g->slots[i].peer = 0;
+    shed_per_address(g);
+    if (g->counted >= g->max)
+        shed_idle(g, now);
     return g->counted;
 }
 
@@ -166,7 +271,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 }
 
 struct conn_guard *conn_guard_new(struct event_base *base, struct evconnlistener *listener,
-                                  int port, int max_connections, double read_timeout_s)
+                                  int port, int max_connections, int per_address,
+                                  double read_timeout_s)
 {
     struct conn_guard *g = calloc(1, sizeof *g);
     if (g == NULL)
@@ -175,6 +281,7 @@ struct conn_guard *conn_guard_new(struct event_base *base, struct evconnlistener
     g->listener = listener;
     g->port = port;
     g->max = max_connections;
+    g->per_address = per_address;
     g->read_timeout = read_timeout_s;
     g->tick = event_new(base, -1, 0, on_tick, g);
     if (g->tick == NULL) {
@@ -194,9 +301,11 @@ void conn_guard_free(struct conn_guard *g)
     free(g);
 }
 
-void conn_guard_set_limits(struct conn_guard *g, int max_connections, double read_timeout_s)
+void conn_guard_set_limits(struct conn_guard *g, int max_connections, int per_address,
+                           double read_timeout_s)
 {
     g->max = max_connections;
+    g->per_address = per_address;
     g->read_timeout = read_timeout_s;
     pause_or_resume(g);
 }

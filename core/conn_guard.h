@@ -6,8 +6,13 @@
  * connections by asking the kernel (the sockets whose local port is ours),
  * stops accepting at the cap and resumes below it, and shuts down any
  * connection that has been waiting for a request longer than the read
- * timeout: idle keep-alive connections and tricklers alike. evhttp then sees
- * end-of-file and frees the connection itself. */
+ * timeout: idle keep-alive connections and tricklers alike. At the cap it
+ * also sheds the connections that have waited longest for a request (at
+ * least SHED_IDLE_S), down to 90% of the cap, so that idle keep-alive
+ * connections cannot lock out new clients; a connection whose request is
+ * being handled is never shed. One client address may hold at most
+ * per_address connections. evhttp then sees end-of-file and frees the
+ * connection itself. */
 #ifndef STEEPLE_CONN_GUARD_H
 #define STEEPLE_CONN_GUARD_H
 
@@ -15,12 +20,15 @@ struct event_base;
 struct evconnlistener;
 struct conn_guard;
 
+/* per_address: connections one client address may hold (0: any); past it,
+ * the newest idle ones of that address are shut down at the next sweep. */
 struct conn_guard *conn_guard_new(struct event_base *base, struct evconnlistener *listener,
-                                  int port, int max_connections, double read_timeout_s)
-    __attribute__((warn_unused_result));
+                                  int port, int max_connections, int per_address,
+                                  double read_timeout_s) __attribute__((warn_unused_result));
 void conn_guard_free(struct conn_guard *g);
 
-void conn_guard_set_limits(struct conn_guard *g, int max_connections, double read_timeout_s);
+void conn_guard_set_limits(struct conn_guard *g, int max_connections, int per_address,
+                           double read_timeout_s);
 
 /* A connection was accepted (called from evhttp's bufferevent callback). */
 void conn_guard_accepted(struct conn_guard *g);

@@ -106,7 +106,8 @@ static void apply_limits(struct worker *w, const struct config_limits *lim)
     w->request_timeout_tv = common ? common : &w->request_timeout_plain;
     w->request_timeout_plain = tv;
     if (w->guard)
-        conn_guard_set_limits(w->guard, lim->max_connections, lim->read_timeout_s);
+        conn_guard_set_limits(w->guard, lim->max_connections, lim->max_connections_per_address,
+                              lim->read_timeout_s);
 }
 
 /* Warns about settings that changed in the file but only apply on restart. */
@@ -234,6 +235,7 @@ static int setup_http(struct worker *w, int fd)
         return -1;
     w->listener = evhttp_bound_socket_get_listener(bound);
     w->guard = conn_guard_new(w->base, w->listener, w->cfg.port, w->cfg.limits.max_connections,
+                              w->cfg.limits.max_connections_per_address,
                               w->cfg.limits.read_timeout_s);
     return w->guard ? 0 : -1;
 }

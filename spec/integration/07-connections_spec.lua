@@ -1,16 +1,30 @@
 -- The per-worker connection cap: at limits.max_connections the worker stops
--- accepting, and starts again once connections close.
+-- accepting and closes the connections idle longest, so idle keep-alive
+-- connections never lock new clients out; connections whose requests are
+-- running are never closed.
 local server = require "support.server"
 local http = require "support.http"
 
 local CAP <const> = 4
+
+-- Opens n connections, each after one answered request: idle keep-alive.
+local function idle_connections(port, n)
+    local list = {}
+    for i = 1, n do
+        list[i] = assert(http.raw(port))
+        list[i]:send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        local res = assert(http.read_response(list[i], 5))
+        assert.equal(200, res.status)
+    end
+    return list
+end
 
 describe("connection cap", function()
     local srv
 
     setup(function()
         srv = server.start {
-            config = { workers = 1, limits = { max_connections = CAP, read_timeout_s = 30 } },
+            config = { workers = 1, limits = { max_connections = CAP, read_timeout_s = 30, request_timeout_s = 10 } },
         }
     end)
 
@@ -23,34 +37,120 @@ describe("connection cap", function()
         srv:mark()
     end)
 
-    it("holds new requests while the cap is reached and serves them once connections close", function()
-        local idle = {}
-        for i = 1, CAP do
-            idle[i] = assert(http.raw(srv.port))
-            -- a request on each proves the worker accepted it
-            idle[i]:send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-            local res = assert(http.read_response(idle[i], 5))
-            assert.equal(200, res.status)
-        end
-        -- the kernel still completes the handshake (backlog), but no answer comes
+    it("closes the idle keep-alive connections that waited longest to let a new client in", function()
+        local idle = idle_connections(srv.port, CAP)
         local waiting = assert(http.raw(srv.port))
         waiting:send("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        local early = http.read_response(waiting, 1.5)
-        assert.is_nil(early, "a request was served past the connection cap")
+        local res = http.read_response(waiting, 5)
+        assert.is_table(res, "the new client was never answered")
+        assert.equal(200, res.status)
         assert.is_truthy(srv:wait_log("connection cap reached", 5))
-
+        assert.is_truthy(srv:wait_log("closed %d+ idle connections", 5))
+        -- the oldest idle connection is the one that went
+        idle[1]:settimeout(2)
+        local _, err = idle[1]:receive(1)
+        assert.equal("closed", err)
         for i = 1, CAP do idle[i]:close() end
+        waiting:close()
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("never closes a connection whose request is running, and serves the newcomer after", function()
+        local busy = {}
+        for i = 1, CAP do
+            busy[i] = assert(http.raw(srv.port))
+            busy[i]:send("GET /test/sleep?ms=2500 HTTP/1.1\r\nHost: x\r\n\r\n")
+        end
+        assert.is_truthy(srv:wait_log_count("sleep started", CAP, 5))
+        local waiting = assert(http.raw(srv.port))
+        waiting:send("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert.is_nil(http.read_response(waiting, 1), "a request was served past the cap while all were busy")
+        for i = 1, CAP do
+            local res = assert(http.read_response(busy[i], 10))
+            assert.equal(200, res.status)
+        end
         local res = assert(http.read_response(waiting, 5))
         assert.equal(200, res.status)
+        for i = 1, CAP do busy[i]:close() end
         waiting:close()
-        -- and the worker goes on accepting normally
-        for _ = 1, 3 do
-            assert.equal(200, assert(http.request { port = srv.port, path = "/health" }).status)
-        end
         assert.same({}, srv:unexpected_errors())
     end)
 
     it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
+        srv:assert_stops_cleanly()
+    end)
+end)
+
+describe("many idle keep-alive connections", function()
+    local srv
+    local IDLE <const> = 300
+
+    setup(function()
+        srv = server.start {
+            config = { workers = 1, limits = { max_connections = 100, read_timeout_s = 60 } },
+        }
+    end)
+
+    teardown(function()
+        if srv then srv:stop(5) end
+        server.cleanup()
+    end)
+
+    it("do not stop the server from answering others", function()
+        local idle = {}
+        for i = 1, IDLE do
+            -- most of these are shed as more arrive; each was answered once
+            idle[i] = assert(http.raw(srv.port))
+            idle[i]:send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            local res = http.read_response(idle[i], 10)
+            assert.is_table(res, "idle connection " .. i .. " was never answered")
+        end
+        for i = 1, 20 do
+            local res = http.request { port = srv.port, path = "/health", timeout = 10 }
+            assert.is_table(res, "request " .. i .. " was not answered")
+            assert.equal(200, res.status)
+        end
+        for i = 1, IDLE do idle[i]:close() end
+        srv:assert_stops_cleanly()
+    end)
+end)
+
+describe("connections per client address", function()
+    local srv
+    local PER_ADDRESS <const> = 5
+
+    setup(function()
+        srv = server.start {
+            config = { workers = 1,
+                       limits = { max_connections = 100, max_connections_per_address = PER_ADDRESS,
+                                  read_timeout_s = 60 } },
+        }
+    end)
+
+    teardown(function()
+        if srv then srv:stop(5) end
+        server.cleanup()
+    end)
+
+    it("closes the newest idle connections of an address past limits.max_connections_per_address", function()
+        local conns = idle_connections(srv.port, 20)
+        assert.is_truthy(srv:wait_log("past limits.max_connections_per_address", 5))
+        local open, closed = 0, 0
+        for i, c in ipairs(conns) do
+            c:settimeout(0.2)
+            local _, err = c:receive(1)
+            if err == "closed" then
+                closed = closed + 1
+                assert.is_true(i > PER_ADDRESS, "connection " .. i .. ", one of the oldest, was closed")
+            else
+                open = open + 1
+            end
+        end
+        assert.equal(PER_ADDRESS, open)
+        assert.equal(20 - PER_ADDRESS, closed)
+        for _, c in ipairs(conns) do c:close() end
+        -- the address is still served
+        assert.equal(200, assert(http.request { port = srv.port, path = "/health" }).status)
         srv:assert_stops_cleanly()
     end)
 end)

@@ -35,6 +35,7 @@ local EXPECTED_DEFAULTS = {
         read_timeout_s = 30,
         request_timeout_s = 30,
         max_connections = 1024,
+        max_connections_per_address = 512,
         json_max_depth = 64,
     },
     db = {
@@ -119,13 +120,14 @@ describe("conf", function()
             local expected = {
                 "env", "listen", "port", "workers", "shutdown_timeout_s", "threads", "log.level",
                 "limits.body_bytes", "limits.header_bytes", "limits.read_timeout_s",
-                "limits.request_timeout_s", "limits.max_connections", "limits.json_max_depth",
+                "limits.request_timeout_s", "limits.max_connections", "limits.max_connections_per_address",
+                "limits.json_max_depth",
             }
             for _, k in ipairs(DB_KEYS) do expected[#expected + 1] = k end
             for _, k in ipairs(LATER_NAMES) do expected[#expected + 1] = k end
             expected[#expected + 1] = "bench.plain_path"
             assert.same(expected, keys)
-            assert.equal(53, #conf.schema)
+            assert.equal(54, #conf.schema)
         end)
 
         it("looks entries up by key", function()
@@ -151,7 +153,7 @@ describe("conf", function()
 
         it("is read-only, entries and nested tables included", function()
             assert.has_error(function() conf.schema.port = 1 end)
-            assert.has_error(function() conf.schema[54] = {} end)
+            assert.has_error(function() conf.schema[55] = {} end)
             assert.has_error(function() conf.schema.port.default = 1 end)
             assert.has_error(function() conf.schema["log.level"].enum[5] = "trace" end)
             assert.equal(8080, conf.schema.port.default)
@@ -177,7 +179,8 @@ describe("conf", function()
                     shutdown_timeout_s = 2.5, threads = 8,
                     log = { level = "error" },
                     limits = { body_bytes = 10, header_bytes = 2048, read_timeout_s = 0.5,
-                               request_timeout_s = 60, max_connections = 5, json_max_depth = 8 },
+                               request_timeout_s = 60, max_connections = 5, max_connections_per_address = 3,
+                               json_max_depth = 8 },
                         db = { url = "postgresql:///r", tenant_urls = "postgresql:///a,postgresql:///b",
                            pool_max = 2, server_max_connections = 40, min_idle = 1,
                            acquire_timeout_ms = 100, connect_timeout_ms = 200, statement_timeout_ms = 300,
@@ -200,7 +203,8 @@ describe("conf", function()
                 env = "production", listen = "0.0.0.0", port = 80, workers = 4,
                 shutdown_timeout_s = 2.5, threads = 8, log = { level = "error" },
                 limits = { body_bytes = 10, header_bytes = 2048, read_timeout_s = 0.5,
-                           request_timeout_s = 60, max_connections = 5, json_max_depth = 8 },
+                           request_timeout_s = 60, max_connections = 5, max_connections_per_address = 3,
+                           json_max_depth = 8 },
                 db = { url = "postgresql:///r", tenant_urls = "postgresql:///a,postgresql:///b",
                        pool_max = 2, server_max_connections = 40, min_idle = 1,
                        acquire_timeout_ms = 100, connect_timeout_ms = 200, statement_timeout_ms = 300,
@@ -559,6 +563,7 @@ describe("conf", function()
                 threads = false, ["log.level"] = true, ["limits.body_bytes"] = true,
                 ["limits.header_bytes"] = true, ["limits.read_timeout_s"] = true,
                 ["limits.request_timeout_s"] = true, ["limits.max_connections"] = true,
+                ["limits.max_connections_per_address"] = true,
                 ["limits.json_max_depth"] = true, ["bench.plain_path"] = false,
             }
             for _, key in ipairs(DB_KEYS) do expected[key] = false end
