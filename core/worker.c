@@ -272,6 +272,10 @@ static void teardown(struct worker *w)
     if (w->scripts)
         script_state_unref(w->scripts);
     pg_cluster_free(w->cluster); /* after the scripts: their connections come back first */
+    if (w->stop_tick)
+        event_del(w->stop_tick);
+    if (w->tick)
+        event_del(w->tick);
     event_base_loop(w->base, EVLOOP_NONBLOCK); /* lets libevent release what it freed late */
     log_set_buffering(NULL); /* flushes */
     struct event *evs[] = {w->sig_hup, w->sig_term, w->sig_int, w->stop_tick, w->tick,
