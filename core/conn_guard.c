@@ -129,83 +129,90 @@ static void visit(struct conn_guard *g, int fd, double now)
     }
 }
 
-struct idle_conn {
+/* A connection the sweep saw, for the shedding rules. */
+struct conn {
     int fd;
     double since;
     uint64_t addr;
     int busy;
+    int shed;
 };
 
 static int by_since(const void *a, const void *b)
 {
-    double x = ((const struct idle_conn *)a)->since, y = ((const struct idle_conn *)b)->since;
+    double x = ((const struct conn *)a)->since, y = ((const struct conn *)b)->since;
     return (x > y) - (x < y);
 }
 
 static int by_address_then_since(const void *a, const void *b)
 {
-    uint64_t x = ((const struct idle_conn *)a)->addr, y = ((const struct idle_conn *)b)->addr;
+    uint64_t x = ((const struct conn *)a)->addr, y = ((const struct conn *)b)->addr;
     if (x != y)
         return (x > y) - (x < y);
     return by_since(a, b);
 }
 
-/* Past per_address connections from one client address: shuts down the
- * newest of its idle ones (a running request is never cut). */
-static void shed_per_address(struct conn_guard *g)
+/* The connections of the last sweep in a new array of *n (the caller frees
+ * it), or NULL when out of memory: the read timeout still ends them. */
+static struct conn *seen_conns(const struct conn_guard *g, int *n)
 {
-    if (g->per_address <= 0 || g->counted <= g->per_address)
-        return;
-    struct idle_conn *all = malloc((size_t)g->counted * sizeof *all);
-    if (all == NULL)
-        return;
-    int n = 0;
-    for (int fd = 0; fd < g->nslots && n < g->counted; fd++) {
-        struct slot *s = &g->slots[fd];
+    struct conn *c = malloc((size_t)(g->counted > 0 ? g->counted : 1) * sizeof *c);
+    *n = 0;
+    for (int fd = 0; c != NULL && fd < g->nslots && *n < g->counted; fd++) {
+        const struct slot *s = &g->slots[fd];
         if (s->seen)
-            all[n++] = (struct idle_conn){fd, s->since, s->addr, s->busy};
+            c[(*n)++] = (struct conn){fd, s->since, s->addr, s->busy, 0};
     }
-    qsort(all, (size_t)n, sizeof *all, by_address_then_since);
-    int shed = 0;
-    for (int i = 0, held = 0; i < n; i++) {
-        held = i > 0 && all[i].addr == all[i - 1].addr ? held + 1 : 1;
-        if (held > g->per_address && !all[i].busy) {
-            shutdown(all[i].fd, SHUT_RDWR);
-            shed++;
-        }
-    }
-    free(all);
-    if (shed > 0)
-        log_warn("closed %d connections past limits.max_connections_per_address (%d)", shed,
-                 g->per_address);
+    return c;
 }
 
-/* At the cap: shuts down the connections idle longest, down to 90% of it
- * (at least one below it). */
-static void shed_idle(struct conn_guard *g, double now)
+static void shed(struct conn_guard *g, struct conn *c, double now)
+{
+    shutdown(c->fd, SHUT_RDWR); /* evhttp closes it on its next read */
+    c->shed = 1;
+    g->slots[c->fd].since = now;
+}
+
+/* Past per_address connections from one client address: shuts down the
+ * newest of its idle ones (a running request is never cut). Returns how
+ * many it shut down. */
+static int shed_per_address(struct conn_guard *g, struct conn *c, int n, double now)
+{
+    if (g->per_address <= 0 || n <= g->per_address)
+        return 0;
+    qsort(c, (size_t)n, sizeof *c, by_address_then_since);
+    int count = 0;
+    for (int i = 0, held = 0; i < n; i++) {
+        held = i > 0 && c[i].addr == c[i - 1].addr ? held + 1 : 1;
+        if (held > g->per_address && !c[i].busy) {
+            shed(g, &c[i], now);
+            count++;
+        }
+    }
+    if (count > 0)
+        log_warn("closed %d connections past limits.max_connections_per_address (%d)", count,
+                 g->per_address);
+    return count;
+}
+
+/* With `live` connections at the cap: shuts down those idle longest (at
+ * least SHED_IDLE_S), down to 90% of the cap (at least one below it). */
+static void shed_idle(struct conn_guard *g, struct conn *c, int n, int live, double now)
 {
     int room = g->max / 10 > 0 ? g->max / 10 : 1;
-    int excess = g->counted - (g->max - room);
+    int excess = live - (g->max - room);
     if (excess <= 0)
         return;
-    struct idle_conn *idle = malloc((size_t)g->counted * sizeof *idle);
-    if (idle == NULL)
-        return; /* the read timeout still ends them */
-    int n = 0;
-    for (int fd = 0; fd < g->nslots && n < g->counted; fd++) {
-        struct slot *s = &g->slots[fd];
-        if (s->seen && !s->busy && now - s->since >= SHED_IDLE_S)
-            idle[n++] = (struct idle_conn){fd, s->since, s->addr, 0};
+    qsort(c, (size_t)n, sizeof *c, by_since);
+    int count = 0;
+    for (int i = 0; i < n && count < excess; i++) {
+        if (!c[i].shed && !c[i].busy && now - c[i].since >= SHED_IDLE_S) {
+            shed(g, &c[i], now);
+            count++;
+        }
     }
-    qsort(idle, (size_t)n, sizeof *idle, by_since);
-    int shed = n < excess ? n : excess;
-    for (int i = 0; i < shed; i++) {
-        shutdown(idle[i].fd, SHUT_RDWR);
-        g->slots[idle[i].fd].since = now;
-    }
-    free(idle);
-    if (shed > 0)
-        log_info("connection cap: closed %d idle connections to let others in", shed);
+    if (count > 0)
+        log_info("connection cap: closed %d idle connections to let others in", count);
 }
 
 int conn_guard_sweep(struct conn_guard *g)
@@ -231,9 +238,17 @@ int conn_guard_sweep(struct conn_guard *g)
     for (int i = 0; i < g->nslots; i++)
         if (!g->slots[i].seen)
             g->slots[i].peer = 0;
-    shed_per_address(g);
-    if (g->counted >= g->max)
-        shed_idle(g, now);
+    int over_address = g->per_address > 0 && g->counted > g->per_address;
+    if (over_address || g->counted >= g->max) {
+        int n;
+        struct conn *c = seen_conns(g, &n);
+        if (c != NULL) {
+            int live = g->counted - shed_per_address(g, c, n, now);
+            if (live >= g->max)
+                shed_idle(g, c, n, live, now);
+            free(c);
+        }
+    }
     return g->counted;
 }
 

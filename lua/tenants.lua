@@ -3,7 +3,8 @@
 --   tenants.get(id)         -> handle of the tenant's database; raises
 --                              errors "not_found" for an unknown or malformed id
 --                              and "tenant_unavailable" unless it is active
---   tenants.lookup(id)      -> { id, status, server, dbname } or nil (cached)
+--   tenants.lookup(id)      -> { id, status, server, dbname, name, phone } or nil
+--                              (cached; phone is db.null for a church without one)
 --   tenants.forget(id)      drops the cached entry (after a status change)
 --   tenants.place()         -> the server key a new tenant's database goes on
 --
@@ -29,9 +30,10 @@ M.valid_id = uuid.valid
 
 local function fetch(id)
     local row = db.registry():query(
-        "SELECT status, db_server, db_name FROM tenants WHERE id = $1", id)[1]
+        "SELECT status, db_server, db_name, church_name, phone_number FROM tenants WHERE id = $1", id)[1]
     if row == nil then return false end
-    return { id = id, status = row.status, server = row.db_server, dbname = row.db_name }
+    return { id = id, status = row.status, server = row.db_server, dbname = row.db_name,
+             name = row.church_name, phone = row.phone_number }
 end
 
 -- The tenant's registry entry, or nil when there is none.

@@ -1,6 +1,7 @@
 -- The signed-in admin behind a request's bearer token.
 --
---   session.require(req [, role]) -> { tenant_id, admin_id, role, db }
+--   session.require(req [, role]) -> { tenant_id, admin_id, role, db, tenant }
+--       (tenant: the church's registry entry, see tenants.lookup)
 --       raises unauthorized (no, malformed, forged or expired token; a tenant
 --       that is gone), tenant_unavailable (a suspended tenant), forbidden (the
 --       admin lacks role)
@@ -35,7 +36,7 @@ function M.require(req, role)
     if role and claims.role ~= role then errors.raise("forbidden") end
     return {
         tenant_id = claims.tid, admin_id = claims.sub, role = claims.role,
-        db = db.pool(entry.server, entry.dbname),
+        db = db.pool(entry.server, entry.dbname), tenant = entry,
     }
 end
 

@@ -1,7 +1,6 @@
 -- The signed-in admin and the church's admins.
 
 local v = require "validate"
-local db = require "db"
 local errors = require "errors"
 local session = require "auth.session"
 local admins = require "auth.admins"
@@ -13,10 +12,8 @@ local NEW_ADMIN = v.object {
     role = v.one_of { values = { "admin", "owner" }, default = "admin" },
 }
 
-local function church(tenant_id)
-    local row = db.registry():query("SELECT church_name, phone_number FROM tenants WHERE id = $1", tenant_id)[1]
-    if row == nil then errors.raise("unauthorized") end
-    return { id = tenant_id, name = row.church_name, phoneNumber = row.phone_number }
+local function church(entry)
+    return { id = entry.id, name = entry.name, phoneNumber = entry.phone }
 end
 
 return {
@@ -27,7 +24,7 @@ return {
             if admin == nil then errors.raise("unauthorized") end
             return {
                 status = 200, tenant = s.tenant_id,
-                json = { tenantId = s.tenant_id, admin = admins.json(admin), church = church(s.tenant_id) },
+                json = { tenantId = s.tenant_id, admin = admins.json(admin), church = church(s.tenant) },
             }
         end,
     },

@@ -4,7 +4,6 @@ local errors = require "errors"
 local json = require "json"
 local db = require "db"
 local session = require "auth.session"
-local tenants = require "tenants"
 local conversations = require "messaging.conversations"
 local outbound = require "messaging.outbound"
 local webhook = require "messaging.webhook"
@@ -63,12 +62,9 @@ end
 
 -- The church's messaging number and database, or raises validation_failed.
 local function church_of(s)
-    local entry = tenants.lookup(s.tenant_id)
-    local row = db.registry():query("SELECT phone_number FROM tenants WHERE id = $1", s.tenant_id)[1]
-    if row == nil or row.phone_number == db.null then
-        invalid("from", "the church has no messaging number")
-    end
-    return { phone = row.phone_number, server = entry.server, dbname = entry.dbname }
+    local entry = s.tenant
+    if entry.phone == db.null then invalid("from", "the church has no messaging number") end
+    return { phone = entry.phone, server = entry.server, dbname = entry.dbname }
 end
 
 local webhook_routes = { POST = webhook.handle }
