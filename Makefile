@@ -6,6 +6,8 @@
 #   make asan       the same objects built with ASan+UBSan into build/asan/
 #   make asan-test  the C and integration specs against the ASan build
 #   make valgrind-test  the integration specs under valgrind memcheck
+#   make test-faults    the fault suite (spec/faults): faults injected under mixed load
+#   make fuzz       every libFuzzer target (spec/fuzz) for FUZZ_SECONDS each (clang)
 #   make bench      benchmarks (spec/bench); not part of make test
 
 PKGS    := lua5.4 lua5.4-cjson libevent libevent_openssl libevent_pthreads libpq libsodium openssl
@@ -31,7 +33,7 @@ BIN   := $(BUILD)/steeple
 
 .SECONDARY:
 
-.PHONY: all deps run test test-c test-unit test-integration asan asan-test valgrind-test bench clean lint
+.PHONY: all deps run test test-c test-unit test-integration test-faults fuzz asan asan-test valgrind-test bench clean lint
 
 all: deps $(BIN)
 
@@ -74,6 +76,18 @@ test-unit:
 test-integration: all
 	@BUILD=$(BUILD) bash spec/run.sh integration
 
+# The fault suite's load generator (libevent's HTTP client, libsodium signatures).
+build/faults/loadgen: spec/faults/loadgen.c
+	@mkdir -p build/faults
+	$(CC) -std=c11 -D_GNU_SOURCE $(CWARNS) -O2 -g -o $@ $< $(shell pkg-config --cflags --libs libevent libsodium)
+
+test-faults: all build/faults/loadgen
+	@BUILD=$(BUILD) bash spec/run.sh faults
+
+-include spec/fuzz/fuzz.mk
+
+fuzz: deps fuzz-run
+
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 asan: deps
@@ -86,10 +100,12 @@ asan-test: asan
 
 # Integration specs with every server process under valgrind memcheck; the
 # reports land in build/valgrind/ (empty files = no errors, no definite leaks).
-# Timing-bound specs may fail there: valgrind runs the server ~50x slower.
+# Valgrind runs the server 20-50x slower: the specs stretch their waits, the
+# spool's deadline and the send timeout 10x (STEEPLE_SPEC_SLOW); specs that
+# time the server itself may still fail there.
 valgrind-test: all
 	@rm -rf build/valgrind
-	@BUILD=$(BUILD) STEEPLE_BIN_WRAPPER=scripts/valgrind-steeple bash spec/run.sh integration; \
+	@BUILD=$(BUILD) STEEPLE_BIN_WRAPPER=scripts/valgrind-steeple STEEPLE_SPEC_SLOW=10 bash spec/run.sh integration; \
 	  echo "valgrind reports with errors:"; grep -l . build/valgrind/*.log || echo "none"
 
 bench: all

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -267,12 +268,36 @@ static int check_listen(const struct config *cfg)
     return 0;
 }
 
+/* Each worker may hold limits.max_connections sockets, its database pools
+ * and a few files of its own: the soft open-file limit is raised to the hard
+ * one, and a limit still too low for the cap is reported. */
+#define FD_HEADROOM 256
+
+static void raise_fd_limit(const struct config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t old = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            rl.rlim_cur = old;
+    }
+    rlim_t need = (rlim_t)cfg->limits.max_connections + FD_HEADROOM;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+        log_warn("the open-file limit (%llu) is below limits.max_connections + %d (%llu): "
+                 "connections past it are refused",
+                 (unsigned long long)rl.rlim_cur, FD_HEADROOM, (unsigned long long)need);
+}
+
 int master_main(const struct config *cfg, const char *lua_dir, const char *config_path,
                 int watch)
 {
     struct master m = {.cfg = cfg, .lua_dir = lua_dir, .config_path = config_path, .ifd = -1};
     if (check_scripts(cfg, lua_dir, config_path) != 0 || check_listen(cfg) != 0)
         return 1;
+    raise_fd_limit(cfg);
     if (metrics_init(cfg->workers) != 0 || ratelimit_init(RATELIMIT_DEFAULT_SLOTS) != 0) {
         log_error("cannot map the shared metrics and rate-limit regions");
         return 1;

@@ -25,6 +25,7 @@ local pcall, type = pcall, type
 local M = {}
 
 local REPLAY_BATCH <const> = 200
+local REPLAY_BUDGET_S <const> = 0.5
 
 local last = { janitor = -math.huge, outbox = -math.huge, replay = -math.huge }
 
@@ -41,13 +42,18 @@ local function every(name, interval, now, fn)
     log.warn(name .. " failed; trying again later", { error = errors.describe(err) })
 end
 
+-- Batches until the spool is empty, a batch stops short, or the tick has
+-- spent REPLAY_BUDGET_S on it (a backlog of a long outage drains at the
+-- database's pace, not one batch per tick).
 local function replay()
-    local pending = spool.pending()
-    if pending > 0 then
-        local applied = webhook.replay(REPLAY_BATCH)
-        if applied > 0 then log.info("spooled webhooks applied", { applied = applied }) end
+    local pending, applied, started = spool.pending(), 0, steeple.clock()
+    while pending > 0 do
+        local n, stopped = webhook.replay(REPLAY_BATCH)
+        applied = applied + n
         pending = spool.pending()
+        if stopped or n < REPLAY_BATCH or steeple.clock() - started >= REPLAY_BUDGET_S then break end
     end
+    if applied > 0 then log.info("spooled webhooks applied", { applied = applied }) end
     metrics.set("steeple_spool_pending", nil, pending)
 end
 

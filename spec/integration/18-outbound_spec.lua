@@ -25,7 +25,7 @@ describe("outbound messages", function()
     end
 
     local function wait_status(id, want, timeout)
-        local deadline = server.now() + timeout
+        local deadline = server.now() + server.slow(timeout)
         while server.now() < deadline do
             if status_of(id):match("^" .. want .. " ") then return status_of(id) end
             os.execute("sleep 0.2")

@@ -11,6 +11,11 @@
 --       server had already exited without being asked to)
 --   srv:metric('name{labels}') -> the value in /metrics
 --   server.run_binary(args, env, timeout) -> status, stderr, stdout
+--   server.SLOW, server.slow(t): $STEEPLE_SPEC_SLOW (default 1), how many times
+--       slower the server runs than usual (make valgrind-test sets it); the
+--       waits for something to happen (wait_until, wait_ready, wait_log*,
+--       wait_entr*) and the server's spool.after_ms and telnyx.timeout_ms are
+--       stretched by it; a wait for something NOT to happen is not.
 --   server.capture(cmd) -> a shell command's output; server.wait_until(fn, timeout)
 --   server.cleanup() stops what is still running and removes the temporary
 --       directories (kept when STEEPLE_SPEC_KEEP is set).
@@ -77,10 +82,13 @@ M.FIXTURES = M.ROOT .. "/spec/integration/fixtures"
 local now = socket.gettime
 M.now = now
 
+M.SLOW = tonumber(os.getenv("STEEPLE_SPEC_SLOW") or "") or 1
+function M.slow(t) return t * M.SLOW end
+
 -- Polls fn every 0.2 s until it returns true or timeout seconds pass;
 -- returns fn's last answer.
 function M.wait_until(fn, timeout)
-    local deadline = now() + timeout
+    local deadline = now() + timeout * M.SLOW
     while now() < deadline do
         if fn() then return true end
         socket.sleep(0.2)
@@ -304,6 +312,12 @@ function M.start(opts)
     self.scripts = opts.scripts or M.scripts_dir()
     self.port = opts.port or M.free_port()
     self.config = merge(M.default_config(), opts.config or {})
+    if M.SLOW ~= 1 then
+        local spool, telnyx = self.config.spool or {}, self.config.telnyx or {}
+        spool.after_ms = math.min(60000, math.floor((spool.after_ms or 1000) * M.SLOW))
+        telnyx.timeout_ms = math.min(120000, math.floor((telnyx.timeout_ms or 10000) * M.SLOW))
+        self.config.spool, self.config.telnyx = spool, telnyx
+    end
     self.config_path = M.write_config(self.config, self.dir)
     self.log_path = self.dir .. "/server.log"
     self.pid_path = self.dir .. "/pid"
@@ -342,7 +356,7 @@ end
 
 -- Waits until /health answers 200. Returns true or nil, message.
 function Server:wait_ready(timeout)
-    local deadline = now() + timeout
+    local deadline = now() + timeout * M.SLOW
     while now() < deadline do
         if self:exit_status() then
             return nil, "the server exited with status " .. self:exit_status() .. " during start-up"
@@ -459,7 +473,7 @@ end
 
 -- Waits (default 5 s) for a log line matching the pattern; returns it or nil.
 function Server:wait_log(pattern, timeout)
-    local deadline = now() + (timeout or 5)
+    local deadline = now() + (timeout or 5) * M.SLOW
     while true do
         local line = self:log_contains(pattern)
         if line then return line end
@@ -470,7 +484,7 @@ end
 
 -- Waits (default 5 s) until at least n lines match; returns the count.
 function Server:wait_log_count(pattern, n, timeout)
-    local deadline = now() + (timeout or 5)
+    local deadline = now() + (timeout or 5) * M.SLOW
     while true do
         local count = self:log_count(pattern)
         if count >= n or now() >= deadline then return count end
@@ -499,7 +513,7 @@ end
 
 -- Waits (default 5 s) until at least n (default 1) entries match; returns them.
 function Server:wait_entries(match, n, timeout)
-    local deadline = now() + (timeout or 5)
+    local deadline = now() + (timeout or 5) * M.SLOW
     while true do
         local found = self:entries(match)
         if #found >= (n or 1) or now() >= deadline then return found end
