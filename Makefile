@@ -33,7 +33,7 @@ BIN   := $(BUILD)/steeple
 
 .SECONDARY:
 
-.PHONY: all deps run test test-c test-unit test-integration test-faults fuzz asan asan-test valgrind-test bench clean lint
+.PHONY: FORCE all deps run test test-c test-unit test-integration test-faults fuzz asan asan-test valgrind-test bench clean lint
 
 all: deps $(BIN)
 
@@ -84,7 +84,7 @@ build/faults/loadgen: spec/faults/loadgen.c
 test-faults: all build/faults/loadgen
 	@BUILD=$(BUILD) bash spec/run.sh faults
 
--include spec/fuzz/fuzz.mk
+include spec/fuzz/fuzz.mk
 
 fuzz: deps fuzz-run
 

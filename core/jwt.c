@@ -53,7 +53,7 @@ int jwt_sign(const unsigned char *key, size_t keylen, const char *payload, size_
 {
     size_t need = jwt_signed_len(len), pos = 0;
     unsigned char mac[CRYPTO_HMAC_BYTES];
-    if (need > JWT_MAX_TOKEN || cap <= need)
+    if (len == 0 || need > JWT_MAX_TOKEN || cap <= need) /* jwt_verify refuses an empty part */
         return -1;
     if (put_part(out, cap, &pos, header_json, HEADER_LEN, '.') != 0 ||
         put_part(out, cap, &pos, payload, len, '.') != 0)

@@ -27,8 +27,9 @@ size_t jwt_signed_len(size_t len);
 /* Writes base64url(header) "." base64url(payload) "." base64url(HMAC-SHA256(
  * key, the first two parts)) plus a NUL into out, unpadded, and its length
  * (NUL excluded) into *outlen. The key may be any length; callers should use
- * at least 32 random bytes. Returns 0, or -1 (out unspecified) when the token
- * would exceed JWT_MAX_TOKEN or cap < jwt_signed_len(len) + 1. */
+ * at least 32 random bytes. Returns 0, or -1 (out unspecified) when the
+ * payload is empty (its token would not verify), the token would exceed
+ * JWT_MAX_TOKEN or cap < jwt_signed_len(len) + 1. */
 int jwt_sign(const unsigned char *key, size_t keylen, const char *payload, size_t len,
              char *out, size_t cap, size_t *outlen) __attribute__((warn_unused_result));
 

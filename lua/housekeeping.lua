@@ -8,7 +8,8 @@
 --   * the janitor, on worker 0, at start-up and every
 --     tenants.janitor_interval_s (0: never): undoes registrations cut short.
 --
--- Failures are logged as warnings and tried again at the next interval.
+-- Failures are logged as warnings and tried again at the next interval. Each
+-- tick also sets the gauge steeple_lua_heap_bytes (this worker's Lua heap).
 
 local config = require "steeple.config"
 local steeple = require "steeple"
@@ -59,6 +60,8 @@ end
 
 function M.tick()
     local now = steeple.clock()
+    -- summed over the workers by /metrics
+    metrics.set("steeple_lua_heap_bytes", nil, math.floor(collectgarbage("count") * 1024))
     every("replay", config.spool.replay_interval_s, now, replay)
     if steeple.worker() ~= 0 or config.db.url == nil then return end
     every("outbox", config.telnyx.sweep_interval_s, now, outbound.sweep)

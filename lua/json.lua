@@ -1,7 +1,8 @@
 -- JSON codecs over private lua-cjson instances.
 --
 -- Decoding is strict about what a request body may be: a single JSON
--- object, valid UTF-8, no NaN/Infinity, no NUL byte, nesting at most
+-- object, valid UTF-8, no NaN/Infinity (nor a number too large for a
+-- double), no NUL byte (raw or \u0000), nesting at most
 -- max_depth deep and no key repeated inside one object. In decoded tables
 -- JSON null is represented by json.null (a lightuserdata, cjson's default),
 -- never by a missing key.
@@ -13,14 +14,15 @@
 --     10^14 lose precision: send such values as strings;
 --   * raw control characters inside strings are accepted (they decode to
 --     the same text as their \u00XX escapes); NUL is refused because cjson
---     would stop reading at it.
+--     would stop reading at it, and as \u0000 because no text column or
+--     parameter can hold it.
 
 local cjson = require "cjson"
 
 local type, error, pcall, next, setmetatable, rawset = type, error, pcall, next, setmetatable, rawset
 local find, sub, byte, gsub, format = string.find, string.sub, string.byte, string.gsub, string.format
 local utf8_len = utf8.len
-local math_type = math.type
+local math_type, huge = math.type, math.huge
 
 local M = {}
 
@@ -108,25 +110,45 @@ local function has_duplicate_keys(s, decode)
     end
 end
 
--- Number of string keys (that is, object members) in a decoded value.
-local function count_members(t)
-    local n = 0
+-- Number of string keys (that is, object members) in a decoded value, and
+-- whether a number in it is not finite (1e999 decodes to infinity).
+local function scan(t)
+    local n, bad = 0, false
     for k, v in next, t do
         if type(k) == "string" then n = n + 1 end
-        if type(v) == "table" then n = n + count_members(v) end
+        if type(v) == "table" then
+            local m, b = scan(v)
+            n, bad = n + m, bad or b
+        elseif type(v) == "number" and (v ~= v or v == huge or v == -huge) then
+            bad = true
+        end
     end
-    return n
+    return n, bad
 end
 
--- True when the JSON text s, whose decoding is value, repeats a key in some
+-- True when s holds the escape \u0000, which decodes to a NUL byte: a
+-- backslash preceded by an even number of backslashes, then u0000.
+local function has_nul_escape(s)
+    local i = 1
+    while true do
+        local j = find(s, "\\u0000", i, true)
+        if not j then return false end
+        local k = j - 1
+        while byte(s, k) == 92 do k = k - 1 end
+        if (j - k) % 2 == 1 then return true end
+        i = j + 1
+    end
+end
+
+-- True when the JSON text s, whose decoding has `members` members, repeats a key in some
 -- object. Every member's key ends with an unescaped quote followed by a
 -- colon, so counting quote-colon pairs gives at least the number of
 -- members in the text; when it equals the number that survived decoding
 -- nothing was repeated. Only otherwise does the exact scanner run.
-local function repeats_keys(s, value, decode)
+local function repeats_keys(s, members, decode)
     if not find(s, ",", 1, true) then return false end
     local _, upper = gsub(s, KEY_END, "")
-    if upper == count_members(value) then return false end
+    if upper == members then return false end
     return has_duplicate_keys(s, decode)
 end
 
@@ -200,11 +222,13 @@ function M.new(max_depth)
         if type(body) ~= "string" then error("json: body must be a string", 2) end
         if not find(body, "^[ \t\n\r]*{") then return nil, INVALID, "not an object" end
         if not utf8_len(body) then return nil, INVALID, "invalid UTF-8" end
-        if find(body, "\0", 1, true) then return nil, INVALID, "NUL byte" end
+        if find(body, "\0", 1, true) or has_nul_escape(body) then return nil, INVALID, "NUL byte" end
         local ok, value = pcall(decode, body)
         if not ok then return nil, INVALID, value end
         if type(value) ~= "table" then return nil, INVALID, "not an object" end
-        if repeats_keys(body, value, decode) then return nil, INVALID, "duplicate key" end
+        local members, non_finite = scan(value)
+        if non_finite then return nil, INVALID, "a number out of range" end
+        if repeats_keys(body, members, decode) then return nil, INVALID, "duplicate key" end
         return value
     end
 

@@ -23,6 +23,8 @@
 # children) is printed; the workers are also polled every 0.25 s, and each
 # line shows their [min..max] since the previous sample (a worker's RSS swings
 # by up to threads x argon2_memory_kib with the hashes running at the instant).
+# Each sample line also shows steeple_lua_heap_bytes from /metrics (the Lua
+# heaps of both workers) in KiB.
 # At the end: requests and non-2xx per load kind, each process's RSS after
 # warm-up (the sample at WARMUP_S, or the 2nd sample if DURATION <= WARMUP_S)
 # vs the last sample under load (growth in KiB, ratio, KiB/min fitted over the
@@ -299,6 +301,7 @@ printf 'elapsed_s\tmaster(%s)' "$pid"
 for w in "${wpids[@]}"; do printf '\tw(%s) [window min..max]' "$w"; done
 printf '\n'
 : > "$work/rss"
+: > "$work/heap"
 master=$pid restarts=0 nominal=0
 declare -A wmin wmax
 while :; do
@@ -324,6 +327,8 @@ while :; do
         wpids=("${cur[@]}")
     fi
     el=$(( ($(now_ns) - t0) / 1000000000 ))
+    heap=$(curl -s -m 2 "$base/metrics" | awk '$1 == "steeple_lua_heap_bytes" { print int($2 / 1024) }')
+    echo "$nominal ${heap:--}" >> "$work/heap"
     line="$el $(rss_now "$master")" shown="$el\t$(rss_now "$master")"
     for w in "${wpids[@]}"; do
         r=$(rss_now "$w")
@@ -336,7 +341,7 @@ while :; do
     done
     wmin=() wmax=()
     echo "$nominal $line" >> "$work/rss"
-    printf '%b\n' "$shown"
+    printf '%b\tlua heap %s KiB\n' "$shown" "${heap:--}"
     [ "$nominal" -ge "$DURATION" ] && break
     nominal=$((nominal + SAMPLE_S))
     [ "$nominal" -gt "$DURATION" ] && nominal=$DURATION
@@ -420,6 +425,8 @@ awk -v warm="$warm_at" -v nw="$nw" -v master="$master" -v wl="${wpids[*]}" '
         printf "max RSS seen (any process, sampled or polled): %d KiB\n", overall
     }' "$work/rss"
 echo "VmHWM (peak RSS) at the end of the load: $hwms KiB"
+awk -v warm="$WARMUP_S" '$2 != "-" { if ($1 >= warm && first == "") first = $2; last = $2; if ($2 > max) max = $2 }
+    END { if (first != "") printf "Lua heap, both workers (KiB): %d after warm-up -> %d at the end, max %d\n", first, last, max }' "$work/heap"
 [ "$restarts" = 0 ] || echo "WARNING: the worker set changed $restarts times during the run"
 
 errors=$(grep -c '"level":"error"' "$work/log" || true)

@@ -205,6 +205,7 @@ static void size_limits(void)
     CHECK(jwt_sign(key, KEY_LEN, body, 3011, out, sizeof out, &n) == 0 && n == JWT_MAX_TOKEN);
     CHECK(verify_n(key, KEY_LEN, out, n) == JWT_OK);
     CHECK(jwt_sign(key, KEY_LEN, body, 3012, out, sizeof out, &n) == -1);
+    CHECK(jwt_sign(key, KEY_LEN, body, 0, out, sizeof out, &n) == -1); /* empty: would not verify */
     len = forge(t, sizeof t, "{\"alg\":\"HS256\",\"typ\":\"JWT\"}", body, 3012, key, KEY_LEN);
     CHECK(len == JWT_MAX_TOKEN + 1 && verify_n(key, KEY_LEN, t, len) == JWT_MALFORMED);
     CHECK(jwt_signed_len(JWT_MAX_TOKEN + 1) == SIZE_MAX);

@@ -104,7 +104,7 @@ describe("spool", function()
 
     it("spools when the church's database is slower than spool.after_ms", function()
         os.execute("psql " .. server.quote(tenant_url) .. " -XAtq -c 'BEGIN; LOCK TABLE messages IN ACCESS EXCLUSIVE MODE;"
-            .. " SELECT pg_sleep(3); COMMIT;' >/dev/null 2>&1 &")
+            .. " SELECT pg_sleep(" .. server.slow(3) .. "); COMMIT;' >/dev/null 2>&1 &")
         assert.truthy(server.wait_until(function()
             return psql(tenant_url, "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND granted "
                 .. "AND relation = 'messages'::regclass") == "1"

@@ -20,7 +20,8 @@ local cjson = require "cjson.safe"
 local M = {}
 
 local HOST <const> = "127.0.0.1"
-local DEFAULT_TIMEOUT <const> = 10
+-- stretched when the server runs slower than usual (support.server: SLOW)
+local DEFAULT_TIMEOUT <const> = 10 * (tonumber(os.getenv("STEEPLE_SPEC_SLOW") or "") or 1)
 
 local now = socket.gettime
 M.now = now

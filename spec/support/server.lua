@@ -14,8 +14,9 @@
 --   server.SLOW, server.slow(t): $STEEPLE_SPEC_SLOW (default 1), how many times
 --       slower the server runs than usual (make valgrind-test sets it); the
 --       waits for something to happen (wait_until, wait_ready, wait_log*,
---       wait_entr*) and the server's spool.after_ms and telnyx.timeout_ms are
---       stretched by it; a wait for something NOT to happen is not.
+--       wait_entr*), the default read and request timeouts, the client's
+--       default timeout and the server's spool.after_ms and telnyx.timeout_ms
+--       are stretched by it; a wait for something NOT to happen is not.
 --   server.capture(cmd) -> a shell command's output; server.wait_until(fn, timeout)
 --   server.cleanup() stops what is still running and removes the temporary
 --       directories (kept when STEEPLE_SPEC_KEEP is set).
@@ -229,7 +230,7 @@ function M.default_config()
         workers = 1,
         shutdown_timeout_s = 5,
         log = { level = "info" },
-        limits = { read_timeout_s = 2, request_timeout_s = 2 },
+        limits = { read_timeout_s = 2 * M.SLOW, request_timeout_s = 2 * M.SLOW },
         -- the registry connections of the janitor and the outbound sweep
         -- would change the connection counts many specs assert; the specs
         -- of those turn them on

@@ -1,0 +1,1 @@
+return { port = "8080", log = "debug" }

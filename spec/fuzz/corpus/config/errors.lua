@@ -1,0 +1,1 @@
+error({ "a table, not a message" })

@@ -1,0 +1,1 @@
+return { listen = tostring(os) .. tostring(io) .. tostring(require), env = type(load) }

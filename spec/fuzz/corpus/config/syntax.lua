@@ -1,0 +1,1 @@
+return { port = 80,, }

@@ -1,0 +1,1 @@
+return { db = { url = "postgres://x", poolmax = 4 }, colour = "blue" }

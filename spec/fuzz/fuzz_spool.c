@@ -1,0 +1,242 @@
+/* fuzz_spool.c — the spool's record reader and writer (core/spool.c).
+ *
+ * Feeds: the tail of the input as the content of a segment file (own,
+ * w0-0000000001.spool, or an orphan's, w1-…, which worker 0 of 1 adopts), in
+ * a tmpfs directory, opened with spool_open: the code the server runs at
+ * start-up, which indexes the records from the .done offset and cuts the
+ * segment at the first torn or corrupt one. The head of the input decides:
+ *   byte 0  bit 0: write a .done file (offset from bytes 1-2), bit 1: make it
+ *           malformed, bit 2: the segment is an orphan's, bit 3: flip a byte
+ *           of the file after opening (disk corruption before replay), bits
+ *           4-7: how many records to mark done before reopening
+ *   bytes 1-2: the .done offset; bytes 3-4: where the flip goes
+ *   byte 5: how many records to append (0-7), each a length byte + payload.
+ * Then: peek, append, peek, mark done, close, reopen, peek.
+ * Asserts:
+ *   - peek returns exactly the records an independent parser (here) finds
+ *     from the done offset: magic, length <= SPOOL_MAX_RECORD, within the
+ *     file, CRC-32C (bitwise, not table-driven) matching, up to the first
+ *     bad one; each with the file's own bytes, so nothing read past the
+ *     input and no record with a wrong CRC;
+ *   - skipped_bytes is what follows the last good record; pending counts;
+ *   - after a flip inside a valid record, neither it nor any record after it
+ *     is returned (CRC-32C catches every one-byte change);
+ *   - every append completes without error, and the appended records read
+ *     back (before and after reopening) equal what was written, in order;
+ *   - records marked done stay done after reopening (the rest come back, in
+ *     order), and spool_done refuses an id it never gave. */
+#include "fuzz_util.h"
+#include "log.h"
+#include "spool.h"
+
+#include <dirent.h>
+#include <event2/event.h>
+#include <fcntl.h>
+
+#define MAX_RECS 2048
+#define HEADER 12u
+
+static struct event_base *base;
+static char dir[128];
+
+struct span {
+    const uint8_t *p;
+    size_t len;
+};
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    log_set_level(LOG_ERROR + 1); /* torn records are logged as warnings: expected here */
+    snprintf(dir, sizeof dir, "%s/spool", fuzz_tmpdir());
+    base = event_base_new();
+    return base ? 0 : -1;
+}
+
+/* CRC-32C bit by bit, independent of spool.c's table. */
+static uint32_t crc32c_bitwise(const uint8_t *p, size_t n)
+{
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+    }
+    return ~c;
+}
+
+static uint32_t le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* The records of file[0 .. size) from off on; *stop gets where the valid
+ * part ends. Returns the count. */
+static size_t parse(const uint8_t *file, size_t size, size_t off, struct span *out, size_t *stop)
+{
+    size_t n = 0;
+    while (off < size && n < MAX_RECS) {
+        if (size - off < HEADER || memcmp(file + off, "STPL", 4) != 0)
+            break;
+        uint32_t len = le32(file + off + 4);
+        if (len > SPOOL_MAX_RECORD || size - off - HEADER < len ||
+            crc32c_bitwise(file + off + HEADER, len) != le32(file + off + 8))
+            break;
+        out[n++] = (struct span){file + off + HEADER, len};
+        off += HEADER + len;
+    }
+    *stop = off;
+    return n;
+}
+
+static void clear_dir(void)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char p[512];
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+}
+
+static int completions, failures;
+
+static void on_appended(void *arg, const char *err)
+{
+    (void)arg;
+    completions++;
+    if (err != NULL) {
+        fprintf(stderr, "fuzz_spool: append failed: %s\n", err);
+        failures++;
+    }
+}
+
+static struct spool *open_spool(void)
+{
+    char err[256];
+    struct spool *s = spool_open(base, dir, 0, 1, err, sizeof err);
+    FUZZ_CHECK(s != NULL, "spool_open: %s", err);
+    return s;
+}
+
+/* Peeks everything and checks it against want[0 .. nwant). */
+static void expect(struct spool *s, const struct span *want, size_t nwant,
+                   struct spool_record *got, size_t *ngot, const char *when)
+{
+    FUZZ_CHECK(spool_peek(s, MAX_RECS, got, ngot) == 0, "%s: spool_peek failed", when);
+    FUZZ_CHECK(*ngot == nwant, "%s: peek gave %zu records, want %zu", when, *ngot, nwant);
+    FUZZ_CHECK(spool_pending(s) == nwant, "%s: %zu pending, want %zu", when, spool_pending(s),
+               nwant);
+    for (size_t i = 0; i < nwant; i++)
+        FUZZ_CHECK(got[i].len == want[i].len &&
+                       (want[i].len == 0 || memcmp(got[i].data, want[i].p, want[i].len) == 0),
+                   "%s: record %zu differs (len %zu, want %zu)", when, i, got[i].len,
+                   want[i].len);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static struct span want[MAX_RECS + 8], left[MAX_RECS + 8];
+    static struct spool_record got[MAX_RECS];
+    struct fuzz_in in = {data, size};
+    uint8_t flags = fuzz_u8(&in);
+    size_t done_off = fuzz_u16(&in), flip_at = fuzz_u16(&in);
+    size_t nappend = fuzz_u8(&in) % 8;
+    struct span appended[8];
+    for (size_t i = 0; i < nappend; i++)
+        appended[i].p = fuzz_field(&in, &appended[i].len);
+    const uint8_t *file = in.p;
+    size_t fsize = in.n;
+
+    clear_dir();
+    mkdir(dir, 0700);
+    char name[512];
+    int worker = flags & 4 ? 1 : 0;
+    snprintf(name, sizeof name, "%s/w%d-0000000001.spool", dir, worker);
+    fuzz_write_file(name, file, fsize);
+    size_t from = 0;
+    if (flags & 1) {
+        char text[32], dname[512];
+        int n = snprintf(text, sizeof text, flags & 2 ? "%zux\n" : "%zu\n", done_off);
+        snprintf(dname, sizeof dname, "%s/w%d-0000000001.done", dir, worker);
+        fuzz_write_file(dname, text, (size_t)n);
+        from = flags & 2 ? 0 : done_off;
+    }
+
+    /* what the reader must find */
+    size_t stop = from, nwant = from > fsize ? 0 : parse(file, fsize, from, want, &stop);
+    FUZZ_CHECK(nwant < MAX_RECS, "too many records for this harness");
+
+    struct spool *s = open_spool();
+    struct spool_stats st;
+    spool_stats(s, &st);
+    FUZZ_CHECK(st.skipped_bytes == (from > fsize ? 0 : fsize - stop),
+               "skipped %llu bytes, want %zu", (unsigned long long)st.skipped_bytes,
+               from > fsize ? 0 : fsize - stop);
+
+    if ((flags & 8) && nwant > 0) {
+        /* the disk changes one byte of a valid record under the open spool
+         * (only there: a flip in the cut-off tail could mend a bad record,
+         * which the reopened spool would then rightly find) */
+        size_t at = from + flip_at % (stop - from), keep = 0;
+        int fd = open(name, O_WRONLY);
+        uint8_t b = file[at] ^ 0x5A;
+        FUZZ_CHECK(fd >= 0 && pwrite(fd, &b, 1, (off_t)at) == 1, "flip");
+        close(fd);
+        /* the record holding the flipped byte (header or payload) is cut,
+         * and every record after it with it */
+        for (; keep < nwant; keep++) {
+            size_t start = (size_t)(want[keep].p - file) - HEADER;
+            if (start <= at && at < start + HEADER + want[keep].len)
+                break;
+        }
+        nwant = keep;
+    }
+
+    size_t ngot;
+    expect(s, want, nwant, got, &ngot, "after open");
+    if (getenv("FUZZ_VERBOSE"))
+        fprintf(stderr, "fuzz_spool: %zu-byte segment from %zu: %zu records, %zu bytes skipped; "
+                        "%zu appended, %u done\n",
+                fsize, from, nwant, (size_t)st.skipped_bytes, nappend, flags >> 4);
+
+    /* append, wait for durability, read back */
+    completions = failures = 0;
+    for (size_t i = 0; i < nappend; i++)
+        FUZZ_CHECK(spool_append(s, appended[i].p, appended[i].len, on_appended, NULL) == 0,
+                   "spool_append refused %zu bytes", appended[i].len);
+    while (completions < (int)nappend)
+        event_base_loop(base, EVLOOP_ONCE);
+    FUZZ_CHECK(failures == 0, "an append failed");
+    for (size_t i = 0; i < nappend; i++)
+        want[nwant + i] = appended[i];
+    size_t total = nwant + nappend;
+    expect(s, want, total, got, &ngot, "after appending");
+
+    /* mark the first k done; an id never given is refused */
+    size_t k = (size_t)(flags >> 4) < total ? (size_t)(flags >> 4) : total;
+    spool_id ids[16];
+    for (size_t i = 0; i < k; i++)
+        ids[i] = got[i].id;
+    for (size_t i = 0; i < k; i++)
+        FUZZ_CHECK(spool_done(s, ids[i]) == 0, "spool_done of a peeked record failed");
+    spool_id bogus = total ? got[total - 1].id + 1 : ((spool_id)77 << 32);
+    FUZZ_CHECK(spool_done(s, bogus) != 0, "spool_done accepted an id it never gave");
+    event_base_loop(base, EVLOOP_NONBLOCK); /* the deferred flush */
+    spool_free(s);
+
+    /* reopen: the rest come back, in order */
+    for (size_t i = k; i < total; i++)
+        left[i - k] = want[i];
+    s = open_spool();
+    expect(s, left, total - k, got, &ngot, "after reopening");
+    spool_free(s);
+    return 0;
+}
