@@ -5,7 +5,8 @@
 --   db.transaction(handle, function(tx) ... end)
 --       runs the function with a pinned connection inside BEGIN/COMMIT; any
 --       error rolls back and is raised again. Returns the function's results.
---   db.is_error(e), db.is_unavailable(e), db.is_unique_violation(e [, constraint])
+--   db.is_error(e), db.is_unavailable(e), db.is_transient(e),
+--   db.is_unique_violation(e [, constraint])
 --   db.create_database(server, name [, template])
 --       as the core's, waiting while the template is in use (SQLSTATE 55006)
 --   db.drop_database(server, name), db.maintenance(server), db.close_pool(server, name)
@@ -39,6 +40,22 @@ end
 -- True when the database could not be reached in time (answer 503).
 function M.is_unavailable(e)
     return M.is_error(e) and e.kind == "unavailable"
+end
+
+-- SQLSTATEs of failures that say nothing about the statement: the same
+-- statement may succeed later (connection lost, server shutting down or
+-- short of resources, statement or lock timeout, serialization failure,
+-- deadlock).
+local TRANSIENT_CLASSES <const> = { ["08"] = true, ["53"] = true, ["57"] = true }
+local TRANSIENT_STATES <const> = { ["40001"] = true, ["40P01"] = true, ["55P03"] = true }
+
+-- True when trying the same work again later may succeed: unavailable, or
+-- one of the SQLSTATEs above.
+function M.is_transient(e)
+    if not M.is_error(e) then return false end
+    if e.kind == "unavailable" then return true end
+    local state = e.sqlstate
+    return type(state) == "string" and (TRANSIENT_STATES[state] or TRANSIENT_CLASSES[state:sub(1, 2)]) or false
 end
 
 -- True for a unique violation (23505), optionally of one constraint.

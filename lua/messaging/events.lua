@@ -134,7 +134,7 @@ end
 M.NOT_YET = { message = "the church is still being registered" }
 
 function M.retryable(e)
-    return e == M.NOT_YET or db.is_unavailable(e)
+    return e == M.NOT_YET or db.is_transient(e)
 end
 
 -- The church's database, or nil when no church has the number. A church

@@ -84,7 +84,10 @@ local now = socket.gettime
 M.now = now
 
 M.SLOW = tonumber(os.getenv("STEEPLE_SPEC_SLOW") or "") or 1
-function M.slow(t) return t * M.SLOW end
+function M.slow(t)
+    local v = t * M.SLOW
+    return math.tointeger(v) or v -- integer config values stay integers
+end
 
 -- Polls fn every 0.2 s until it returns true or timeout seconds pass;
 -- returns fn's last answer.
