@@ -105,7 +105,7 @@ local function send(res, route, req)
 end
 
 local function on_error(e)
-    if errors.is(e) or db.is_unavailable(e) then return e end
+    if errors.is(e) or db.is_transient(e) then return e end
     return { trace = traceback(tostring(e), 2) }
 end
 
@@ -144,10 +144,12 @@ function M.handle(req)
     if errors.is(res) then
         return send(errors.to_response(req.id, res), pattern, req)
     end
-    if db.is_unavailable(res) then
-        log.warn("database unavailable", { route = pattern, error = res.message })
+    -- unreachable, or a failure worth trying again (statement timeout,
+    -- lost connection, deadlock): the client may retry
+    if db.is_transient(res) then
+        log.warn("database unavailable", { route = pattern, error = res.message, sqlstate = res.sqlstate })
         return send(errors.response(req.id, "service_unavailable",
-            { headers = { ["Retry-After"] = res.retry_after } }), pattern, req)
+            { headers = { ["Retry-After"] = res.retry_after or 1 } }), pattern, req)
     end
     log.error("handler failed", { route = pattern, error = res.trace })
     return send(errors.response(req.id, "internal_error"), pattern, req)
