@@ -14,8 +14,9 @@
 --   bench:settled(result, timeout)         waits until every acknowledged webhook is stored
 --   faults.record(name, row) / faults.table()   the results table (var/faults/results.md)
 local server = require "support.server"
+local pg = require "support.pg"
+local auth = require "support.auth"
 local socket = require "socket"
-local cjson = require "cjson"
 
 local M = {}
 
@@ -24,13 +25,7 @@ M.LOADGEN = server.ROOT .. "/build/faults/loadgen"
 M.OUT = server.ROOT .. "/var/faults"
 local q = server.quote
 
-local function sh(cmd)
-    local p = assert(io.popen("timeout -s KILL 120 sh -c " .. q(cmd) .. " 2>&1"))
-    local out = p:read("a")
-    local ok = p:close()
-    return (out:gsub("%s+$", "")), ok
-end
-M.sh = sh
+local function sh(cmd) return pg.sh(cmd, 120) end
 
 -- Clusters --------------------------------------------------------------------
 
@@ -116,21 +111,13 @@ function Bench:serve(opts)
         scripts = opts.scripts, timeout = 20 }
 end
 
-local function post(srv, path, body, token)
-    local http = require "support.http"
-    local headers = { ["Content-Type"] = "application/json" }
-    if token then headers.Authorization = "Bearer " .. token end
-    return assert(http.request { port = srv.port, method = body and "POST" or "GET", path = path,
-        headers = headers, body = body and cjson.encode(body), timeout = 60 })
-end
-
 -- n churches, placed by the server on the two tenant servers in turn.
 local function register(self, srv, n)
     local stamp = tostring(os.time())
     for i = 1, n do
         local c = { email = string.format("fault%d.%s@example.org", i, stamp),
                     password = "fault password " .. i, phone = string.format("+1777%07d", i) }
-        local res = post(srv, "/api/auth/register", { churchName = "Fault Church " .. i, email = c.email,
+        local res = auth.post(srv, "/api/auth/register", { churchName = "Fault Church " .. i, email = c.email,
             password = c.password, adminName = "Admin " .. i, phoneNumber = c.phone })
         assert(res.status == 201, "register: " .. res.status .. " " .. (res.body or ""))
         c.token, c.tenant = res.json.accessToken, res.json.tenantId
@@ -154,7 +141,7 @@ local function seed(self, srv)
     local gen = self:load(srv, { seconds = 1, logins = 0, reads = 0, webhooks = 1, tag = "seed" })
     gen:wait()
     for _, c in ipairs(self.churches) do
-        local res = post(srv, "/api/conversations?limit=1", nil, c.token)
+        local res = auth.get(srv, "/api/conversations?limit=1", c.token)
         assert(res.status == 200 and res.json.conversations and res.json.conversations[1],
             "no conversation for church " .. c.email .. ": " .. (res.body or ""))
         c.conversation = res.json.conversations[1].id

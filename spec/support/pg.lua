@@ -2,7 +2,7 @@
 -- cluster (DATABASE_URL, set by spec/run.sh) and URLs of its other databases.
 --
 --   pg.BASE_URL                  the test cluster's URL
---   pg.sh(cmd)                   -> output (trimmed), ok   (bounded: 300 s)
+--   pg.sh(cmd [, timeout])       -> output (trimmed), ok   (bounded: default 300 s)
 --   pg.psql(url, sql)            -> output (trimmed), ok
 --   pg.psql_file(url, text)      runs a script of statements, each on its own
 --   pg.url_of(dbname [, user [, base]])   the URL of another database
@@ -12,8 +12,8 @@ local M = {}
 
 M.BASE_URL = os.getenv("DATABASE_URL")
 
-function M.sh(cmd)
-    local p = assert(io.popen("timeout -s KILL 300 sh -c " .. server.quote(cmd) .. " 2>&1"))
+function M.sh(cmd, timeout)
+    local p = assert(io.popen("timeout -s KILL " .. (timeout or 300) .. " sh -c " .. server.quote(cmd) .. " 2>&1"))
     local out = p:read("a")
     local ok = p:close()
     return (out:gsub("%s+$", "")), ok
