@@ -15,10 +15,29 @@ CC      ?= cc
 CWARNS  := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wcast-align -Wwrite-strings \
            -Wmissing-prototypes -Wstrict-prototypes -Wformat=2 -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(CWARNS) $(CFLAGS) $(shell pkg-config --cflags $(PKGS))
+
+.DEFAULT_GOAL := all
+
+# The packages' flags are read only after vendor/install.sh has run: build/pkg.mk
+# is a makefile of its own that make brings up to date first, then reads every
+# makefile again. Nothing below may call pkg-config while this file is parsed.
+ifeq ($(filter-out clean,$(or $(MAKECMDGOALS),all)),)
+PKG_CFLAGS :=
+PKG_LIBS   :=
+else
+include build/pkg.mk
+endif
+build/pkg.mk: vendor/packages.txt vendor/install.sh
+	@bash vendor/install.sh
+	@mkdir -p build
+	@cflags=$$(pkg-config --cflags $(PKGS)) && \
+	  libs=$$(pkg-config --libs $(filter-out lua5.4 lua5.4-cjson,$(PKGS))) && \
+	  printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s\n' "$$cflags" "$$libs" > $@.tmp && mv $@.tmp $@
+
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(CWARNS) $(CFLAGS) $(PKG_CFLAGS)
 # Lua is linked statically: its API calls are on every request's path.
 LUA_STATIC := /usr/lib/x86_64-linux-gnu/liblua5.4-cjson.a /usr/lib/x86_64-linux-gnu/liblua5.4.a
-LDLIBS  := $(LUA_STATIC) $(shell pkg-config --libs $(filter-out lua5.4 lua5.4-cjson,$(PKGS))) -lpthread -lm -ldl
+LDLIBS  = $(LUA_STATIC) $(PKG_LIBS) -lpthread -lm -ldl
 
 CORE_OBJS := log.o metrics.o threadpool.o watchdog.o crypto.o conn_guard.o http_reply.o \
              pg_conn.o pg_pool.o db_config.o devkeys.o ratelimit.o jwt.o spool.o http_client.o \

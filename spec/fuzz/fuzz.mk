@@ -23,10 +23,8 @@ FUZZ_GCC_ONLY := -Wcast-align -Wlogical-op -Wduplicated-cond -Wduplicated-branch
                  -Wformat-signedness -Wformat-overflow=% -Wformat-truncation=% -Wstringop-%
 FUZZ_CWARNS   = $(filter-out $(FUZZ_GCC_ONLY),$(CWARNS))
 FUZZ_SAN      := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-FUZZ_CFLAGS    = -std=c11 -D_GNU_SOURCE $(FUZZ_CWARNS) -g -O1 $(FUZZ_SAN) \
-                 $(shell pkg-config --cflags $(PKGS))
-FUZZ_LDLIBS    = $(LUA_STATIC) $(shell pkg-config --libs $(filter-out lua5.4 lua5.4-cjson,$(PKGS))) \
-                 -lpthread -lm -ldl
+FUZZ_CFLAGS    = -std=c11 -D_GNU_SOURCE $(FUZZ_CWARNS) -g -O1 $(FUZZ_SAN) $(PKG_CFLAGS)
+FUZZ_LDLIBS    = $(LDLIBS)
 
 FUZZ_OBJS := $(addprefix $(FUZZ_DIR)/obj/,$(CORE_OBJS))
 FUZZ_BINS := $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_TARGETS))
