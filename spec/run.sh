@@ -5,7 +5,8 @@
 #
 # Every suite speaks TAP; this script counts "ok" and "not ok" lines. The
 # integration suite gets a throw-away PostgreSQL cluster in var/test-pg-tcp,
-# reached over TCP on 127.0.0.1.
+# reached over TCP on 127.0.0.1. SPECS="spec/integration/13-auth_spec.lua ..."
+# runs only those files of the integration (or fault) suite.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -56,13 +57,13 @@ for suite in "${suites[@]}"; do
         rm -rf "$STEEPLE_SPEC_LOGS" && mkdir -p "$STEEPLE_SPEC_LOGS"
         export STEEPLE_SPEC_LOGS
         STEEPLE_BIN="$PWD/${STEEPLE_BIN_WRAPPER:-$BUILD/steeple}" run_suite "integration specs" \
-            busted --lpath='spec/?.lua' spec/integration
+            busted --lpath='spec/?.lua' ${SPECS:-spec/integration}
         ;;
     faults)
         # the fault suite starts, stops and removes its own clusters (var/faults)
         rm -f var/faults/results.md
         STEEPLE_BIN="$PWD/$BUILD/steeple" run_suite "fault suite" \
-            busted --lpath='spec/?.lua' spec/faults
+            busted --lpath='spec/?.lua' ${SPECS:-spec/faults}
         [ -f var/faults/results.md ] && cat var/faults/results.md
         ;;
     *)
