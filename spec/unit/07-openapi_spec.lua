@@ -110,6 +110,10 @@ describe("openapi.json", function()
 
     setup(function() app = load_app() end)
 
+    teardown(function()
+        for _, name in ipairs(CORE_MODULES) do package.preload[name] = nil end
+    end)
+
     it("is an OpenAPI 3.1.0 document", function()
         assert.equal("3.1.0", doc.openapi)
         assert.is_string(doc.info.title)
