@@ -1,7 +1,35 @@
--- Operations: liveness, readiness and metrics. Only /ready touches a database.
+-- Operations: liveness, readiness, metrics and the OpenAPI document. Only
+-- /ready touches a database.
 local metrics = require "steeple.metrics"
 local db = require "db"
-local pcall = pcall
+local cjson = require "cjson"
+local pcall, error, type = pcall, error, type
+local io_open, match = io.open, string.match
+local package = package
+
+local JSON_TYPE <const> = "application/json; charset=utf-8"
+
+-- The text of openapi.json in the scripts directory (where require finds
+-- these modules: the first template of package.path, "<dir>/?.lua"). Read
+-- once per script load; raises when it is missing or not an OpenAPI JSON
+-- document, so that a broken document stops the load like a broken script.
+local function read_openapi()
+    local dir = match(package.path, "^([^;]*)/%?%.lua") or "."
+    local path = dir .. "/openapi.json"
+    local f, err = io_open(path, "rb")
+    if f == nil then error("cannot read the OpenAPI document: " .. err, 0) end
+    local text = f:read("a")
+    f:close()
+    if text == nil then error("cannot read " .. path, 0) end
+    local ok, doc = pcall(cjson.decode, text) -- a plain decode: the strict one costs ten times more
+    if not ok then error(path .. ": not JSON (" .. doc .. ")", 0) end
+    if type(doc) ~= "table" or type(doc.openapi) ~= "string" then
+        error(path .. ": not an OpenAPI document (no \"openapi\" version)", 0)
+    end
+    return text
+end
+
+local OPENAPI <const> = read_openapi()
 
 local function health()
     return { status = 200, json = { status = "ok" } }
@@ -24,8 +52,13 @@ local function ready()
     return { status = 503, json = { status = "unavailable" }, headers = { ["Retry-After"] = "1" } }
 end
 
+local function openapi()
+    return { status = 200, body = OPENAPI, headers = { ["Content-Type"] = JSON_TYPE } }
+end
+
 return {
     ["/health"] = { GET = health },
     ["/ready"] = { GET = ready },
     ["/metrics"] = { GET = render_metrics },
+    ["/openapi.json"] = { GET = openapi },
 }
