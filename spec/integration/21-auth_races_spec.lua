@@ -1,6 +1,7 @@
--- Login lockout under concurrency, against the real binary and PostgreSQL:
--- concurrent attempts cannot try more passwords than the lock allows, and
--- the lock duration never overflows.
+-- Login lockout and logout under concurrency, against the real binary and
+-- PostgreSQL: concurrent attempts cannot try more passwords than the lock
+-- allows, the lock duration never overflows, and a refresh racing a logout
+-- leaves no valid token behind.
 local server = require "support.server"
 local http = require "support.http"
 local pg = require "support.pg"
@@ -165,6 +166,37 @@ describe("auth races", function()
             end
             assert.equal(200, post(srv, "/api/auth/login", { email = body.email, password = body.password }).status)
             assert.equal("0|0|f", lock_row(tdb))
+            assert.same({}, srv:unexpected_errors())
+        end)
+    end)
+
+    describe("logout", function()
+        it("revokes a token that a concurrent refresh rotates", function()
+            local body = new_church(srv, "logout")
+            local rotated = 0
+            for round = 1, 50 do
+                local s = post(srv, "/api/auth/login", { email = body.email, password = body.password })
+                assert.equal(200, s.status, s.body)
+                local payload = cjson.encode { refreshToken = s.json.refreshToken }
+                local refresh, logout = table.unpack(http.concurrent {
+                    { port = srv.port, method = "POST", path = "/api/auth/refresh", timeout = 60, body = payload,
+                        headers = { ["Content-Type"] = "application/json" } },
+                    { port = srv.port, method = "POST", path = "/api/auth/logout", timeout = 60, body = payload,
+                        headers = { ["Content-Type"] = "application/json",
+                            Authorization = "Bearer " .. s.json.accessToken } },
+                })
+                assert.equal(204, logout.status, "round " .. round .. ": " .. tostring(logout.body or logout.error))
+                assert.truthy(refresh.status == 200 or refresh.status == 401,
+                    "round " .. round .. ": " .. tostring(refresh.status))
+                -- the newest token first: presenting the used one would revoke the family anyway
+                if refresh.status == 200 then
+                    rotated = rotated + 1
+                    local again = post(srv, "/api/auth/refresh", { refreshToken = refresh.json.refreshToken })
+                    assert.equal(401, again.status, "round " .. round .. ": the rotated token outlived the logout")
+                end
+                assert.equal(401, post(srv, "/api/auth/refresh", { refreshToken = s.json.refreshToken }).status)
+            end
+            print("# refresh won the race in " .. rotated .. " of 50 rounds")
             assert.same({}, srv:unexpected_errors())
         end)
     end)
