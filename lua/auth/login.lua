@@ -11,6 +11,13 @@
 -- for auth.lock_initial_s, doubling with each further lock up to
 -- auth.lock_max_s; a locked account gets account_locked even with the right
 -- password; a success clears it all.
+--
+-- Each attempt is claimed before its password is checked: one UPDATE counts
+-- it as a failure, and the claim that reaches auth.max_failures locks the
+-- account at once. However many attempts run at the same time (the check
+-- yields to the thread pool), no more than auth.max_failures passwords are
+-- tried per lock, and no connection is held while a password is hashed. A
+-- success then clears the count and the lock from the current row.
 
 local config = require "steeple.config"
 local metrics = require "steeple.metrics"
@@ -37,24 +44,46 @@ local function invalid_credentials()
     errors.raise("invalid_credentials")
 end
 
--- Counts a failure; the one that reaches auth.max_failures locks the account.
-local function record_failure(handle, id)
+-- Enough doublings to reach the longest auth.lock_max_s (604800 s) from the
+-- shortest auth.lock_initial_s (1 s): the lock duration never overflows.
+local LOCK_COUNT_MAX <const> = 20
+
+-- Claims one attempt on the admin's password, counted as a failure until
+-- the password proves right; the claim that reaches auth.max_failures locks
+-- the account. Returns the password hash, or nil when the account is locked
+-- (or gone).
+local function claim_attempt(handle, id)
     local auth = config.auth
-    handle:query([[
+    local row = handle:query([[
         UPDATE admins SET
             failed_attempts = CASE WHEN failed_attempts + 1 >= $2 THEN 0 ELSE failed_attempts + 1 END,
-            lock_count = CASE WHEN failed_attempts + 1 >= $2 THEN lock_count + 1 ELSE lock_count END,
+            lock_count = CASE WHEN failed_attempts + 1 >= $2 THEN least(lock_count + 1, $5) ELSE lock_count END,
             locked_until = CASE WHEN failed_attempts + 1 >= $2
-                THEN now() + make_interval(secs => least($3::float8 * power(2, lock_count), $4::float8))
+                THEN now() + make_interval(secs =>
+                    least($3::float8 * power(2, least(lock_count, $5)), $4::float8))
                 ELSE locked_until END
-        WHERE id = $1]], id, auth.max_failures, auth.lock_initial_s, auth.lock_max_s)
+        WHERE id = $1 AND (locked_until IS NULL OR locked_until <= now())
+        RETURNING password_hash]],
+        id, auth.max_failures, auth.lock_initial_s, auth.lock_max_s, LOCK_COUNT_MAX)[1]
+    return row and row.password_hash
 end
 
-local function clear_failures(handle, admin)
-    if admin.failed_attempts > 0 or admin.lock_count > 0 then
-        handle:query("UPDATE admins SET failed_attempts = 0, lock_count = 0, locked_until = NULL WHERE id = $1",
-            admin.id)
+-- An attempt that could not be claimed: the account is locked, or the
+-- registry names an admin the tenant does not have.
+local function refuse_unclaimed(handle, id, password)
+    local admin = admins.get(handle, id)
+    if admin == nil then
+        admins.burn_password(password)
+        invalid_credentials()
     end
+    -- without locked_for_s, the lock ended a moment ago
+    errors.raise("account_locked", { headers = { ["Retry-After"] = admin.locked_for_s or 1 } })
+end
+
+local function clear_failures(handle, id)
+    handle:query([[
+        UPDATE admins SET failed_attempts = 0, lock_count = 0, locked_until = NULL
+        WHERE id = $1 AND (failed_attempts <> 0 OR lock_count <> 0 OR locked_until IS NOT NULL)]], id)
 end
 
 -- The registry's entry for an email: { tenant_id, admin_id, status, db_server, db_name } or nil.
@@ -73,19 +102,12 @@ function M.login(input)
     end
     if found.status ~= "active" then errors.raise("tenant_unavailable") end
     local handle = db.pool(found.db_server, found.db_name)
+    local hash = claim_attempt(handle, found.admin_id)
+    if hash == nil then refuse_unclaimed(handle, found.admin_id, input.password) end
+    if not admins.verify_password(hash, input.password) then invalid_credentials() end
+    clear_failures(handle, found.admin_id)
     local admin = admins.get(handle, found.admin_id)
-    if admin == nil then
-        admins.burn_password(input.password)
-        invalid_credentials()
-    end
-    if admin.locked_for_s then
-        errors.raise("account_locked", { headers = { ["Retry-After"] = admin.locked_for_s } })
-    end
-    if not admins.verify_password(admin.password_hash, input.password) then
-        record_failure(handle, admin.id)
-        invalid_credentials()
-    end
-    clear_failures(handle, admin)
+    if admin == nil then invalid_credentials() end -- removed while the password was checked
     return M.session_body(handle, found.tenant_id, admin)
 end
 

@@ -4,16 +4,23 @@
 --   tokens.access(admin)             -> token, expires_in; admin = { id, tenant_id, role }
 --   tokens.verify(token)             -> claims { sub, tid, role, iat, exp, jti }, or nil, reason
 --   tokens.issue_refresh(conn, tenant_id, admin_id [, family])
---                                    -> refresh token; conn is a handle or a pinned connection
+--                                    -> refresh token; conn is a handle or a pinned connection.
+--                                    Without family the token starts a new one; with it, conn
+--                                    is the transaction in which tokens.rotate locked it.
 --   tokens.parse_refresh(token)      -> tenant_id, hash; or nil
---   tokens.rotate(handle, hash)      -> admin_id, family; or nil, "reused" | "unknown"
+--   tokens.rotate(tx, hash)          -> admin_id, family; or nil, "reused" | "revoked" | "unknown"
+--                                    (tx: a transaction, which keeps the family locked)
 --   tokens.revoke(handle, hash, admin_id)  ends the token's family (logout)
 --
 -- A refresh token reads "<tenant id>.<43 base64url characters>": the tenant
 -- says which database holds it; only the SHA-256 of the random part is stored.
+-- Each family has a row in refresh_token_families. Rotation and logout both
+-- take that row's lock before they touch its tokens, so a logout cannot miss
+-- a token that a concurrent refresh adds to the family.
 
 local config = require "steeple.config"
 local crypto = require "steeple.crypto"
+local db = require "db"
 local steeple = require "steeple"
 local json = require "json"
 local keys = require "auth.keys"
@@ -69,11 +76,18 @@ end
 
 -- Refresh tokens --------------------------------------------------------------
 
+local NEW_FAMILY <const> = [[
+    WITH family AS (INSERT INTO refresh_token_families (id, admin_id) VALUES ($1, $2) RETURNING id)
+    INSERT INTO refresh_tokens (family_id, admin_id, token_hash, expires_at)
+    SELECT id, $2, $3, now() + make_interval(secs => $4) FROM family]]
+
+local SAME_FAMILY <const> = [[
+    INSERT INTO refresh_tokens (family_id, admin_id, token_hash, expires_at)
+    VALUES ($1, $2, $3, now() + make_interval(secs => $4))]]
+
 function M.issue_refresh(conn, tenant_id, admin_id, family)
     local secret = crypto.base64url_encode(crypto.random(32))
-    conn:query([[
-        INSERT INTO refresh_tokens (family_id, admin_id, token_hash, expires_at)
-        VALUES ($1, $2, $3, now() + make_interval(secs => $4))]],
+    conn:query(family and SAME_FAMILY or NEW_FAMILY,
         family or uuid.new(), admin_id, crypto.sha256_hex(secret), config.auth.refresh_ttl_s)
     return tenant_id .. "." .. secret
 end
@@ -85,30 +99,50 @@ function M.parse_refresh(token)
     return tenant_id, crypto.sha256_hex(secret)
 end
 
--- Marks the token used; a token used before revokes its family.
-function M.rotate(handle, hash)
-    local rows = handle:query([[
+-- Revokes a family and its tokens; conn holds the family's lock, or waits
+-- for it on the first statement, so the second sees every token of the
+-- family that a rotation committed meanwhile.
+local function revoke_family(conn, family)
+    conn:query("UPDATE refresh_token_families SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+        family)
+    conn:query("UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL", family)
+end
+
+-- Locks the family of the token with this hash until tx ends. Returns the
+-- family's id and whether it is revoked, or nil for an unknown token.
+local function lock_family(tx, hash)
+    local row = tx:query([[
+        SELECT id, revoked_at IS NOT NULL AS revoked FROM refresh_token_families
+        WHERE id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)
+        FOR UPDATE]], hash)[1]
+    if row == nil then return nil end
+    return row.id, row.revoked
+end
+
+-- Marks the token used, under its family's lock; a token used before
+-- revokes its family.
+function M.rotate(tx, hash)
+    local family, revoked = lock_family(tx, hash)
+    if family == nil then return nil, "unknown" end
+    if revoked then return nil, "revoked" end
+    local rows = tx:query([[
         UPDATE refresh_tokens SET used_at = now()
         WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()
-        RETURNING admin_id, family_id]], hash)
-    if rows[1] then return rows[1].admin_id, rows[1].family_id end
-    local seen = handle:query(
-        "SELECT family_id, used_at IS NOT NULL AS used FROM refresh_tokens WHERE token_hash = $1", hash)[1]
-    if seen and seen.used then
-        handle:query("UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
-            seen.family_id)
+        RETURNING admin_id]], hash)
+    if rows[1] then return rows[1].admin_id, family end
+    local used = tx:query("SELECT used_at IS NOT NULL AS used FROM refresh_tokens WHERE token_hash = $1", hash)[1]
+    if used and used.used then
+        revoke_family(tx, family)
         return nil, "reused"
     end
     return nil, "unknown"
 end
 
 function M.revoke(handle, hash, admin_id)
-    handle:query([[
-        UPDATE refresh_tokens SET revoked_at = now()
-        WHERE revoked_at IS NULL AND family_id =
-            (SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND admin_id = $2)]],
-        hash, admin_id)
+    local row = handle:query("SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND admin_id = $2",
+        hash, admin_id)[1]
+    if row == nil then return end
+    db.transaction(handle, function(tx) revoke_family(tx, row.family_id) end)
 end
-
 
 return M
