@@ -22,6 +22,29 @@ describe("messaging", function()
         return tonumber((psql(url_of(churches[i].db), sql)))
     end
 
+    -- A webhook the server took on: stored at once, or spooled (its
+    -- database work was slower than spool.after_ms, as on a busy machine)
+    -- and applied later. `also` names another 200 status that counts.
+    local function accepted(res, also)
+        local status = type(res.json) == "table" and res.json.status
+        return (res.status == 200 and (status == "stored" or status == also))
+            or (res.status == 202 and status == "spooled")
+    end
+
+    -- Waits until the message with that provider id is in church i's database.
+    local function stored(i, provider_id)
+        return server.wait_until(function()
+            return count(i, "SELECT count(*) FROM messages WHERE provider_message_id = '" .. provider_id .. "'") > 0
+        end, 30)
+    end
+
+    -- Sends a message.received webhook to church i and waits until it is stored.
+    local function deliver(i, provider_id, from, text)
+        local res = tx:post(srv, HOOK, telnyx.received(provider_id, from, phone(i), text))
+        assert.truthy(accepted(res), tostring(res.status) .. " " .. tostring(res.body))
+        assert.truthy(stored(i, provider_id), provider_id .. " was never stored")
+    end
+
     setup(function()
         reg = auth.registry("msgspec")
         tx = telnyx.new()
@@ -52,12 +75,12 @@ describe("messaging", function()
             local body = telnyx.received("pm-one", "+15557770001", phone(1), "Hello church",
                 { { url = "https://media.example/a.jpg", content_type = "image/jpeg", size = 1234, hash_sha256 = "ab" } })
             local res = tx:post(srv, HOOK, body)
-            assert.equal(200, res.status, res.body)
-            assert.same({ status = "stored" }, res.json)
+            assert.truthy(accepted(res), tostring(res.status) .. " " .. tostring(res.body))
+            assert.truthy(stored(1, "pm-one"), "pm-one was never stored")
             for _ = 1, 4 do
                 -- a retry carries another attempt number: same payload.id, other body
                 local again = tx:post(srv, "/api/webhooks/telnyx/mms", (body:gsub('"attempt":1', '"attempt":2')))
-                assert.same({ status = "duplicate" }, again.json)
+                assert.truthy(accepted(again, "duplicate") and again.json.status ~= "stored", again.body)
             end
             assert.equal(1, count(1, "SELECT count(*) FROM messages WHERE provider_message_id = 'pm-one'"))
             assert.equal(0, count(2, "SELECT count(*) FROM messages"))
@@ -116,10 +139,19 @@ describe("messaging", function()
                         headers = tx:headers(body) }
                 end
             end
+            -- the contract: each is stored (200) or, when its database work
+            -- took longer than spool.after_ms, spooled (202) and stored later
             for idx, res in ipairs(http.concurrent(specs)) do
-                assert.equal(200, res.status, idx .. ": " .. tostring(res.body or res.err))
-                assert.equal("stored", res.json.status)
+                assert.truthy(accepted(res), idx .. ": " .. tostring(res.status) .. " " .. tostring(res.body or res.error))
             end
+            assert.truthy(server.wait_until(function()
+                for i = 1, CHURCHES do
+                    if count(i, "SELECT count(*) FROM messages WHERE provider_message_id LIKE 'pm-many-" .. i .. "-%'") < 20 then
+                        return false
+                    end
+                end
+                return true
+            end, 60), "not every acknowledged webhook was stored")
             for i = 1, CHURCHES do
                 assert.equal(20, count(i, "SELECT count(*) FROM messages WHERE provider_message_id LIKE 'pm-many-" .. i .. "-%'"))
                 assert.equal(0, count(i, "SELECT count(*) FROM messages WHERE provider_message_id LIKE 'pm-many-%' "
@@ -135,15 +167,21 @@ describe("messaging", function()
                      v AS (INSERT INTO conversations (contact_id) SELECT id FROM c RETURNING id)
                 INSERT INTO messages (conversation_id, direction, from_number, to_number, text, status, provider_message_id)
                 SELECT id, 'outbound', ']] .. phone(3) .. [[', '+15550009999', 'hi', 'queued', 'pm-out' FROM v]])
+            -- applied at once (200 updated) or spooled and applied by a later replay
             local function send(event_type, status)
+                local replays = srv:log_count("spooled webhooks applied")
                 local res = tx:post(srv, HOOK, telnyx.status(event_type, "pm-out", phone(3), status))
-                assert.equal(200, res.status, res.body)
-                return res.json.status
+                assert.truthy(accepted(res, "updated") and res.json.status ~= "stored", res.body)
+                if res.json.status == "spooled" then
+                    assert.truthy(server.wait_until(function()
+                        return srv:log_count("spooled webhooks applied") > replays
+                    end, 30), "the spooled event was never applied")
+                end
             end
-            assert.equal("updated", send("message.sent", "sent"))
+            send("message.sent", "sent")
             assert.equal("sent", psql(db3, "SELECT status FROM messages WHERE provider_message_id = 'pm-out'"))
-            assert.equal("updated", send("message.finalized", "delivered"))
-            assert.equal("updated", send("message.sent", "sent")) -- late: changes nothing
+            send("message.finalized", "delivered")
+            send("message.sent", "sent") -- late: changes nothing
             assert.equal("delivered", psql(db3, "SELECT status FROM messages WHERE provider_message_id = 'pm-out'"))
             local res = tx:post(srv, HOOK, telnyx.status("message.sent", "pm-nobody", phone(3), "sent"))
             assert.same({ status = "ignored" }, res.json)
@@ -151,11 +189,18 @@ describe("messaging", function()
 
         it("keeps events for unknown numbers as dead letters and ignores other types", function()
             local body = telnyx.received("pm-lost", "+15557770003", "+15559999999")
-            local res = tx:post(srv, HOOK, body)
-            assert.equal(202, res.status)
-            assert.same({ status = "unroutable" }, res.json)
-            assert.same({ status = "unroutable" }, tx:post(srv, HOOK, body).json)
-            assert.equal("1", psql(reg.url, "SELECT count(*) FROM dead_letters WHERE phone_number = '+15559999999'"))
+            local function dead_letters()
+                return psql(reg.url, "SELECT count(*) FROM dead_letters WHERE phone_number = '+15559999999'")
+            end
+            -- unroutable, or spooled (a slow registry) and kept by a later replay
+            for _ = 1, 2 do
+                local res = tx:post(srv, HOOK, body)
+                assert.equal(202, res.status)
+                assert.truthy(res.json.status == "unroutable" or res.json.status == "spooled", res.body)
+                assert.truthy(server.wait_until(function() return dead_letters() == "1" end, 30),
+                    "no dead letter was kept")
+            end
+            assert.equal("1", dead_letters())
             local other = '{"data":{"id":"ev-x","event_type":"call.initiated","payload":{}},"meta":{}}'
             res = tx:post(srv, HOOK, other)
             assert.equal(200, res.status)
@@ -200,9 +245,10 @@ describe("messaging", function()
             local res = auth.post(srv, "/api/auth/register", auth.church("msgpages", { phoneNumber = phone(50) }))
             assert.equal(201, res.status, res.body)
             token = res.json.accessToken
+            churches[50] = { id = res.json.tenantId, token = token, number = phone(50),
+                db = (psql(reg.url, "SELECT db_name FROM tenants WHERE id = '" .. res.json.tenantId .. "'")) }
             for k = 1, 5 do
-                local body = telnyx.received("pm-page-" .. k, string.format("+1555666%04d", k), phone(50), "text " .. k)
-                assert.equal(200, tx:post(srv, HOOK, body).status)
+                deliver(50, "pm-page-" .. k, string.format("+1555666%04d", k), "text " .. k)
             end
         end)
 
@@ -219,8 +265,7 @@ describe("messaging", function()
                 end
                 if pages == 1 then
                     -- a new conversation arrives between pages: it does not shift the pages after
-                    local body = telnyx.received("pm-page-new", "+15556669999", phone(50), "new")
-                    assert.equal(200, tx:post(srv, HOOK, body).status)
+                    deliver(50, "pm-page-new", "+15556669999", "new")
                     assert.equal("+15556660005", res.json.conversations[1].contactPhone)
                 end
                 cursor = res.json.nextCursor ~= cjson.null and res.json.nextCursor or nil
