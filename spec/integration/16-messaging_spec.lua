@@ -275,6 +275,47 @@ describe("messaging", function()
             assert.is_nil(seen["+15556669999"])
         end)
 
+        it("gives the last page a null cursor, a full one included", function()
+            local function page(path, limit, cursor)
+                local res = auth.get(srv, path .. "?limit=" .. limit .. (cursor and ("&cursor=" .. cursor) or ""), token)
+                assert.equal(200, res.status, res.body)
+                return res.json
+            end
+            -- a conversation with three messages
+            for k = 1, 2 do deliver(50, "pm-last-" .. k, "+15556660001", "more " .. k) end
+            local all = page("/api/conversations", 100).conversations
+            local n = #all
+            assert.truthy(n >= 2, "too few conversations to page")
+            -- exactly limit rows and nothing after them
+            local exact = page("/api/conversations", n)
+            assert.equal(n, #exact.conversations)
+            assert.equal(cjson.null, exact.nextCursor)
+            -- one row more than the limit: a cursor, then one row and no cursor
+            local first = page("/api/conversations", n - 1)
+            assert.equal(n - 1, #first.conversations)
+            assert.is_string(first.nextCursor)
+            local rest = page("/api/conversations", n - 1, first.nextCursor)
+            assert.equal(1, #rest.conversations)
+            assert.equal(all[n].id, rest.conversations[1].id)
+            assert.equal(cjson.null, rest.nextCursor)
+
+            -- the same for a conversation's messages
+            assert.equal("+15556660001", all[1].contactPhone)
+            local path = "/api/conversations/" .. all[1].id .. "/messages"
+            local msgs = page(path, 100).messages
+            local m = #msgs
+            assert.equal(3, m)
+            assert.equal(cjson.null, page(path, m).nextCursor)
+            local mfirst = page(path, m - 1)
+            assert.equal(m - 1, #mfirst.messages)
+            assert.is_string(mfirst.nextCursor)
+            local mrest = page(path, m - 1, mfirst.nextCursor)
+            assert.equal(1, #mrest.messages)
+            assert.equal(msgs[m].id, mrest.messages[1].id)
+            assert.equal(cjson.null, mrest.nextCursor)
+            assert.same({}, srv:unexpected_errors())
+        end)
+
         it("refuses bad paging and unknown conversations", function()
             for _, q in ipairs { "limit=0", "limit=101", "limit=abc", "limit=1.5", "cursor=%%%", "cursor=bm9wZQ" } do
                 local res = auth.get(srv, "/api/conversations?" .. q, token)
