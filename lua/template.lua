@@ -40,8 +40,9 @@ end
 -- The names are fixed by the configuration's choices, never user input.
 local function rename(server, build, name)
     local sql = 'ALTER DATABASE "' .. build .. '" RENAME TO "' .. name .. '"'
+    local maintenance = db.maintenance(server)
     for attempt = 1, RENAME_TRIES do
-        local ok, err = pcall(db.maintenance(server).query, db.maintenance(server), sql)
+        local ok, err = pcall(maintenance.query, maintenance, sql)
         if ok then return end
         if not (db.is_error(err) and err.sqlstate == "55006") or attempt == RENAME_TRIES then error(err, 0) end
         steeple.sleep(100)
@@ -53,14 +54,14 @@ end
 local function build_and_rename(server, build, name, plan)
     db.drop_database(server, build) -- the leftover of a build cut short, if any
     db.create_database(server, build)
-    local ok, res = pcall(migrate.apply, db.pool(server, build), plan)
-    db.close_pool(server, build)
-    if ok then ok, res = pcall(function()
+    local ok, res = pcall(function()
+        local applied = migrate.apply(db.pool(server, build), plan)
+        db.close_pool(server, build) -- a database is renamed only with nobody connected
         rename(server, build, name)
-        return res
-    end) end
+        return applied
+    end)
     if not ok then
-        pcall(db.drop_database, server, build)
+        pcall(db.drop_database, server, build) -- (which closes the pool too)
         error(res, 0)
     end
     return res
