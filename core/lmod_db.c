@@ -13,6 +13,7 @@
  *   db.bytea(s)                    a binary parameter
  *   db.create_database(server, name [, template]), db.drop_database(server, name)
  *                                  names: tenant_[a-z0-9]+, steeple_template,
+ *                                  steeple_template_new (a template being built),
  *                                  steeple_doctor_[a-z0-9]+ (checked before SQL)
  *   db.close_pool(server, dbname)  closes this worker's connections to it
  *   db.deadline(ms)                the rest of this request waits for connections
@@ -816,7 +817,8 @@ static int l_bytea(lua_State *L)
 }
 
 /* Names CREATE/DROP DATABASE accept: tenant_ then lower-case letters and
- * digits, the template, or doctor's scratch databases. */
+ * digits, the template and the name it is built under, or doctor's scratch
+ * databases. */
 static int ddl_name_ok(const char *s, size_t n)
 {
     const char *rest = NULL;
@@ -827,7 +829,7 @@ static int ddl_name_ok(const char *s, size_t n)
     else if (strncmp(s, "steeple_doctor_", 15) == 0)
         rest = s + 15;
     else
-        return strcmp(s, "steeple_template") == 0;
+        return strcmp(s, "steeple_template") == 0 || strcmp(s, "steeple_template_new") == 0;
     if (*rest == '\0')
         return 0;
     for (; *rest; rest++)

@@ -5,7 +5,8 @@
 #
 # Every suite speaks TAP; this script counts "ok" and "not ok" lines. The
 # integration suite gets a throw-away PostgreSQL cluster in var/test-pg-tcp,
-# reached over TCP on 127.0.0.1. SPECS="spec/integration/13-auth_spec.lua ..."
+# reached over TCP on 127.0.0.1, which is stopped again when this script ends
+# (a cluster that was already running is left running). SPECS="spec/integration/13-auth_spec.lua ..."
 # runs only those files of the integration (or fault) suite.
 set -u
 cd "$(dirname "$0")/.."
@@ -15,7 +16,15 @@ suites=("$@")
 [ ${#suites[@]} -eq 0 ] && suites=(c unit integration)
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+TEST_PG=(bash scripts/pg.sh --dir var/test-pg-tcp --tcp)
+pg_started=0
+finish() {
+    rm -f "$log"
+    if (( pg_started )); then "${TEST_PG[@]}" stop || echo "cannot stop the PostgreSQL in var/test-pg-tcp"; fi
+}
+trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 status=0
 
 run_suite() { # name, command...
@@ -49,8 +58,10 @@ for suite in "${suites[@]}"; do
         ;;
     integration)
         # over TCP on 127.0.0.1: the specs need no socket file in the tree
-        bash scripts/pg.sh --dir var/test-pg-tcp --tcp start || { echo "cannot start PostgreSQL"; exit 1; }
-        DATABASE_URL=$(bash scripts/pg.sh --dir var/test-pg-tcp --tcp url)
+        # stopped at the end only when this run started it
+        if ! "${TEST_PG[@]}" status >/dev/null 2>&1; then pg_started=1; fi
+        "${TEST_PG[@]}" start || { echo "cannot start PostgreSQL"; exit 1; }
+        DATABASE_URL=$("${TEST_PG[@]}" url)
         export DATABASE_URL
         # every server's log and every secret the specs send, for spec 99
         STEEPLE_SPEC_LOGS=$PWD/var/spec-logs

@@ -8,7 +8,9 @@
 -- transaction insert the tenant (status provisioning) and its email row, so
 -- that unique constraints decide races (email_taken, phone_taken); create
 -- the database from the template and bring it up to date; insert the owner
--- and a refresh token; mark the tenant active. A failure after the
+-- and a refresh token; mark the tenant active. A missing template is built
+-- first (template.lua); while another process builds it, the new database is
+-- made empty and migrated instead. A failure after the
 -- reservation drops the database and deletes the registry rows. A process
 -- that dies half-way leaves a provisioning tenant, which sweep() (the janitor)
 -- undoes once it is older than tenants.provisioning_timeout_s.
@@ -18,6 +20,7 @@ local log = require "steeple.log"
 local db = require "db"
 local errors = require "errors"
 local migrate = require "migrate"
+local template = require "template"
 local tenants = require "tenants"
 local uuid = require "uuid"
 local admins = require "auth.admins"
@@ -66,8 +69,40 @@ local function undo(id, server, dbname)
     return ok
 end
 
+-- True for CREATE DATABASE's "template database does not exist".
+local function missing_template(err)
+    return db.is_error(err) and err.sqlstate == "3D000"
+end
+
+-- Builds the server's missing template; true when it is there now.
+local function template_ready(server)
+    local ok, state = pcall(template.ensure, server, TEMPLATE, tenant_plan())
+    if not ok then
+        log.warn("building the template failed; migrating the new database instead",
+            { server = server, error = describe(state) })
+        return false
+    end
+    if state == "built" then log.info("template built", { server = server, template = TEMPLATE }) end
+    if state == "busy" then
+        log.info("the template is being built elsewhere; migrating the new database instead", { server = server })
+    end
+    return state ~= "busy"
+end
+
+-- Creates the church's database: a copy of the template, or an empty one
+-- (no template configured, or it is missing and being built elsewhere).
+local function create(t)
+    if TEMPLATE then
+        local ok, err = pcall(db.create_database, t.server, t.dbname, TEMPLATE)
+        if ok then return end
+        if not missing_template(err) then error(err, 0) end
+        if template_ready(t.server) then return db.create_database(t.server, t.dbname, TEMPLATE) end
+    end
+    db.create_database(t.server, t.dbname)
+end
+
 local function provision(t, input)
-    db.create_database(t.server, t.dbname, TEMPLATE)
+    create(t)
     local handle = db.pool(t.server, t.dbname)
     migrate.apply(handle, tenant_plan()) -- an empty database, or a template behind the files
     admins.insert(handle, t.owner)

@@ -1,15 +1,16 @@
 -- steeple migrate registry | tenants [--concurrency N]
 --
 -- registry: applies sql/registry to the registry database.
--- tenants: applies sql/tenant to the template of every tenant server (made
--- if missing) and to every tenant database, N at a time; carries on past a
--- failing database and exits 1 if any failed.
+-- tenants: applies sql/tenant to the template of every tenant server (built
+-- if missing, see template.lua) and to every tenant database, N at a time;
+-- carries on past a failing database and exits 1 if any failed.
 
 local db = require "db"
 local errors = require "errors"
 local migrate = require "migrate"
 local config = require "steeple.config"
 local steeple = require "steeple"
+local template = require "template"
 
 local ipairs, pcall, tonumber = ipairs, pcall, tonumber
 local format = string.format
@@ -31,25 +32,28 @@ local function registry(dir)
     return 0
 end
 
--- Makes the template database of a server when it is missing.
-local function ensure_template(server, name)
-    local rows = db.maintenance(server):query("SELECT 1 FROM pg_database WHERE datname = $1", name)
-    if #rows == 0 then
-        local ok, err = pcall(db.create_database, server, name)
-        if ok then
+-- Builds the template database of a server when it is missing, waiting
+-- while another process builds it; returns how many migrations the build
+-- applied (0 when it was there).
+local function ensure_template(server, name, plan)
+    while true do
+        local state, applied = template.ensure(server, name, plan)
+        if state == "built" then
             out("%s: created %s", server, name)
-        elseif not (db.is_error(err) and (err.sqlstate == "42P04" or err.sqlstate == "23505")) then
-            error(err, 0) -- (else another run made it meanwhile)
+            return applied
         end
+        if state == "ready" then return 0 end
+        steeple.sleep(200)
     end
 end
 
-local function targets()
+local function targets(plan)
     local list = {}
     if config.db.template ~= "none" then
         for _, server in ipairs(db.servers(true)) do
-            ensure_template(server, config.db.template)
-            list[#list + 1] = { server = server, name = config.db.template, template = true }
+            local ok, res = pcall(ensure_template, server, config.db.template, plan)
+            list[#list + 1] = { server = server, name = config.db.template, template = true,
+                built = ok and res or nil, failure = not ok and res or nil }
         end
     end
     local rows = db.registry():query([[SELECT db_server, db_name FROM tenants
@@ -62,12 +66,16 @@ end
 
 local function tenants(dir, concurrency)
     local plan = migrate.plan(dir .. "/tenant")
-    local list = targets()
+    local list = targets(plan)
     local state = { next = 1, done = 0, updated = 0, failed = 0 }
 
     local function one(t)
-        local ok, res = pcall(migrate.apply, db.pool(t.server, t.name), plan)
-        if t.template then db.close_pool(t.server, t.name) end -- nothing may hold the template
+        local ok, res = false, t.failure
+        if not t.failure then
+            ok, res = pcall(migrate.apply, db.pool(t.server, t.name), plan)
+            if t.template then db.close_pool(t.server, t.name) end -- nothing may hold the template
+            if ok then res = res + (t.built or 0) end -- a template built just now counts as updated
+        end
         state.done = state.done + 1
         if ok then
             if res > 0 then state.updated = state.updated + 1 end

@@ -1,7 +1,5 @@
--- Conversations and their messages in a church's database, read in pages
--- with keyset cursors: a cursor names the last row of a page by its sort key
--- (time, id), so a page never repeats or skips rows because others were
--- inserted meanwhile.
+-- Conversations and their messages in a church's database, read in keyset
+-- pages (paging.lua): the next cursor is nil on the last page.
 --
 --   conversations.page(handle, limit, cursor)   -> list, next_cursor|nil
 --   conversations.messages(handle, id, limit, cursor) -> list, next_cursor|nil;
@@ -10,17 +8,16 @@
 --   conversations.get(handle, id)               -> { id, contact_phone } or nil
 --   conversations.message_json(row)             -> the API's message object
 --   conversations.message_columns(prefix)       -> the SELECT list message_json reads
---   conversations.decode_cursor(s)              -> time, id; or nil
 --   conversations.array(list)                   -> list, or json.empty_array when empty
 --
 -- Times are ISO 8601 in UTC with microseconds.
 
-local crypto = require "steeple.crypto"
 local db = require "db"
 local json = require "json"
+local paging = require "paging"
 local uuid = require "uuid"
 
-local type, ipairs, match = type, ipairs, string.match
+local type, ipairs = type, ipairs
 
 local M = {}
 
@@ -33,41 +30,22 @@ M.array = array
 local ISO <const> = [[to_char(%s AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')]]
 local function iso(column) return ISO:format(column) end
 
-local function encode_cursor(time, id)
-    return crypto.base64url_encode(time .. "|" .. id)
-end
-
-function M.decode_cursor(s)
-    if type(s) ~= "string" or #s > 200 then return nil end
-    local text = crypto.base64url_decode(s)
-    local time, id = match(text or "", "^(%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%d%d%d%dZ)|(.+)$")
-    if time == nil or not uuid.valid(id) then return nil end
-    return time, id
-end
-
--- The page's next cursor: set when the page is full (there may be more).
-local function next_cursor(rows, limit, time_field)
-    local last = rows[limit]
-    if last == nil then return nil end
-    return encode_cursor(last[time_field], last.id)
-end
-
 function M.page(handle, limit, cursor)
     local time, id = nil, nil
-    if cursor then time, id = M.decode_cursor(cursor) end
-    local rows = handle:query([[
+    if cursor then time, id = paging.decode_cursor(cursor) end
+    local rows, next_cursor = paging.query(handle, limit, "last_message_at", [[
         SELECT c.id, k.phone_number AS contact_phone, ]] .. iso("c.last_message_at") .. [[ AS last_message_at,
                c.last_message_preview, c.unread_count
         FROM conversations c JOIN contacts k ON k.id = c.contact_id
         WHERE $1::timestamptz IS NULL OR (c.last_message_at, c.id) < ($1::timestamptz, $2::uuid)
         ORDER BY c.last_message_at DESC, c.id DESC
-        LIMIT $3]], time or db.null, id or db.null, limit)
+        LIMIT $3]], time or db.null, id or db.null)
     local list = {}
     for i, r in ipairs(rows) do
         list[i] = { id = r.id, contactPhone = r.contact_phone, lastMessageAt = r.last_message_at,
             lastMessagePreview = r.last_message_preview, unreadCount = r.unread_count }
     end
-    return array(list), next_cursor(rows, limit, "last_message_at")
+    return array(list), next_cursor
 end
 
 function M.get(handle, id)
@@ -102,19 +80,19 @@ end
 function M.messages(handle, id, limit, cursor)
     if M.get(handle, id) == nil then return nil end
     local time, mid = nil, nil
-    if cursor then time, mid = M.decode_cursor(cursor) end
-    local rows = handle:query("SELECT " .. MESSAGE_COLUMNS .. [[
+    if cursor then time, mid = paging.decode_cursor(cursor) end
+    local rows, next_cursor = paging.query(handle, limit, "created_at", "SELECT " .. MESSAGE_COLUMNS .. [[
         FROM messages
         WHERE conversation_id = $1
           AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, $3::uuid))
         ORDER BY created_at DESC, id DESC
-        LIMIT $4]], id, time or db.null, mid or db.null, limit)
+        LIMIT $4]], id, time or db.null, mid or db.null)
     if cursor == nil then
         handle:query("UPDATE conversations SET unread_count = 0 WHERE id = $1 AND unread_count <> 0", id)
     end
     local list = {}
     for i, r in ipairs(rows) do list[i] = M.message_json(r) end
-    return array(list), next_cursor(rows, limit, "created_at")
+    return array(list), next_cursor
 end
 
 return M

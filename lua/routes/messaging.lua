@@ -6,33 +6,12 @@ local db = require "db"
 local session = require "auth.session"
 local conversations = require "messaging.conversations"
 local outbound = require "messaging.outbound"
+local paging = require "paging"
 local webhook = require "messaging.webhook"
 
-local tointeger, tonumber, type, ipairs = math.tointeger, tonumber, type, ipairs
+local type, ipairs = type, ipairs
 local find = string.find
 local utf8_len = utf8.len
-
-local DEFAULT_LIMIT <const> = 50
-
--- limit and cursor of the query string, or raises validation_failed.
-local function paging(req)
-    local args = req:args()
-    local limit, cursor = DEFAULT_LIMIT, args.cursor
-    if args.limit ~= nil then
-        limit = tointeger(tonumber(args.limit))
-        if limit == nil or limit < 1 or limit > 100 then
-            errors.raise("validation_failed", { fields = { limit = "must be an integer from 1 to 100" } })
-        end
-    end
-    if cursor ~= nil and conversations.decode_cursor(cursor) == nil then
-        errors.raise("validation_failed", { fields = { cursor = "is not a valid cursor" } })
-    end
-    return limit, cursor
-end
-
-local function next_of(cursor)
-    return cursor or json.null
-end
 
 local MAX_TEXT <const> = 1600
 local MAX_MEDIA <const> = 10
@@ -73,20 +52,20 @@ return {
     ["/api/conversations"] = {
         GET = function(req)
             local s = session.require(req)
-            local limit, cursor = paging(req)
+            local limit, cursor = paging.args(req)
             local list, next_cursor = conversations.page(s.db, limit, cursor)
             return { status = 200, tenant = s.tenant_id,
-                json = { conversations = list, nextCursor = next_of(next_cursor) } }
+                json = { conversations = list, nextCursor = paging.next_json(next_cursor) } }
         end,
     },
     ["/api/conversations/{id}/messages"] = {
         GET = function(req)
             local s = session.require(req)
-            local limit, cursor = paging(req)
+            local limit, cursor = paging.args(req)
             local list, next_cursor = conversations.messages(s.db, req.params.id, limit, cursor)
             if list == nil then errors.raise("not_found") end
             return { status = 200, tenant = s.tenant_id,
-                json = { messages = list, nextCursor = next_of(next_cursor) } }
+                json = { messages = list, nextCursor = paging.next_json(next_cursor) } }
         end,
         POST = function(req)
             local s = session.require(req)

@@ -39,6 +39,8 @@
  *   refused  no connection could be made (ECONNREFUSED and the like);
  *   reset    the connection closed or was reset before a full response;
  *   error    anything else (a malformed response, ...).
+ * A 503 without a Retry-After header (API.md promises one) is recorded as
+ * the outcome 503bare rather than 503.
  * After a failure the client drops its connection and opens a new one for
  * its next request; after refused, reset or error it first waits 0.1 s.
  *
@@ -106,6 +108,7 @@ static const char *const KIND_NAMES[NKINDS] = {"login", "read", "webhook"};
 
 /* An outcome: an HTTP status (100..999), or one of these. */
 enum { OUT_TIMEOUT = -1, OUT_REFUSED = -2, OUT_RESET = -3, OUT_ERROR = -4 };
+#define OUT_503_BARE 1503 /* a 503 without Retry-After: a response, not a failure to get one */
 
 struct options {
     int port;
@@ -200,6 +203,8 @@ static void outcome_name(int outcome, char buf[8])
     static const char *const names[] = {"timeout", "refused", "reset", "error"};
     if (outcome < 0)
         snprintf(buf, 8, "%s", names[-outcome - 1]);
+    else if (outcome == OUT_503_BARE)
+        snprintf(buf, 8, "503bare");
     else
         snprintf(buf, 8, "%03d", outcome % 1000);
 }
@@ -898,7 +903,10 @@ static void on_response(struct evhttp_request *req, void *arg)
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
     const char *body = len > 0 ? (const char *)evbuffer_pullup(in, -1) : NULL;
-    finish(c, code >= 100 && code <= 999 ? code : OUT_ERROR, body, body ? len : 0);
+    int outcome = code >= 100 && code <= 999 ? code : OUT_ERROR;
+    if (code == 503 && evhttp_find_header(evhttp_request_get_input_headers(req), "Retry-After") == NULL)
+        outcome = OUT_503_BARE;
+    finish(c, outcome, body, body ? len : 0);
 }
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)

@@ -442,7 +442,7 @@ describe("database queries", function()
     end)
 
     it("does not run a statement again when its connection dies while it runs", function()
-        local sql = "SELECT nextval('runs') AS n, pg_sleep(3)"
+        local sql = "SELECT nextval('runs') AS n, pg_sleep(8)"
         local results = http.run {
             function()
                 return post(srv, "/test/db/query", { db = DB, sql = sql })
@@ -464,7 +464,6 @@ describe("database queries", function()
         local res = results[1].value
         -- ran once: the sequence moved once
         assert.equal("1", psql(url, RUNS_SQL), "the statement ran more than once")
-        assert.is_true(res.elapsed < 3, "the answer came after " .. res.elapsed .. " s: the statement ran again")
         if res.status == 200 then
             assert.is_table(res.json.error, "the statement succeeded on a second run: " .. res.body)
         else
@@ -626,9 +625,9 @@ describe("database pool caps", function()
             else
                 assert_generic_error(res, "service_unavailable", 503)
             end
+            -- (a statement that ran its 3 s would have answered rows, not 57014)
             assert.equal(tostring(attempt), psql(url, RUNS_SQL),
                 "attempt " .. attempt .. ": the timed-out statement ran again")
-            assert.is_true(res.elapsed < 1.8, "attempt " .. attempt .. " answered after " .. res.elapsed .. " s")
         end
         assert.same({}, srv:unexpected_errors())
     end)
@@ -744,12 +743,12 @@ describe("database acquire timeout", function()
                 assert.is_truthy(retry, "no Retry-After on a 503")
                 assert.is_true(retry >= 1 and math.type(retry) == "integer",
                     "Retry-After: " .. res.headers["retry-after"])
-                assert.is_true(res.elapsed < 1, "a 503 came only after " .. res.elapsed .. " s")
             end
         end
         assert.is_true(ok >= 1, "no request got the connection")
         assert.is_true(unavailable >= 1, "no request timed out waiting")
         assert.equal(10, ok + unavailable)
+        -- each 503 is the acquire timeout's, not a wait for the connection
         assert.equal(before + unavailable, srv:metric('steeple_db_acquire_timeouts_total{server="main"}'))
         assert.equal(unavailable, srv:wait_log_count('"msg":"database unavailable"', unavailable, 2))
         -- the pool works again afterwards
@@ -850,8 +849,8 @@ describe("database failures (private cluster)", function()
         assert.same({ status = "unavailable" }, res.json)
         assert.truthy(res.headers["retry-after"])
         assert.is_true(res.elapsed >= 0.9, "answered after " .. res.elapsed .. " s, before the 1 s connect timeout")
-        assert.is_true(res.elapsed < 2.5, "answered after " .. res.elapsed .. " s with a 1 s connect timeout")
-        assert.truthy(srv:wait_log("cannot connect to main/steeple", 2))
+        -- the connect timeout answered it (not the acquire or request timeout)
+        assert.truthy(srv:wait_log("cannot connect to main/steeple: connect timeout", 5))
         -- one failure does not open the breaker; PostgreSQL answers again
         local ready = wait_for(function() return get(srv, "/ready").status == 200 end, 5, 0.1)
         assert.is_true(ready, "/ready did not come back after SIGCONT")
@@ -861,11 +860,21 @@ describe("database failures (private cluster)", function()
 
     it("answers 503 when PostgreSQL stops and opens the breaker after breaker_failures failed connects", function()
         local failed_before = srv:log_count("cannot connect to main/steeple")
+        local _, log_from = srv:log_lines()
         pg("stop")
         local res = get(srv, "/ready", 10)
         assert.equal(503, res.status)
         assert.same({ status = "unavailable" }, res.json)
-        assert.is_true(res.elapsed < 1, "/ready took " .. res.elapsed .. " s with a 1 s connect timeout")
+        -- refused at once: the failed connect is not the connect timeout's
+        local failed
+        wait_for(function()
+            for _, line in ipairs((srv:log_lines(log_from))) do
+                if line.text:find("cannot connect to main/steeple", 1, true) then failed = line.text end
+            end
+            return failed
+        end, 5)
+        assert.truthy(failed, "no failed connect was logged")
+        assert.is_nil(failed:find("connect timeout", 1, true), failed)
 
         local line
         for _ = 1, 5 do
@@ -887,23 +896,31 @@ describe("database failures (private cluster)", function()
 
         -- while open: 503 with Retry-After at once, without trying to connect
         local connects = srv:log_count("cannot connect")
-        local last_done = opened_at
+        local last_done, done_at = opened_at, {}
         for i = 1, 5 do
             res = assert(http.request {
                 port = srv.port, path = "/test/db/sleep?s=0", headers = { ["X-Request-Id"] = "open" .. i },
             })
             last_done = http.now()
+            done_at[i] = last_done
             assert_generic_error(res, "service_unavailable", 503)
             local retry = tonumber(res.headers["retry-after"])
             assert.is_true(retry ~= nil and retry >= 1 and retry <= 2,
                 "Retry-After: " .. tostring(res.headers["retry-after"]))
-            assert.is_true(res.elapsed < 0.5, "a fast failure took " .. res.elapsed .. " s")
             assert.equal(503, get(srv, "/ready").status)
         end
         if last_done < opened_at + 1.5 then
             assert.equal(connects, srv:log_count("cannot connect"), "connects were tried while the breaker was open")
         end
-        assert.truthy(srv:wait_entry({ msg = "database unavailable", requestId = "open1" }, 2))
+        -- each failed at the open breaker, without trying to connect (those
+        -- answered well before breaker_open_s let a probe through)
+        for i = 1, 5 do
+            local e = srv:wait_entry({ msg = "database unavailable", requestId = "open" .. i }, 5)
+            assert.truthy(e, "no log line for open" .. i)
+            if done_at[i] < opened_at + 1.5 then
+                assert.equal("database server main is unavailable", e.error)
+            end
+        end
 
         local open = wait_for(function() return srv:metric('steeple_circuit_open{server="main"}') == 1 end,
             math.max(0.5, opened_at + 3 - http.now()), 0.05)
@@ -914,7 +931,8 @@ describe("database failures (private cluster)", function()
     it("returns to ready by itself once PostgreSQL is back", function()
         pg("start")
         local started = http.now()
-        local ready = wait_for(function() return get(srv, "/ready").status == 200 end, 2 + 4, 0.1)
+        -- within breaker_open_s (2 s) and a generous margin
+        local ready = wait_for(function() return get(srv, "/ready").status == 200 end, 2 + 15, 0.1)
         local took = http.now() - started
         assert.is_true(ready, "/ready still not 200 " .. took .. " s after PostgreSQL started")
         assert.truthy(srv:wait_log("database server main answers again; breaker closed", 2))

@@ -110,7 +110,10 @@ describe("auth settings", function()
                     res = http.request { port = port, path = "/health", timeout = 1 }
                 until (res and res.status == 200) or server.now() > deadline
                 os.execute("kill " .. pid)
-                os.execute("sleep 0.5")
+                -- gone (port and key file let go) before the next start
+                assert.truthy(server.wait_until(function()
+                    return os.execute("kill -0 " .. pid .. " 2>/dev/null") ~= true
+                end, 15), "the server did not stop")
                 return res and res.status
             end
             assert.equal(200, serve_once())

@@ -68,8 +68,11 @@ describe("spool", function()
         assert.equal(201, res.status, res.body)
         local dbname = psql(reg_url, "SELECT db_name FROM tenants")
         tenant_url = base_url:gsub("/[^/?]*$", "/" .. dbname)
-        -- one message first: the number is now in the routing cache
-        assert.equal(200, tx:post(srv, HOOK, telnyx.received("sp-warm", "+15553009999", CHURCH)).status)
+        -- one message first: the number is now in the routing cache (a busy
+        -- machine may spool it: after_ms is short here)
+        local warm = tx:post(srv, HOOK, telnyx.received("sp-warm", "+15553009999", CHURCH))
+        assert.truthy(warm.status == 200 or (warm.status == 202 and warm.json.status == "spooled"), warm.body)
+        assert.truthy(server.wait_until(function() return stored_once("sp-warm") end, 15), "sp-warm never stored")
     end)
 
     teardown(function()
@@ -97,12 +100,13 @@ describe("spool", function()
         assert.truthy(server.wait_until(function()
             return psql(reg_url, "SELECT count(*) FROM dead_letters WHERE event_type = 'message.received'") == "1"
         end, 10), psql(reg_url, "SELECT event_id, reason FROM dead_letters"))
-        -- the same events again are duplicates
+        -- the same events again are duplicates (or spooled, on a busy machine,
+        -- and found to be duplicates by the replay)
         local res = tx:post(srv, HOOK, telnyx.received("sp-down-3", "+15553010003", CHURCH))
-        assert.same({ status = "duplicate" }, res.json)
-        assert.equal(10, stored("sp-down-"))
+        assert.truthy(res.json.status == "duplicate" or res.json.status == "spooled", res.body)
         assert.truthy(server.wait_until(function() return tonumber(srv:metric("steeple_spool_pending")) == 0 end, 10),
             "steeple_spool_pending did not return to 0")
+        assert.equal(10, stored("sp-down-"))
     end)
 
     it("spools when the church's database is slower than spool.after_ms", function()
@@ -135,7 +139,9 @@ describe("spool", function()
             end
         end
         funcs[n + 1] = function()
-            http.sleep(0.25)
+            -- killed once the first webhooks are acknowledged, with others in flight
+            local deadline = http.now() + server.slow(10)
+            while #acked == 0 and http.now() < deadline do http.sleep(0.01) end
             local pids = srv:worker_pids()
             os.execute("kill -9 " .. srv.pid .. " " .. table.concat(pids, " ") .. " 2>/dev/null")
         end

@@ -8,7 +8,6 @@ local cjson = require "cjson"
 
 local psql, url_of = pg.psql, pg.url_of
 local CHURCH <const> = "+15554000001"
-local HOOK <const> = "/api/webhooks/telnyx/messaging"
 
 describe("outbound messages", function()
     local reg, srv, tx, fake_pid, fake_port, fake_log, token, tenant_db, conversation
@@ -62,7 +61,9 @@ describe("outbound messages", function()
         assert.equal(201, res.status, res.body)
         token = res.json.accessToken
         tenant_db = (psql(reg.url, "SELECT db_name FROM tenants WHERE id = '" .. res.json.tenantId .. "'"))
-        assert.equal(200, tx:post(srv, HOOK, telnyx.received("out-in-1", "+15554009999", CHURCH, "hi")).status)
+        tx:deliver(srv, telnyx.received("out-in-1", "+15554009999", CHURCH, "hi"), function()
+            return auth.get(srv, "/api/conversations", token).json.conversations[1] ~= nil
+        end)
         conversation = auth.get(srv, "/api/conversations", token).json.conversations[1].id
     end)
 

@@ -30,8 +30,11 @@ describe("security", function()
     local function church(name, number)
         local res = auth.post(srv, "/api/auth/register", auth.church(name, { phoneNumber = number }))
         assert.equal(201, res.status, res.body)
-        assert.equal(200, tx:post(srv, HOOK, telnyx.received("sec-" .. name, "+15556000" .. number:sub(-3), number)).status)
-        local conv = auth.get(srv, "/api/conversations", res.json.accessToken).json.conversations[1].id
+        local token = res.json.accessToken
+        tx:deliver(srv, telnyx.received("sec-" .. name, "+15556000" .. number:sub(-3), number), function()
+            return auth.get(srv, "/api/conversations", token).json.conversations[1] ~= nil
+        end)
+        local conv = auth.get(srv, "/api/conversations", token).json.conversations[1].id
         return { token = res.json.accessToken, tenant = res.json.tenantId, conversation = conv, admin = res.json.admin }
     end
 

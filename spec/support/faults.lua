@@ -12,10 +12,14 @@
 --   load:wait()                            until the load is over -> load.result (see read_result)
 --   bench:stored(ids)                      how often each payload id is stored, over every church
 --   bench:settled(result, timeout)         waits until every acknowledged webhook is stored
---   faults.record(name, row) / faults.table()   the results table (var/faults/results.md)
+--   bench:serves(srv, deadline)            waits until the server serves every kind
+--                                          again (see below); true, or false at the deadline
+--   faults.recovery_bound()                -> seconds, text: what the contract allows
+--   faults.record(name, row), faults.note(text)   the results table (var/faults/results.md)
 local server = require "support.server"
 local pg = require "support.pg"
 local auth = require "support.auth"
+local http = require "support.http"
 local socket = require "socket"
 
 local M = {}
@@ -77,11 +81,17 @@ local function public_key()
     return out
 end
 
+-- The circuit breaker of every fault server (the defaults, written out: the
+-- recovery bound is computed from them).
+M.BREAKER = { failures = 5, open_s = 10, connect_timeout_ms = 3000 }
+
 -- Settings of every fault server: 2 workers, cheap password hashes (logins
 -- are part of the load, not its bottleneck), tokens that outlive the suite.
 local function config(extra)
     local c = {
         workers = 2,
+        db = { breaker_failures = M.BREAKER.failures, breaker_open_s = M.BREAKER.open_s,
+               connect_timeout_ms = M.BREAKER.connect_timeout_ms },
         log = { level = "warn" },
         auth = { argon2_memory_kib = 4096, argon2_iterations = 1, access_ttl_s = 3600 },
         spool = { replay_interval_s = 0.5 },
@@ -364,21 +374,90 @@ function Bench:settled(gen, timeout)
     return s
 end
 
+-- Recovery ---------------------------------------------------------------------
+
+-- How busy the machine is: the 1-minute load average per core, at least 1.
+local function busy_factor()
+    local loadavg = tonumber((server.read_file("/proc/loadavg") or ""):match("^([%d.]+)")) or 0
+    local cores = tonumber(server.capture("nproc"):match("%d+")) or 1
+    return math.max(1, loadavg / cores), loadavg, cores
+end
+
+-- The recovery the contract promises: a server that failed breaker_failures
+-- connects is not tried for breaker_open_s, then a probe connects (within
+-- the connect timeout); plus a margin of 5 s that grows with how busy the
+-- machine is (and with $STEEPLE_SPEC_SLOW). Returns seconds and a text
+-- that says how they were made.
+function M.recovery_bound()
+    local factor, loadavg, cores = busy_factor()
+    local base = M.BREAKER.open_s + M.BREAKER.connect_timeout_ms / 1000
+    local margin = 5 * factor * server.SLOW
+    return base + margin, string.format("%.0f s (breaker_open_s %d + connect timeout %.0f s + margin %.0f s: "
+        .. "load average %.1f on %d cores)", base + margin, M.BREAKER.open_s, M.BREAKER.connect_timeout_ms / 1000,
+        margin, loadavg, cores)
+end
+
+local function answers(srv, method, path, token, body)
+    local res = http.request { port = srv.port, method = method, path = path, body = body, timeout = 5,
+        headers = { Authorization = token and ("Bearer " .. token) or nil,
+                    ["Content-Type"] = body and "application/json" or nil } }
+    return res ~= nil and res.status == 200
+end
+
+-- True when /ready, every church's conversations and a login on each tenant
+-- server answer 200 (so the registry and both tenant servers serve).
+local function serving(self, srv)
+    if not answers(srv, "GET", "/ready") then return false end
+    local logged_in = {}
+    for _, c in ipairs(self.churches) do
+        if not answers(srv, "GET", "/api/conversations?limit=1", c.token) then return false end
+        if not logged_in[c.cluster] then
+            local body = string.format('{"email":"%s","password":"%s"}', c.email, c.password)
+            if not answers(srv, "POST", "/api/auth/login", nil, body) then return false end
+            logged_in[c.cluster] = true
+        end
+    end
+    return true
+end
+
+-- Waits until the server serves every kind again, or the deadline (unix
+-- seconds) passes; asks at least once. Returns true or false.
+function Bench:serves(srv, deadline)
+    while true do
+        if serving(self, srv) then return true end
+        if socket.gettime() >= deadline then return false end
+        socket.sleep(0.2)
+    end
+end
+
 -- The results table -------------------------------------------------------------
 
-local rows = {}
+local rows, notes = {}, {}
 
--- row: { answered, failures (text), webhooks (text), recovery_s, ratio }
-function M.record(name, row)
-    row.name = name
-    rows[#rows + 1] = row
+local function write()
     local lines = { "| fault | requests answered 2xx / all | failures by kind | webhooks acked → stored once |" ..
         " recovery | throughput vs no fault |", "|---|---|---|---|---|---|" }
     for _, r in ipairs(rows) do
         lines[#lines + 1] = string.format("| %s | %s | %s | %s | %s | %s |", r.name, r.answered, r.failures,
             r.webhooks, r.recovery, r.ratio)
     end
+    if #notes > 0 then lines[#lines + 1] = "" end
+    for _, n in ipairs(notes) do lines[#lines + 1] = "- " .. n end
     server.write_file(M.OUT .. "/results.md", table.concat(lines, "\n") .. "\n")
+end
+
+-- row: { answered, failures (text), webhooks (text), recovery_s, ratio }
+function M.record(name, row)
+    row.name = name
+    rows[#rows + 1] = row
+    write()
+end
+
+-- A line under the table: what a case saw that the suite reports without
+-- failing on it (a recovery slower than usual, a low baseline, ...).
+function M.note(text)
+    notes[#notes + 1] = text
+    write()
 end
 
 return M

@@ -6,6 +6,11 @@
 --   telnyx.received(id, from, to [, text, media])   a message.received body (JSON text)
 --   telnyx.status(event_type, id, from, status)     a message.sent/delivered/finalized body
 --   tx:post(srv, path, body [, headers])            a signed POST to a webhook path
+--   telnyx.accepted(res [, also])   true for 200 stored (or 200 `also`) and for 202
+--       spooled: a webhook whose database work took longer than spool.after_ms
+--       (a busy machine) is spooled and applied later, which is the contract
+--   tx:deliver(srv, body, landed)   a signed POST to the messaging webhook that
+--       must be accepted; then waits (30 s at most) until landed() is true
 local server = require "support.server"
 local http = require "support.http"
 local cjson = require "cjson"
@@ -54,6 +59,19 @@ local seq = 0
 local function event_id()
     seq = seq + 1
     return string.format("ev-%d-%d", os.time(), seq)
+end
+
+function M.accepted(res, also)
+    local status = type(res.json) == "table" and res.json.status
+    return (res.status == 200 and (status == "stored" or status == also))
+        or (res.status == 202 and status == "spooled")
+end
+
+function Telnyx:deliver(srv, body, landed)
+    local res = self:post(srv, "/api/webhooks/telnyx/messaging", body)
+    assert(M.accepted(res), "webhook answered " .. tostring(res.status) .. " " .. tostring(res.body))
+    assert(server.wait_until(landed, 30), "an accepted webhook never landed")
+    return res
 end
 
 function M.received(id, from, to, text, media)
