@@ -11,11 +11,17 @@
 local config = require "steeple.config"
 local ratelimit = require "steeple.ratelimit"
 local errors = require "errors"
+local validate = require "validate"
 
 local tonumber, ipairs = tonumber, ipairs
-local match, gmatch, find = string.match, string.gmatch, string.find
+local match, gmatch, find, reverse = string.match, string.gmatch, string.find, string.reverse
+local trim = validate.trim
 
 local M = {}
+
+-- The longest X-Forwarded-For hop worth reading, white space included: an
+-- IPv6 address is at most 45 characters.
+local MAX_HOP <const> = 64
 
 -- The IPv4 address as a 32-bit number, or nil.
 local function ipv4(s)
@@ -63,13 +69,13 @@ function M.address(req)
     local peer = req.remote
     local forwarded = req.headers["x-forwarded-for"]
     if forwarded == nil or not is_trusted(peer) then return peer end
-    -- right to left: each hop was added by the proxy in front of it
-    local hops = {}
-    for hop in gmatch(forwarded, "[^,]+") do hops[#hops + 1] = match(hop, "^%s*(.-)%s*$") end
+    -- right to left (the hops of the reversed text): each hop was added by
+    -- the proxy in front of it; the walk stops at the first untrusted one
     local client = peer
-    for i = #hops, 1, -1 do
-        if not looks_like_address(hops[i]) then break end
-        client = hops[i]
+    for backwards in gmatch(reverse(forwarded), "[^,]+") do
+        local hop = #backwards <= MAX_HOP and trim(reverse(backwards)) or ""
+        if not looks_like_address(hop) then break end
+        client = hop
         if not is_trusted(client) then break end
     end
     return client

@@ -13,13 +13,15 @@ local find = string.find
 local utf8_len = utf8.len
 
 local DEFAULT_LIMIT <const> = 50
+-- Longer limit values are refused before they are read as numbers.
+local LIMIT_MAX_BYTES <const> = 16
 
 -- limit and cursor of the query string, or raises validation_failed.
 local function paging(req)
     local args = req:args()
     local limit, cursor = DEFAULT_LIMIT, args.cursor
     if args.limit ~= nil then
-        limit = tointeger(tonumber(args.limit))
+        limit = #args.limit <= LIMIT_MAX_BYTES and tointeger(tonumber(args.limit)) or nil
         if limit == nil or limit < 1 or limit > 100 then
             errors.raise("validation_failed", { fields = { limit = "must be an integer from 1 to 100" } })
         end
@@ -45,8 +47,12 @@ end
 local function outbound_input(body)
     local text, urls = body.text, body.mediaUrls
     if text == nil or text == json.null then text = "" end
-    if type(text) ~= "string" or utf8_len(text) == nil then invalid("text", "must be a string") end
-    if utf8_len(text) > MAX_TEXT then invalid("text", "must be at most 1600 characters") end
+    if type(text) ~= "string" then invalid("text", "must be a string") end
+    -- 4 bytes a character at most: a longer text is refused unread
+    if #text > 4 * MAX_TEXT then invalid("text", "must be at most 1600 characters") end
+    local n = utf8_len(text)
+    if n == nil then invalid("text", "must be a string") end
+    if n > MAX_TEXT then invalid("text", "must be at most 1600 characters") end
     if urls == nil or urls == json.null then urls = {} end
     if type(urls) ~= "table" or #urls > MAX_MEDIA then invalid("mediaUrls", "must be an array of at most 10 URLs") end
     local media = {}
