@@ -109,6 +109,8 @@ local SCHEMA = {
     { key = "auth.rate_per_min", type = "integer", default = 60, min = 0, max = 1000000,
       env = "STEEPLE_AUTH_RATE_PER_MIN", reloadable = true,
       doc = "requests to /api/auth/* per client address and minute, over all workers (0: off)" },
+    { key = "auth.ipv6_prefix", type = "integer", default = 64, min = 1, max = 128,
+      reloadable = true, doc = "an IPv6 client's address counts by this many leading bits (its network)" },
     { key = "auth.trusted_proxies", type = "string", optional = true, nonempty = true,
       charset = "[%x.:/, ]", reloadable = true,
       doc = "comma-separated addresses or CIDR blocks whose X-Forwarded-For is believed" },

@@ -4,7 +4,10 @@
 --                         is a trusted proxy (auth.trusted_proxies), the
 --                         nearest untrusted address of X-Forwarded-For
 --   client.limit(req)     raises rate_limited (with Retry-After) when the
---                         address is over auth.rate_per_min; shared by workers
+--                         address is over auth.rate_per_min; shared by workers.
+--                         An IPv6 client counts by its first auth.ipv6_prefix
+--                         bits (its /64 by default: one subscriber's network);
+--                         an IPv4-mapped IPv6 address counts as the IPv4 one.
 --
 -- Trusted proxies are exact addresses (IPv4 or IPv6) or IPv4 CIDR blocks.
 
@@ -81,10 +84,16 @@ function M.address(req)
     return client
 end
 
+-- The rate limit's key of a client address: its /ipv6_prefix for IPv6, the
+-- address itself otherwise (and for text that is no address).
+function M.key(address)
+    return ratelimit.address_key(address, config.auth.ipv6_prefix) or address
+end
+
 function M.limit(req)
     local per_min = config.auth.rate_per_min
     if per_min <= 0 then return end
-    local ok, retry_after = ratelimit.take(M.address(req), per_min)
+    local ok, retry_after = ratelimit.take(M.key(M.address(req)), per_min)
     if not ok then errors.raise("rate_limited", { headers = { ["Retry-After"] = retry_after } }) end
 end
 
