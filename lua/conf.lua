@@ -88,6 +88,8 @@ local SCHEMA = {
     { key = "tenants.provisioning_timeout_s", type = "number", default = 300, min = 10, max = 86400,
       reloadable = true,
       doc = "a registration still provisioning after this is undone by the janitor (database included)" },
+    { key = "tenants.max_provisioning", type = "integer", default = 4, min = 1, max = 1000,
+      reloadable = true, doc = "registrations in progress per worker; past it, 503 with Retry-After" },
     { key = "tenants.janitor_interval_s", type = "number", default = 60, min = 0, max = 86400,
       reloadable = true, doc = "how often the janitor looks for registrations cut short (0: never)" },
     { key = "auth.jwt_secret", type = "string", optional = true, min_bytes = 32, secret = true,
