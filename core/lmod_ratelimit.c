@@ -1,17 +1,24 @@
 /* lmod_ratelimit.c — the `steeple.ratelimit` module.
  *
  *   ratelimit.take(key, per_minute)   true, or false, retry_after
+ *   ratelimit.address_key(address, ipv6_prefix)
+ *                                     the bucket key of a client address (a
+ *                                     short binary string: one per IPv6
+ *                                     /ipv6_prefix, IPv4-mapped counting as
+ *                                     IPv4), or nil when address is no IP address
  *
  * key is a string of at most 64 bytes (a client address), per_minute a number
  * of requests per minute (<= 0: unlimited). retry_after is whole seconds, >= 1.
  * The buckets are shared by all workers (see ratelimit.h); a non-string key, a
- * longer key or a non-number per_minute raises. */
+ * longer key or a non-number per_minute raises, and so does an ipv6_prefix
+ * that is not an integer from 1 to 128. */
 #include "clock.h"
 #include "lmod.h"
 #include "ratelimit.h"
 
 #include <lauxlib.h>
 #include <math.h>
+#include <string.h>
 
 _Static_assert(RATELIMIT_KEY_MAX == 64, "update the messages below");
 
@@ -46,8 +53,24 @@ static int l_take(lua_State *L)
     return 2;
 }
 
+static int l_address_key(lua_State *L)
+{
+    size_t len;
+    const char *address = luaL_checklstring(L, 1, &len);
+    lua_Integer prefix = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, prefix >= 1 && prefix <= 128, 2, "must be from 1 to 128");
+    unsigned char key[RATELIMIT_ADDRESS_KEY_MAX];
+    size_t n = strlen(address) == len ? ratelimit_address_key(address, (int)prefix, key) : 0;
+    if (n == 0)
+        lua_pushnil(L); /* nil */
+    else
+        lua_pushlstring(L, (const char *)key, n); /* key */
+    return 1;
+}
+
 static const luaL_Reg funcs[] = {
     {"take", l_take},
+    {"address_key", l_address_key},
     {NULL, NULL},
 };
 

@@ -1,6 +1,7 @@
 /* ratelimit.c — shared token buckets (see ratelimit.h). */
 #include "ratelimit.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -233,4 +234,61 @@ size_t ratelimit_count(void)
     size_t n = r->used;
     pthread_mutex_unlock(&r->lock);
     return n;
+}
+
+/* ---- address keys --------------------------------------------------------- */
+
+enum { KEY_IPV4 = 4, KEY_IPV6 = 6 }; /* the first byte of a key */
+
+_Static_assert(RATELIMIT_ADDRESS_KEY_MAX <= RATELIMIT_KEY_MAX, "address keys must fit a bucket");
+_Static_assert(INET6_ADDRSTRLEN == 46, "the longest IPv6 text and its NUL");
+
+static size_t ipv4_key(unsigned char *out, const unsigned char addr[4])
+{
+    out[0] = KEY_IPV4;
+    memcpy(out + 1, addr, 4);
+    return 5;
+}
+
+/* True when the IPv6 address carries an IPv4 one in its last 32 bits:
+ * IPv4-mapped (::ffff:0:0/96) or the well-known NAT64 prefix (64:ff9b::/96). */
+static int embeds_ipv4(const unsigned char a[16])
+{
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static const unsigned char nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+    return memcmp(a, mapped, 12) == 0 || memcmp(a, nat64, 12) == 0;
+}
+
+static size_t ipv6_key(unsigned char *out, const unsigned char addr[16], int prefix)
+{
+    out[0] = KEY_IPV6;
+    out[1] = (unsigned char)prefix;
+    unsigned char *net = out + 2;
+    memset(net, 0, 16);
+    int whole = prefix / 8, rest = prefix % 8;
+    memcpy(net, addr, (size_t)whole);
+    if (rest > 0)
+        net[whole] = (unsigned char)(addr[whole] & (0xff << (8 - rest)));
+    return 18;
+}
+
+size_t ratelimit_address_key(const char *addr, int ipv6_prefix,
+                             unsigned char out[RATELIMIT_ADDRESS_KEY_MAX])
+{
+    char text[INET6_ADDRSTRLEN];
+    size_t n = strcspn(addr, "%"); /* a zone names a link, not a client */
+    if (n >= sizeof text)
+        return 0;
+    memcpy(text, addr, n);
+    text[n] = '\0';
+    struct in_addr v4;
+    if (inet_pton(AF_INET, text, &v4) == 1)
+        return ipv4_key(out, (const unsigned char *)&v4.s_addr);
+    struct in6_addr v6;
+    if (inet_pton(AF_INET6, text, &v6) != 1)
+        return 0;
+    if (embeds_ipv4(v6.s6_addr))
+        return ipv4_key(out, v6.s6_addr + 12);
+    int prefix = ipv6_prefix < 1 ? 1 : ipv6_prefix > 128 ? 128 : ipv6_prefix;
+    return ipv6_key(out, v6.s6_addr, prefix);
 }

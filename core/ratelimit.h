@@ -11,7 +11,8 @@
  * found takes an empty slot of its window, or else replaces the entry of the
  * window seen least recently; that entry's client starts over with a full
  * bucket. The table never grows, and under extreme address churn the limiter
- * fails open (it forgets clients), never closed. Free of Lua. */
+ * fails open (it forgets clients), never closed. ratelimit_address_key makes
+ * the key of a client address, one per IPv6 network. Free of Lua. */
 #ifndef STEEPLE_RATELIMIT_H
 #define STEEPLE_RATELIMIT_H
 
@@ -59,5 +60,20 @@ int ratelimit_take(const void *key, size_t keylen, double per_minute, double now
 /* Returns the number of buckets in use (0 without a table). Entries are
  * replaced, never removed, so this grows to at most the table size. */
 size_t ratelimit_count(void);
+
+#define RATELIMIT_ADDRESS_KEY_MAX 18 /* bytes of the longest address key */
+
+/* Writes the bucket key of the client address `addr` (text as inet_pton reads
+ * it; an IPv6 zone such as "%eth0" is ignored) into out and returns its length:
+ * 5 bytes for IPv4, 18 for IPv6. An IPv6 address counts by its first
+ * ipv6_prefix bits (clamped to 1..128), so that every address of one network
+ * (one subscriber's /64) shares a bucket; an IPv4-mapped address
+ * (::ffff:0:0/96) or one of the well-known NAT64 prefix (64:ff9b::/96) counts
+ * as the IPv4 address it carries. Keys never collide with one another's kind,
+ * and start with a byte below 0x20, so never equal a printable text key.
+ * Returns 0, writing nothing, when addr is not an IP address. */
+size_t ratelimit_address_key(const char *addr, int ipv6_prefix,
+                             unsigned char out[RATELIMIT_ADDRESS_KEY_MAX])
+    __attribute__((warn_unused_result));
 
 #endif

@@ -27,6 +27,8 @@ local M = {}
 
 local DEFAULT_LIMIT <const> = 50
 local MAX_LIMIT <const> = 100
+-- Longer limit values are refused before they are read as numbers.
+local LIMIT_MAX_BYTES <const> = 16
 
 local function encode_cursor(time, id)
     return crypto.base64url_encode(time .. "|" .. id)
@@ -44,7 +46,7 @@ function M.args(req)
     local args = req:args()
     local limit, cursor = DEFAULT_LIMIT, args.cursor
     if args.limit ~= nil then
-        limit = tointeger(tonumber(args.limit))
+        limit = #args.limit <= LIMIT_MAX_BYTES and tointeger(tonumber(args.limit)) or nil
         if limit == nil or limit < 1 or limit > MAX_LIMIT then
             errors.raise("validation_failed", { fields = { limit = "must be an integer from 1 to 100" } })
         end

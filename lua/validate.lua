@@ -14,18 +14,35 @@
 -- that is absent or JSON null is "required" unless the rule is optional.
 -- Text is UTF-8, counted in characters, and never holds control characters.
 -- Fields the rules do not name are ignored.
+--
+-- Every rule refuses a string longer than its longest valid value (plus
+-- PADDING_MAX bytes of white space where it trims) before anything scans
+-- it, and trim() is linear: a client's value never costs more than its
+-- length allows.
 
 local errors = require "errors"
 local json = require "json"
 
 local type, pairs, ipairs, setmetatable = type, pairs, ipairs, setmetatable
-local find, lower, match = string.find, string.lower, string.match
+local find, lower, match, sub, byte = string.find, string.lower, string.match, string.sub, string.byte
 local utf8_len = utf8.len
 local concat = table.concat
 
 local M = {}
 
 local NULL <const> = json.null
+
+-- White space a trimmed value may carry around it, in bytes.
+local PADDING_MAX <const> = 1024
+-- The most bytes a UTF-8 character takes.
+local CHAR_BYTES <const> = 4
+-- The longest email address (RFC 5321 path, less the angle brackets).
+local EMAIL_MAX <const> = 254
+-- "+" and 15 digits.
+local PHONE_MAX <const> = 16
+
+-- What %s matches: space, \t, \n, \v, \f, \r.
+local SPACE <const> = { [9] = true, [10] = true, [11] = true, [12] = true, [13] = true, [32] = true }
 
 -- Checks a string's encoding and characters; returns its length in characters
 -- or nil, message.
@@ -36,16 +53,25 @@ local function text_length(s)
     return n
 end
 
+-- s without the white space around it, in time linear in #s (the pattern
+-- "^%s*(.-)%s*$" takes time quadratic in a run of spaces inside s).
 local function trim(s)
-    return match(s, "^%s*(.-)%s*$")
+    local first = find(s, "%S")
+    if first == nil then return "" end
+    local last = #s
+    while SPACE[byte(s, last)] do last = last - 1 end
+    return sub(s, first, last)
 end
+M.trim = trim
 
 local function length_rule(opts, clean)
     local min, max = opts.min or 1, opts.max
     local range = min == max and ("must be " .. min .. " characters")
         or ("must be " .. min .. " to " .. max .. " characters")
+    local max_bytes = CHAR_BYTES * max + (clean and PADDING_MAX or 0)
     return function(value)
         if type(value) ~= "string" then return nil, "must be a string" end
+        if #value > max_bytes then return nil, range end
         if clean then value = clean(value) end
         local n, err = text_length(value)
         if n == nil then return nil, err end
@@ -85,7 +111,7 @@ end
 -- True when s (already trimmed and lower-cased) is an email address we accept:
 -- ASCII, one @, a dotted domain.
 function M.is_email(s)
-    if #s > 254 then return false end
+    if #s > EMAIL_MAX then return false end
     local user, domain = match(s, "^([^@]+)@([^@]+)$")
     if user == nil or #user > 64 or not find(user, LOCAL_CHARS) then return false end
     if find(user, "^%.") or find(user, "%.$") or find(user, "%.%.") then return false end
@@ -104,6 +130,7 @@ function M.email(opts)
     opts = opts or {}
     return with_options(function(value)
         if type(value) ~= "string" then return nil, "must be a string" end
+        if #value > EMAIL_MAX + PADDING_MAX then return nil, EMAIL_MESSAGE end
         if find(value, "%c") then return nil, "must not contain control characters" end
         value = M.normalize_email(value)
         if not M.is_email(value) then return nil, EMAIL_MESSAGE end
@@ -116,7 +143,7 @@ function M.phone(opts)
     opts = opts or {}
     return with_options(function(value)
         if type(value) ~= "string" then return nil, "must be a string" end
-        if not find(value, "^%+%d%d%d%d%d%d%d%d%d?%d?%d?%d?%d?%d?%d?$") then
+        if #value > PHONE_MAX or not find(value, "^%+%d%d%d%d%d%d%d%d%d?%d?%d?%d?%d?%d?%d?$") then
             return nil, "must be a phone number in E.164 form (+ and 8 to 15 digits)"
         end
         return value

@@ -4,18 +4,27 @@
 --                         is a trusted proxy (auth.trusted_proxies), the
 --                         nearest untrusted address of X-Forwarded-For
 --   client.limit(req)     raises rate_limited (with Retry-After) when the
---                         address is over auth.rate_per_min; shared by workers
+--                         address is over auth.rate_per_min; shared by workers.
+--                         An IPv6 client counts by its first auth.ipv6_prefix
+--                         bits (its /64 by default: one subscriber's network);
+--                         an IPv4-mapped IPv6 address counts as the IPv4 one.
 --
 -- Trusted proxies are exact addresses (IPv4 or IPv6) or IPv4 CIDR blocks.
 
 local config = require "steeple.config"
 local ratelimit = require "steeple.ratelimit"
 local errors = require "errors"
+local validate = require "validate"
 
 local tonumber, ipairs = tonumber, ipairs
-local match, gmatch, find = string.match, string.gmatch, string.find
+local match, gmatch, find, reverse = string.match, string.gmatch, string.find, string.reverse
+local trim = validate.trim
 
 local M = {}
+
+-- The longest X-Forwarded-For hop worth reading, white space included: an
+-- IPv6 address is at most 45 characters.
+local MAX_HOP <const> = 64
 
 -- The IPv4 address as a 32-bit number, or nil.
 local function ipv4(s)
@@ -63,22 +72,28 @@ function M.address(req)
     local peer = req.remote
     local forwarded = req.headers["x-forwarded-for"]
     if forwarded == nil or not is_trusted(peer) then return peer end
-    -- right to left: each hop was added by the proxy in front of it
-    local hops = {}
-    for hop in gmatch(forwarded, "[^,]+") do hops[#hops + 1] = match(hop, "^%s*(.-)%s*$") end
+    -- right to left (the hops of the reversed text): each hop was added by
+    -- the proxy in front of it; the walk stops at the first untrusted one
     local client = peer
-    for i = #hops, 1, -1 do
-        if not looks_like_address(hops[i]) then break end
-        client = hops[i]
+    for backwards in gmatch(reverse(forwarded), "[^,]+") do
+        local hop = #backwards <= MAX_HOP and trim(reverse(backwards)) or ""
+        if not looks_like_address(hop) then break end
+        client = hop
         if not is_trusted(client) then break end
     end
     return client
 end
 
+-- The rate limit's key of a client address: its /ipv6_prefix for IPv6, the
+-- address itself otherwise (and for text that is no address).
+function M.key(address)
+    return ratelimit.address_key(address, config.auth.ipv6_prefix) or address
+end
+
 function M.limit(req)
     local per_min = config.auth.rate_per_min
     if per_min <= 0 then return end
-    local ok, retry_after = ratelimit.take(M.address(req), per_min)
+    local ok, retry_after = ratelimit.take(M.key(M.address(req)), per_min)
     if not ok then errors.raise("rate_limited", { headers = { ["Retry-After"] = retry_after } }) end
 end
 

@@ -14,6 +14,13 @@
 -- reservation drops the database and deletes the registry rows. A process
 -- that dies half-way leaves a provisioning tenant, which sweep() (the janitor)
 -- undoes once it is older than tenants.provisioning_timeout_s.
+--
+-- Each registration makes a database: a worker runs at most
+-- tenants.max_provisioning at once and answers 503 service_unavailable (with
+-- Retry-After) past it, so that a burst of registrations cannot swamp a
+-- database server. The slot is held by a to-be-closed value, so it is given
+-- back however the registration ends: an answer, an error, the client gone
+-- (the core closes the request's coroutine) or the request deadline.
 
 local config = require "steeple.config"
 local log = require "steeple.log"
@@ -26,7 +33,7 @@ local uuid = require "uuid"
 local admins = require "auth.admins"
 local login = require "auth.login"
 
-local error, pcall, ipairs = error, pcall, ipairs
+local error, pcall, ipairs, setmetatable = error, pcall, ipairs, setmetatable
 local gsub = string.gsub
 
 local describe = errors.describe
@@ -34,6 +41,30 @@ local describe = errors.describe
 local M = {}
 
 local TEMPLATE <const> = config.db.template ~= "none" and config.db.template or nil
+
+-- Registrations in progress in this worker (this script state: after a
+-- reload, the old state's last ones are not counted here).
+local in_progress = 0
+
+local Slot = {
+    __close = function(slot)
+        if slot.held then
+            slot.held = false
+            in_progress = in_progress - 1
+        end
+    end,
+}
+
+-- A slot of tenants.max_provisioning, to hold in a <close> variable; raises
+-- service_unavailable when every slot is taken.
+local function take_slot()
+    if in_progress >= config.tenants.max_provisioning then
+        log.info("registration refused: too many in progress", { inProgress = in_progress })
+        errors.raise("service_unavailable", { headers = { ["Retry-After"] = 1 } })
+    end
+    in_progress = in_progress + 1
+    return setmetatable({ held = true }, Slot)
+end
 
 local plan
 local function tenant_plan()
@@ -116,6 +147,7 @@ local function provision(t, input)
 end
 
 function M.register(input)
+    local slot <close> = take_slot() -- luacheck: ignore 211 (held until register ends)
     local id = uuid.new()
     local t = {
         id = id,

@@ -50,8 +50,12 @@ end
 
 local function text_of(v, field, max)
     if v == nil or v == NULL then return "" end
-    if type(v) ~= "string" or utf8_len(v) == nil then invalid(field, "must be a string of valid UTF-8") end
-    if utf8_len(v) > max then invalid(field, "must be at most " .. max .. " characters") end
+    if type(v) ~= "string" then invalid(field, "must be a string of valid UTF-8") end
+    local too_long = "must be at most " .. max .. " characters"
+    if #v > 4 * max then invalid(field, too_long) end -- 4 bytes a character at most
+    local n = utf8_len(v)
+    if n == nil then invalid(field, "must be a string of valid UTF-8") end
+    if n > max then invalid(field, too_long) end
     return v
 end
 

@@ -42,7 +42,7 @@ function M.verify(req)
     end
     local sig64, ts = req.headers["telnyx-signature-ed25519"], req.headers["telnyx-timestamp"]
     if sig64 == nil or ts == nil then refuse("signature or timestamp missing") end
-    if not find(ts, "^%d+$") or #ts > 12 then refuse("malformed timestamp") end
+    if #ts > 12 or not find(ts, "^%d+$") then refuse("malformed timestamp") end
     if abs(steeple.now() - tonumber(ts)) > config.telnyx.tolerance_s then refuse("timestamp out of tolerance") end
     local sig = crypto.base64_decode(sig64)
     if sig == nil or not crypto.ed25519_verify(public_key, sig, ts .. "|" .. req.body) then

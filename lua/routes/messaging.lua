@@ -24,8 +24,12 @@ end
 local function outbound_input(body)
     local text, urls = body.text, body.mediaUrls
     if text == nil or text == json.null then text = "" end
-    if type(text) ~= "string" or utf8_len(text) == nil then invalid("text", "must be a string") end
-    if utf8_len(text) > MAX_TEXT then invalid("text", "must be at most 1600 characters") end
+    if type(text) ~= "string" then invalid("text", "must be a string") end
+    -- 4 bytes a character at most: a longer text is refused unread
+    if #text > 4 * MAX_TEXT then invalid("text", "must be at most 1600 characters") end
+    local n = utf8_len(text)
+    if n == nil then invalid("text", "must be a string") end
+    if n > MAX_TEXT then invalid("text", "must be at most 1600 characters") end
     if urls == nil or urls == json.null then urls = {} end
     if type(urls) ~= "table" or #urls > MAX_MEDIA then invalid("mediaUrls", "must be an array of at most 10 URLs") end
     local media = {}

@@ -72,6 +72,7 @@ start_server() { # db.template
 return { port = $port, workers = $WORKERS, threads = $THREADS, log = { level = "warn" },
          limits = { request_timeout_s = 120 },
          db = { template = "$1", acquire_timeout_ms = 60000 },
+         tenants = { max_provisioning = $CONC },
          auth = { argon2_memory_kib = $ARGON2_KIB, argon2_iterations = $ARGON2_ITER, max_failures = 100 } }
 CFG
     "$BIN" serve --config "$work/config.lua" 2>>"$work/log" &

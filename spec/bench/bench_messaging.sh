@@ -114,6 +114,7 @@ sql() { # database sql → unaligned rows
 port=$(lua5.4 -e 's=require("socket").bind("127.0.0.1",0); local _, p = s:getsockname(); print(p); s:close()')
 cat > "$work/config.lua" <<CFG
 return { port = $port, workers = $WORKERS, log = { level = "warn" },
+         tenants = { max_provisioning = $CHURCHES },
          db = { server_max_connections = 200 } }
 CFG
 "$BIN" serve --config "$work/config.lua" 2>>"$work/log" &

@@ -113,6 +113,7 @@ cat > "$work/config.lua" <<CFG
 return { port = $port, workers = $WORKERS, log = { level = "warn" },
          auth = { access_ttl_s = $access_ttl },
          telnyx = { tolerance_s = 3600 },
+         tenants = { max_provisioning = $CHURCHES },
          db = { server_max_connections = 200 } }
 CFG
 "$BIN" serve --config "$work/config.lua" 2>>"$work/log" &

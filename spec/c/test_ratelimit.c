@@ -264,6 +264,97 @@ static void bad_sizes_keep_the_table(void)
     ratelimit_shutdown();
 }
 
+/* The key of addr with prefix, as a comparable string ("" when not an address). */
+struct key {
+    unsigned char bytes[RATELIMIT_ADDRESS_KEY_MAX];
+    size_t len;
+};
+
+static struct key key_of(const char *addr, int prefix)
+{
+    struct key k;
+    memset(&k, 0xaa, sizeof k);
+    k.len = ratelimit_address_key(addr, prefix, k.bytes);
+    return k;
+}
+
+static int same_key(const char *a, const char *b, int prefix)
+{
+    struct key ka = key_of(a, prefix), kb = key_of(b, prefix);
+    return ka.len > 0 && ka.len == kb.len && memcmp(ka.bytes, kb.bytes, ka.len) == 0;
+}
+
+static void ipv4_keys(void)
+{
+    struct key k = key_of("198.51.100.7", 64);
+    CHECK(k.len == 5);
+    CHECK(k.bytes[0] == 4 && k.bytes[1] == 198 && k.bytes[2] == 51 && k.bytes[3] == 100 && k.bytes[4] == 7);
+    CHECK(!same_key("198.51.100.7", "198.51.100.8", 64)); /* IPv4 is never grouped */
+    CHECK(same_key("198.51.100.7", "::ffff:198.51.100.7", 64));
+    CHECK(same_key("198.51.100.7", "::FFFF:c633:6407", 128));
+    CHECK(same_key("198.51.100.7", "64:ff9b::198.51.100.7", 64));
+    CHECK(!same_key("198.51.100.7", "::198.51.100.7", 64)); /* IPv4-compatible: plain IPv6 */
+}
+
+static void ipv6_keys_by_prefix(void)
+{
+    struct key k = key_of("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 64);
+    CHECK(k.len == 18);
+    CHECK(k.bytes[0] == 6 && k.bytes[1] == 64);
+    static const unsigned char net[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 2};
+    CHECK(memcmp(k.bytes + 2, net, 16) == 0);
+    CHECK(same_key("2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff", 64));
+    CHECK(same_key("2001:db8:1:2::1", "2001:0DB8:0001:0002:0:0:0:2", 64));
+    CHECK(!same_key("2001:db8:1:2::1", "2001:db8:1:3::1", 64));
+    CHECK(!same_key("2001:db8:1:2::1", "2001:db8:1:2::2", 128));
+    CHECK(same_key("2001:db8:1:2::1", "2001:db8:1:2::1", 128));
+    /* a prefix inside a byte: /60 keeps 4 bits of the 8th byte */
+    CHECK(same_key("2001:db8:1:20::1", "2001:db8:1:2f::1", 60));
+    CHECK(!same_key("2001:db8:1:20::1", "2001:db8:1:30::1", 60));
+    CHECK(same_key("2001:db8::1", "3fff::1", 1)); /* both start with a 0 bit */
+    CHECK(!same_key("2001:db8::1", "8001:db8::1", 1));
+    /* one address under two prefixes: two keys */
+    struct key k48 = key_of("2001:db8::1", 48), k64 = key_of("2001:db8::1", 64);
+    CHECK(memcmp(k48.bytes, k64.bytes, 18) != 0);
+    /* out of range prefixes are clamped */
+    CHECK(key_of("2001:db8::1", 0).bytes[1] == 1);
+    CHECK(key_of("2001:db8::1", 500).bytes[1] == 128);
+}
+
+static void ipv6_zones_are_ignored(void)
+{
+    CHECK(same_key("fe80::1%eth0", "fe80::2%lo", 64));
+    CHECK(same_key("fe80::1%eth0", "fe80::1", 128));
+}
+
+static void non_addresses_have_no_key(void)
+{
+    static const char *bad[] = {"", "localhost", "1.2.3", "1.2.3.4.5", "256.1.1.1", "::1::1", "2001:db8::g",
+                                " 1.2.3.4", "1.2.3.4 ", "%eth0",
+                                "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.2555"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        struct key k = key_of(bad[i], 64);
+        CHECK(k.len == 0);
+        CHECK(k.bytes[0] == 0xaa); /* nothing written */
+    }
+    char longer[256];
+    memset(longer, '1', sizeof longer - 1);
+    longer[sizeof longer - 1] = '\0';
+    CHECK(key_of(longer, 64).len == 0);
+    CHECK(key_of("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255", 64).len == 18); /* the longest text */
+}
+
+static void address_keys_share_buckets(void)
+{
+    CHECK(ratelimit_init(64) == 0);
+    double retry;
+    struct key a = key_of("2001:db8:5::1", 64), b = key_of("2001:db8:5::2", 64), c = key_of("2001:db8:6::1", 64);
+    CHECK(ratelimit_take(a.bytes, a.len, 1, T0, &retry) == 1);
+    CHECK(ratelimit_take(b.bytes, b.len, 1, T0, &retry) == 0);
+    CHECK(ratelimit_take(c.bytes, c.len, 1, T0, &retry) == 1);
+    ratelimit_shutdown();
+}
+
 static const struct tap_case cases[] = {
     {"capacity, then limited with the right retry_after", capacity_then_limited},
     {"tokens refill over time, up to the capacity", refills_over_time},
@@ -280,6 +371,11 @@ static const struct tap_case cases[] = {
     {"the lock survives children killed mid-take", survives_children_killed_mid_take},
     {"an uninitialised process initialises lazily", initialises_lazily},
     {"a bad size keeps the previous table", bad_sizes_keep_the_table},
+    {"IPv4 addresses key by themselves, IPv4-mapped and NAT64 ones too", ipv4_keys},
+    {"IPv6 addresses key by their prefix", ipv6_keys_by_prefix},
+    {"an IPv6 zone is ignored", ipv6_zones_are_ignored},
+    {"text that is no address has no key", non_addresses_have_no_key},
+    {"addresses of one /64 share a bucket", address_keys_share_buckets},
 };
 
 TAP_MAIN(cases)

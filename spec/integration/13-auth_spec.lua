@@ -16,7 +16,8 @@ local CONFIG = {
     workers = 2,
     limits = { request_timeout_s = 60 },
     db = { acquire_timeout_ms = 30000 },
-    tenants = { cache_ttl_s = 0 },
+    -- the races below register up to 20 churches at once
+    tenants = { cache_ttl_s = 0, max_provisioning = 20 },
 }
 
 local reg, REG_URL, ENV

@@ -1,8 +1,11 @@
 -- Registration that fails half-way, the janitor of registrations cut short,
 -- and `steeple tenants`.
 local server = require "support.server"
+local http = require "support.http"
 local pg = require "support.pg"
 local auth = require "support.auth"
+local cjson = require "cjson"
+local secrets = require "support.secrets"
 
 local BASE_URL = assert(pg.BASE_URL, "DATABASE_URL must point at the test cluster")
 local psql = pg.psql
@@ -47,7 +50,7 @@ describe("provisioning", function()
 
     it("undoes a registration that fails after its database was made", function()
         srv = server.start {
-            config = { limits = { request_timeout_s = 30 },
+            config = { limits = { request_timeout_s = 30 }, tenants = { max_provisioning = 1 },
                        db = { template = "none", migrations_dir = broken_migrations() } },
             env = ENV,
         }
@@ -65,6 +68,9 @@ describe("provisioning", function()
         local log_text = srv:log_text()
         assert.is_nil(log_text:find(body.email, 1, true), "the log holds the email")
         assert.is_nil(log_text:find(body.password, 1, true), "the log holds the password")
+        assert.same({}, srv:unexpected_errors { "handler failed" })
+        -- the failure gave its registration slot back: the next one fails the same way, not 503
+        assert.equal(500, post(srv, "/api/auth/register", church("broken2")).status)
         assert.same({}, srv:unexpected_errors { "handler failed" })
         -- the same email is free again
         srv:stop(10)
@@ -97,6 +103,134 @@ describe("provisioning", function()
         psql(REG_URL, "DELETE FROM tenants WHERE id = '" .. fresh .. "'")
         srv:assert_stops_cleanly()
         srv = nil
+    end)
+
+    describe("registrations in progress", function()
+        local CONFIG = { workers = 1, limits = { request_timeout_s = 60 }, tenants = { max_provisioning = 1 },
+                         db = { acquire_timeout_ms = 30000 } }
+
+        -- A registration body as raw request spec, for http.concurrent.
+        local function spec_of(body)
+            return { port = srv.port, method = "POST", path = "/api/auth/register", timeout = 60,
+                     headers = { ["Content-Type"] = "application/json" }, body = cjson.encode(body) }
+        end
+
+        -- True when the registered owner can sign in and read the church.
+        local function works(body, res)
+            local signed_in = post(srv, "/api/auth/login", { email = body.email, password = body.password })
+            if signed_in.status ~= 200 or signed_in.json.tenantId ~= res.json.tenantId then return false end
+            local me = auth.get(srv, "/api/me", res.json.accessToken)
+            return me.status == 200 and me.json.church.name == body.churchName
+                and count("SELECT count(*) FROM tenants WHERE status = 'active' AND id = '"
+                    .. res.json.tenantId .. "'") == 1
+        end
+
+        after_each(function()
+            if srv then srv:assert_stops_cleanly() end
+            srv = nil
+        end)
+
+        it("past tenants.max_provisioning answer 503 with Retry-After; every 201 is a working church", function()
+            srv = server.start { config = CONFIG, env = ENV }
+            local created, refused, round = 0, 0, 0
+            -- a burst of registrations from one worker: one runs, the others are refused at once
+            repeat
+                round = round + 1
+                local bodies, specs = {}, {}
+                for i = 1, 6 do
+                    bodies[i] = church("burst" .. round .. "x" .. i)
+                    specs[i] = spec_of(bodies[i])
+                end
+                for i, res in ipairs(http.concurrent(specs, 120)) do
+                    assert.truthy(res.status == 201 or res.status == 503, res.status or res.error)
+                    if res.status == 503 then
+                        refused = refused + 1
+                        assert.equal("service_unavailable", res.json.error.code)
+                        assert.equal("1", res.headers["retry-after"])
+                        -- nothing of a refused one was made
+                        assert.equal(401, post(srv, "/api/auth/login",
+                            { email = bodies[i].email, password = bodies[i].password }).status)
+                    else
+                        created = created + 1
+                        secrets.add(res.json.accessToken, res.json.refreshToken)
+                        assert.is_true(works(bodies[i], res), bodies[i].email)
+                    end
+                end
+            until refused > 0 or round == 3
+            assert.truthy(refused > 0, "no registration was refused")
+            assert.truthy(created > 0, "no registration succeeded")
+            assert.equal(0, count("SELECT count(*) FROM tenants WHERE status = 'provisioning'"))
+            -- the slots came back: after a refusal (409) too
+            local body = church("after")
+            local res = post(srv, "/api/auth/register", body)
+            assert.equal(201, res.status, res.body)
+            assert.is_true(works(body, res))
+            assert.equal(409, post(srv, "/api/auth/register", body).status)
+            assert.equal(201, post(srv, "/api/auth/register", church("after2")).status)
+            assert.truthy(srv:log_contains("registration refused: too many in progress"))
+        end)
+
+        -- Holds the registry's tenants table for `seconds` from a psql in the
+        -- background, so that a registration waits for it; returns a function
+        -- that tells whether the lock is still held.
+        local function lock_tenants(seconds)
+            local function held()
+                return count("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                    .. "WHERE c.relname = 'tenants' AND l.mode = 'AccessExclusiveLock' AND l.granted") > 0
+            end
+            local script = server.tmpdir() .. "/lock.sql"
+            server.write_file(script, "BEGIN;\nLOCK TABLE tenants IN ACCESS EXCLUSIVE MODE;\n"
+                .. "SELECT pg_sleep(" .. seconds .. ");\nCOMMIT;\n")
+            assert(os.execute("psql " .. server.quote(REG_URL) .. " -XAtq -f " .. server.quote(script)
+                .. " >/dev/null 2>&1 &"))
+            assert.truthy(server.wait_until(held, 10), "the lock was never taken")
+            return held
+        end
+
+        local function waiting_for_lock()
+            return count("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                .. "AND datname = '" .. reg.name .. "'") > 0
+        end
+
+        it("gives the slot back when a registration is cut short by the request deadline", function()
+            srv = server.start {
+                config = { workers = 1, limits = { request_timeout_s = server.slow(3) },
+                           tenants = { max_provisioning = 1 } },
+                env = ENV,
+            }
+            local held = lock_tenants(server.slow(6))
+            local cut = post(srv, "/api/auth/register", church("cut"))
+            assert.equal(503, cut.status, cut.body)
+            assert.equal("service_unavailable", cut.json.error.code)
+            assert.truthy(srv:log_contains("the handler was still waiting at the request deadline"))
+            assert.same({}, srv:unexpected_errors { "request deadline exceeded" })
+            assert.truthy(server.wait_until(function() return not held() end, 15))
+            local body = church("uncut")
+            local res = post(srv, "/api/auth/register", body)
+            assert.equal(201, res.status, res.body)
+            assert.is_true(works(body, res))
+        end)
+
+        it("gives the slot back when the client leaves mid-registration", function()
+            srv = server.start { config = CONFIG, env = ENV }
+            local held = lock_tenants(4)
+            local sock = assert(http.raw(srv.port))
+            local body = cjson.encode(church("leaver"))
+            assert(sock:send("POST /api/auth/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                .. "Content-Length: " .. #body .. "\r\n\r\n" .. body))
+            assert.truthy(server.wait_until(waiting_for_lock, 10), "the registration never waited for the lock")
+            sock:close()
+            assert.truthy(server.wait_until(function() return not held() end, 15))
+            -- evhttp (libevent 2.1) does not read a connection whose request
+            -- runs, so it sees no close: the registration runs to its end
+            -- (were the close seen, the core would close the coroutine, which
+            -- closes the slot as at the deadline above)
+            assert.truthy(srv:wait_log('"route":"/api/auth/register","status":%d+', 15))
+            local after = church("stayer")
+            local res = post(srv, "/api/auth/register", after)
+            assert.equal(201, res.status, res.body)
+            assert.is_true(works(after, res))
+        end)
     end)
 
     describe("steeple tenants", function()

@@ -72,6 +72,62 @@ describe("auth settings", function()
             assert.equal(429, login(srv, { ["X-Forwarded-For"] = "198.51.100.77" }).status)
             srv:assert_stops_cleanly()
         end)
+
+        -- The statuses of logins from each forwarded address, in order.
+        local function statuses(srv, addresses)
+            local out = {}
+            for i, addr in ipairs(addresses) do out[i] = login(srv, { ["X-Forwarded-For"] = addr }).status end
+            return out
+        end
+
+        it("counts an IPv6 client by its /64, an IPv4-mapped one as the IPv4 client", function()
+            local srv = server.start {
+                config = { workers = 2, auth = { trusted_proxies = "127.0.0.1" } },
+                env = with { STEEPLE_AUTH_RATE_PER_MIN = "2" },
+            }
+            -- addresses of one /64 share the limit, however they are written
+            assert.same({ 401, 401, 429, 429 }, statuses(srv, {
+                "2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2:abcd::99", "2001:DB8:1:2:0:0:0:7" }))
+            -- the next /64 is another client
+            assert.same({ 401, 401, 429 }, statuses(srv, { "2001:db8:1:3::1", "2001:db8:1:3::2", "2001:db8:1:3::3" }))
+            -- IPv4, plain or mapped into IPv6, is one client per address
+            assert.same({ 401, 401, 429, 401 }, statuses(srv, {
+                "198.51.100.20", "::ffff:198.51.100.20", "::ffff:c633:6414", "198.51.100.21" }))
+            srv:assert_stops_cleanly()
+        end)
+
+        it("takes the IPv6 network's size from auth.ipv6_prefix", function()
+            local srv = server.start {
+                config = { workers = 2, auth = { trusted_proxies = "127.0.0.1", ipv6_prefix = 128 } },
+                env = with { STEEPLE_AUTH_RATE_PER_MIN = "1" },
+            }
+            assert.same({ 401, 401, 429 }, statuses(srv, { "2001:db8:9::1", "2001:db8:9::2", "2001:db8:9::1" }))
+            srv:assert_stops_cleanly()
+            srv = server.start {
+                config = { workers = 2, auth = { trusted_proxies = "127.0.0.1", ipv6_prefix = 48 } },
+                env = with { STEEPLE_AUTH_RATE_PER_MIN = "1" },
+            }
+            assert.same({ 401, 429, 401 }, statuses(srv, { "2001:db8:9:1::1", "2001:db8:9:ffff::1", "2001:db8:a::1" }))
+            srv:assert_stops_cleanly()
+        end)
+
+        it("limits a client that reaches the server over IPv6", function()
+            local srv = server.start {
+                config = { workers = 1, listen = "::1" }, env = with { STEEPLE_AUTH_RATE_PER_MIN = "2" }, wait = false,
+            }
+            local function login6()
+                local res = http.request { host = "::1", port = srv.port, method = "POST", path = "/api/auth/login",
+                    headers = { ["Content-Type"] = "application/json" }, timeout = 30,
+                    body = '{"email":"nobody@example.org","password":"whatever password"}' }
+                return res and res.status
+            end
+            assert.truthy(server.wait_until(function()
+                local res = http.request { host = "::1", port = srv.port, path = "/health", timeout = 1 }
+                return res and res.status == 200
+            end, 10))
+            assert.same({ 401, 401, 429 }, { login6(), login6(), login6() })
+            srv:assert_stops_cleanly()
+        end)
     end)
 
     describe("keys", function()

@@ -52,10 +52,10 @@ local EXPECTED_DEFAULTS = {
         template = "steeple_template",
     },
     tenants = { capacity = 100, idle_s = 1800, cache_ttl_s = 30, provisioning_timeout_s = 300,
-                janitor_interval_s = 60 },
+                max_provisioning = 4, janitor_interval_s = 60 },
     auth = {
         access_ttl_s = 900, refresh_ttl_s = 2592000, max_failures = 5, lock_initial_s = 30,
-        lock_max_s = 3600, rate_per_min = 60, argon2_memory_kib = 19456, argon2_iterations = 2,
+        lock_max_s = 3600, rate_per_min = 60, ipv6_prefix = 64, argon2_memory_kib = 19456, argon2_iterations = 2,
     },
     telnyx = { tolerance_s = 300, api_base = "https://api.telnyx.com", send_attempts = 5, timeout_ms = 10000,
                sweep_interval_s = 5 },
@@ -72,10 +72,12 @@ local DB_KEYS = {
 
 -- Keys after DB_KEYS, with whether they reload.
 local LATER_KEYS = {
-    { "tenants.provisioning_timeout_s", true }, { "tenants.janitor_interval_s", true },
+    { "tenants.provisioning_timeout_s", true }, { "tenants.max_provisioning", true },
+    { "tenants.janitor_interval_s", true },
     { "auth.jwt_secret", false }, { "auth.data_key", false }, { "auth.access_ttl_s", true },
     { "auth.refresh_ttl_s", true }, { "auth.max_failures", true }, { "auth.lock_initial_s", true },
-    { "auth.lock_max_s", true }, { "auth.rate_per_min", true }, { "auth.trusted_proxies", true },
+    { "auth.lock_max_s", true }, { "auth.rate_per_min", true }, { "auth.ipv6_prefix", true },
+    { "auth.trusted_proxies", true },
     { "auth.argon2_memory_kib", false }, { "auth.argon2_iterations", false },
     { "telnyx.public_key", false }, { "telnyx.tolerance_s", true }, { "telnyx.api_key", false },
     { "telnyx.api_base", false }, { "telnyx.send_attempts", true }, { "telnyx.timeout_ms", true },
@@ -127,7 +129,7 @@ describe("conf", function()
             for _, k in ipairs(LATER_NAMES) do expected[#expected + 1] = k end
             expected[#expected + 1] = "bench.plain_path"
             assert.same(expected, keys)
-            assert.equal(54, #conf.schema)
+            assert.equal(56, #conf.schema)
         end)
 
         it("looks entries up by key", function()
@@ -187,10 +189,10 @@ describe("conf", function()
                            idle_timeout_s = 5, breaker_failures = 2, breaker_open_s = 1.5,
                            migrations_dir = "m", template = "none" },
                     tenants = { capacity = 7, idle_s = 60, cache_ttl_s = 0, provisioning_timeout_s = 20,
-                                janitor_interval_s = 2 },
+                                max_provisioning = 2, janitor_interval_s = 2 },
                     auth = { jwt_secret = "0123456789abcdef0123456789abcdef", data_key = "]] .. SPEC_KEY .. [[",
                              access_ttl_s = 60, refresh_ttl_s = 120, max_failures = 3, lock_initial_s = 5,
-                             lock_max_s = 50, rate_per_min = 7, trusted_proxies = "10.0.0.1",
+                             lock_max_s = 50, rate_per_min = 7, ipv6_prefix = 56, trusted_proxies = "10.0.0.1",
                              argon2_memory_kib = 2048, argon2_iterations = 1 },
                     telnyx = { public_key = "]] .. SPEC_KEY .. [[", tolerance_s = 60, api_key = "k",
                                api_base = "http://127.0.0.1:9", send_attempts = 2, timeout_ms = 500,
@@ -211,10 +213,10 @@ describe("conf", function()
                        idle_timeout_s = 5, breaker_failures = 2, breaker_open_s = 1.5,
                        migrations_dir = "m", template = "none" },
                 tenants = { capacity = 7, idle_s = 60, cache_ttl_s = 0, provisioning_timeout_s = 20,
-                            janitor_interval_s = 2 },
+                            max_provisioning = 2, janitor_interval_s = 2 },
                 auth = { jwt_secret = "0123456789abcdef0123456789abcdef", data_key = SPEC_KEY,
                          access_ttl_s = 60, refresh_ttl_s = 120, max_failures = 3, lock_initial_s = 5,
-                         lock_max_s = 50, rate_per_min = 7, trusted_proxies = "10.0.0.1",
+                         lock_max_s = 50, rate_per_min = 7, ipv6_prefix = 56, trusted_proxies = "10.0.0.1",
                          argon2_memory_kib = 2048, argon2_iterations = 1 },
                 telnyx = { public_key = SPEC_KEY, tolerance_s = 60, api_key = "k", api_base = "http://127.0.0.1:9",
                            send_attempts = 2, timeout_ms = 500, sweep_interval_s = 1 },
@@ -384,6 +386,8 @@ describe("conf", function()
             { "limits.header_bytes", 1024, 1048576, "must be between 1024 and 1048576" },
             { "limits.max_connections", 1, 1000000, "must be between 1 and 1000000" },
             { "limits.json_max_depth", 1, 1000, "must be between 1 and 1000" },
+            { "tenants.max_provisioning", 1, 1000, "must be between 1 and 1000" },
+            { "auth.ipv6_prefix", 1, 128, "must be between 1 and 128" },
         }
 
         local function file_for(key, value)

@@ -68,6 +68,36 @@ describe("validate", function()
             fields { name = "Ab", email = "a@b.org", password = "pwd", role = "root" })
     end)
 
+    it("trims what %s matches, as the pattern ^%s*(.-)%s*$ does", function()
+        local pieces = { " ", "\t", "\n", "\r", "\v", "\f", "a", "b", "\0", "é" }
+        math.randomseed(20)
+        for _ = 1, 20000 do
+            local parts = {}
+            for j = 1, math.random(0, 10) do parts[j] = pieces[math.random(#pieces)] end
+            local s = table.concat(parts)
+            assert.equal(s:match("^%s*(.-)%s*$"), v.trim(s), string.format("%q", s))
+        end
+        assert.equal("a  b", v.trim("a" .. "  " .. "b"))
+        assert.equal("a" .. (" "):rep(1000000) .. "b", v.trim(" a" .. (" "):rep(1000000) .. "b\n"))
+    end)
+
+    it("refuses values longer than a rule allows before reading them", function()
+        local long = "a" .. (" "):rep(1024 * 1024) .. "b"
+        assert.same({ name = "must be 2 to 5 characters", email = "must be a valid email address",
+            password = "must be 3 to 4 characters", phone = "must be a phone number in E.164 form (+ and 8 to 15 digits)" },
+            fields { name = long, email = long .. "@b.org", password = long, phone = "+" .. ("1"):rep(1024 * 1024) })
+        -- white space around a value is trimmed, up to a bound
+        local padded = (" "):rep(500)
+        assert.same({ name = "Ab", email = "a@b.org", password = "pwd", role = "admin" },
+            signup:check { name = padded .. "Ab" .. padded, email = padded .. "a@b.org" .. padded, password = "pwd" })
+        assert.same({ name = "must be 2 to 5 characters" },
+            fields { name = (" "):rep(2000) .. "Ab", email = "a@b.org", password = "pwd" })
+        assert.same({ email = "must be a valid email address" },
+            fields { name = "Ab", email = (" "):rep(2000) .. "a@b.org", password = "pwd" })
+        -- 4 bytes a character: the longest text of max characters still fits
+        assert.is_table(signup:check { name = ("😀"):rep(5), email = "a@b.org", password = ("😀"):rep(4) })
+    end)
+
     it("raises validation_failed with the fields when called", function()
         local ok, e = pcall(signup, {})
         assert.is_false(ok)
