@@ -1,13 +1,21 @@
 -- Operations: liveness, readiness and metrics. Only /ready touches a database.
+-- /metrics answers only the client addresses of metrics.allow (the TCP peer,
+-- never X-Forwarded-For); any other gets 404, as for a path that does not exist.
 local metrics = require "steeple.metrics"
+local config = require "steeple.config"
 local db = require "db"
-local pcall = pcall
+local errors = require "errors"
+local netaddr = require "netaddr"
+local pcall, assert, error = pcall, assert, error
+
+local ALLOWED <const> = assert(netaddr.list(config.metrics.allow))
 
 local function health()
     return { status = 200, json = { status = "ok" } }
 end
 
-local function render_metrics()
+local function render_metrics(req)
+    if not ALLOWED:contains(req.remote) then errors.raise("not_found") end
     local text, err = metrics.render()
     if not text then error(err) end
     return {
