@@ -750,6 +750,35 @@ void pg_cluster_report(struct pg_cluster *cl)
     metrics_gauge("steeple_tenant_pools", "", cl->npools);
 }
 
+void pg_cluster_declare_metrics(struct pg_cluster *cl)
+{
+    static const struct {
+        const char *family, *help;
+        enum metric_kind kind;
+    } families[] = {
+        {"steeple_db_connections", "Database connections of each server, by state.", METRIC_GAUGE},
+        {"steeple_tenant_pools", "Tenant database pools open.", METRIC_GAUGE},
+        {"steeple_tenant_pool_evictions_total",
+         "Tenant database pools closed to stay within tenants.capacity or unused for tenants.idle_s.",
+         METRIC_COUNTER},
+        {"steeple_db_acquire_timeouts_total",
+         "Requests that waited db.acquire_timeout_ms for a connection in vain, by server.",
+         METRIC_COUNTER},
+        {"steeple_circuit_open", "1 while a server's circuit breaker fails requests fast.",
+         METRIC_GAUGE},
+    };
+    char labels[METRICS_LABELS_LEN];
+    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
+        if (metrics_describe(families[i].family, families[i].kind, families[i].help) != 0)
+            log_warn("metrics table full: %s not declared", families[i].family);
+    metrics_series("steeple_tenant_pool_evictions_total", "", "", METRIC_COUNTER);
+    for (struct pg_server *s = cl->servers; s; s = s->next) {
+        server_labels(labels, sizeof labels, s, NULL);
+        metrics_series("steeple_db_acquire_timeouts_total", "", labels, METRIC_COUNTER);
+    }
+    pg_cluster_report(cl);
+}
+
 static void on_sweep(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;

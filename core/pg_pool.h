@@ -98,5 +98,8 @@ struct pg_cluster *pg_pool_cluster(const struct pg_pool *p);
 
 /* Publishes connection and pool gauges to the metrics table. */
 void pg_cluster_report(struct pg_cluster *cl);
+/* Declares the database metric families and makes a series of each for
+ * every server (0 until counted), so that /metrics shows them from the start. */
+void pg_cluster_declare_metrics(struct pg_cluster *cl);
 
 #endif

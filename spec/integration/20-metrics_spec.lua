@@ -1,6 +1,7 @@
 -- GET /metrics: only allowed client addresses read it (by the TCP peer, never
--- X-Forwarded-For), and database servers appear under configured names (never
--- host:port) in well-formed Prometheus text.
+-- X-Forwarded-For), database servers appear under configured names (never
+-- host:port), and a first scrape of a fresh server already holds every
+-- family of API.md in well-formed Prometheus text.
 local server = require "support.server"
 local http = require "support.http"
 local pg = require "support.pg"
@@ -9,6 +10,22 @@ local socket = require "socket"
 
 local BASE_URL = assert(pg.BASE_URL, "DATABASE_URL must point at the test cluster")
 local PG_PORT = assert(BASE_URL:match("@[^/]*:(%d+)/"), "the test cluster's URL has no port")
+
+-- API.md, Operations: every family /metrics must hold; labelled ones carry
+-- the labels of their name.
+local FAMILIES <const> = {
+    { name = "steeple_http_requests_total", type = "counter", labelled = true },
+    { name = "steeple_http_request_duration_seconds", type = "histogram" },
+    { name = "steeple_db_connections", type = "gauge", labelled = true },
+    { name = "steeple_tenant_pools", type = "gauge" },
+    { name = "steeple_tenant_pool_evictions_total", type = "counter" },
+    { name = "steeple_db_acquire_timeouts_total", type = "counter", labelled = true },
+    { name = "steeple_circuit_open", type = "gauge", labelled = true },
+    { name = "steeple_webhooks_total", type = "counter", labelled = true },
+    { name = "steeple_spool_pending", type = "gauge" },
+    { name = "steeple_script_reloads_total", type = "counter", labelled = true },
+    { name = "steeple_login_failures_total", type = "counter" },
+}
 
 -- Prometheus text format 0.0.4, strictly ------------------------------------
 
@@ -184,6 +201,78 @@ local function assert_not_found(res)
 end
 
 -- Specs ----------------------------------------------------------------------
+
+describe("a first scrape of a fresh server", function()
+    local srv, res
+
+    setup(function()
+        -- main, and a second tenant server that nothing uses (it is never connected)
+        srv = server.start {
+            wait = false,
+            config = { workers = 2 },
+            env = { STEEPLE_TENANT_DATABASE_URLS = BASE_URL .. ",postgresql://steeple@127.0.0.1:1/postgres" },
+        }
+        -- the first request the server answers is this scrape: a refused connect is no request
+        server.wait_until(function()
+            res = http.request { port = srv.port, path = "/metrics", timeout = 5 }
+            return res ~= nil
+        end, 10)
+    end)
+
+    teardown(function()
+        if srv then srv:stop(5) end
+        server.cleanup()
+    end)
+
+    it("is well-formed Prometheus text", function()
+        assert.is_table(res, "the server never answered")
+        assert.equal(200, res.status)
+        assert.equal("text/plain; version=0.0.4", res.headers["content-type"])
+        local ok, err = pcall(parse_exposition, res.body)
+        assert(ok, tostring(err) .. "\n--- /metrics ---\n" .. res.body)
+    end)
+
+    it("holds every family of API.md with HELP and TYPE, and a zero sample where it has no labels", function()
+        local families = parse_exposition(res.body)
+        for _, want in ipairs(FAMILIES) do
+            local f = families[want.name]
+            assert(f, want.name .. " is missing\n--- /metrics ---\n" .. res.body)
+            assert.equal(want.type, f.type, want.name)
+            assert(f.help and #f.help > 0, want.name .. " has no HELP text")
+            if not want.labelled then
+                local name = want.type == "histogram" and want.name .. "_count" or want.name
+                assert.equal(0, sample(families, want.name, name, {}), want.name .. " has no zero sample")
+            end
+        end
+    end)
+
+    it("has zero samples for every configured server and the known label values", function()
+        local families = parse_exposition(res.body)
+        for _, name in ipairs({ "main", "tenant2" }) do
+            for _, state in ipairs({ "idle", "active", "connecting" }) do
+                assert.equal(0, sample(families, "steeple_db_connections", "steeple_db_connections",
+                    { server = name, state = state }), name .. " " .. state)
+            end
+            assert.equal(0, sample(families, "steeple_circuit_open", "steeple_circuit_open", { server = name }), name)
+            assert.equal(0, sample(families, "steeple_db_acquire_timeouts_total", "steeple_db_acquire_timeouts_total",
+                { server = name }), name)
+        end
+        for _, result in ipairs({ "ok", "error" }) do
+            assert.equal(0, sample(families, "steeple_script_reloads_total", "steeple_script_reloads_total",
+                { result = result }), result)
+        end
+        for _, result in ipairs({ "stored", "duplicate", "updated", "ignored", "unroutable",
+                                  "invalid_signature", "spooled", "spool_failed" }) do
+            assert.equal(0, sample(families, "steeple_webhooks_total", "steeple_webhooks_total",
+                { result = result }), result)
+        end
+        assert.same({}, addresses_in_labels(families))
+    end)
+
+    it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
+        srv:assert_stops_cleanly()
+    end)
+end)
 
 describe("who may read /metrics", function()
     local srv
