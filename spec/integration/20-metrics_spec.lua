@@ -342,7 +342,7 @@ describe("/metrics over IPv6", function()
             local res = metrics_v6()
             return res ~= nil and res.status == 200
         end, 10), "::1 was still refused after the reload")
-        assert.truthy(srv:log_contains("scripts reloaded"))
+        assert.truthy(srv:wait_log("scripts reloaded"))
         assert.same({}, srv:unexpected_errors())
     end)
 
