@@ -22,7 +22,8 @@ return {
     },
 
     db = {
-        -- url: DATABASE_URL (the registry); tenant_urls: STEEPLE_TENANT_DATABASE_URLS
+        -- url: DATABASE_URL (the registry); tenant_urls: STEEPLE_TENANT_DATABASE_URLS,
+        -- e.g. "east=postgresql://db-east/postgres,west=postgresql://db-west/postgres"
         pool_max = 4,             -- connections per database, per worker
         server_max_connections = 80, -- per server, over all databases and workers
         min_idle = 0,
@@ -65,6 +66,10 @@ return {
         send_attempts = 5,
         timeout_ms = 10000,
         sweep_interval_s = 5,     -- queued outbound messages looked for (0 = never)
+    },
+
+    metrics = {
+        allow = "127.0.0.0/8,::1", -- client addresses or CIDR blocks that may read /metrics
     },
 
     spool = {

@@ -46,6 +46,60 @@ static struct pg_settings settings_of(const struct config *cfg)
     return s;
 }
 
+/* Splits an entry of db.tenant_urls: "name=postgresql://..." gives its name
+ * (a lower-case letter, then lower-case letters, digits, _ or -, at most
+ * DB_SERVER_NAME_MAX bytes); anything else is a URL without a name (*name
+ * is NULL). Returns the URL, or NULL when the name is malformed. */
+static char *split_entry(char *entry, const char **name)
+{
+    char *eq = strchr(entry, '=');
+    *name = NULL;
+    if (eq == NULL || (strncmp(eq + 1, "postgresql://", 13) != 0 &&
+                       strncmp(eq + 1, "postgres://", 11) != 0))
+        return entry; /* a URL, or a "key=value ..." string: no name */
+    size_t n = (size_t)(eq - entry);
+    int ok = n > 0 && n <= DB_SERVER_NAME_MAX && entry[0] >= 'a' && entry[0] <= 'z' &&
+             strspn(entry, "abcdefghijklmnopqrstuvwxyz0123456789_-") == n;
+    *eq = '\0';
+    *name = entry;
+    return ok ? eq + 1 : NULL;
+}
+
+/* Adds the n-th entry (from 1) of db.tenant_urls. */
+static int add_tenant_server(struct pg_cluster *cl, char *entry, int n, const char *main_key,
+                             int cap, char *err, size_t errlen)
+{
+    const char *name;
+    char *url = split_entry(entry, &name);
+    char address[256], neutral[32];
+    if (url == NULL) {
+        snprintf(err, errlen, "STEEPLE_TENANT_DATABASE_URLS: entry %d: a server name is a-z, "
+                 "then a-z, 0-9, _ or -, at most %d characters", n, DB_SERVER_NAME_MAX);
+        return -1;
+    }
+    if (db_server_key(url, address, sizeof address) != 0) {
+        snprintf(err, errlen, "STEEPLE_TENANT_DATABASE_URLS: entry %d: the URL does not parse", n);
+        return -1;
+    }
+    if (strcmp(address, main_key) == 0) { /* the registry's server: main */
+        if (name && strcmp(name, "main") != 0) {
+            snprintf(err, errlen, "STEEPLE_TENANT_DATABASE_URLS: entry %d is DATABASE_URL's server, "
+                     "which is named main", n);
+            return -1;
+        }
+        return pg_cluster_hold_tenants(cl, "main");
+    }
+    snprintf(neutral, sizeof neutral, "tenant%d", n);
+    /* a named server is recorded by its name and still found by its address;
+     * an unnamed one is recorded by its address, as before names existed */
+    struct pg_server_names id = {.key = name ? name : address,
+                                 .alias = name ? address : NULL,
+                                 .name = name ? name : neutral};
+    if (pg_cluster_add_server(cl, &id, url, cap, err, errlen) != 0)
+        return -1;
+    return pg_cluster_hold_tenants(cl, id.key);
+}
+
 static int add_tenant_servers(struct pg_cluster *cl, const struct config *cfg, int cap,
                               char *err, size_t errlen)
 {
@@ -59,23 +113,12 @@ static int add_tenant_servers(struct pg_cluster *cl, const struct config *cfg, i
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    int rc = 0;
-    for (char *url = strtok_r(list, ",", &save); url && rc == 0; url = strtok_r(NULL, ",", &save)) {
-        while (*url == ' ')
-            url++;
-        char key[256];
-        if (*url == '\0')
-            continue;
-        if (db_server_key(url, key, sizeof key) != 0) {
-            snprintf(err, errlen, "STEEPLE_TENANT_DATABASE_URLS: a URL does not parse");
-            rc = -1;
-        } else if (strcmp(key, main_key) == 0) { /* main is already there */
-            rc = pg_cluster_hold_tenants(cl, "main");
-        } else {
-            rc = pg_cluster_add_server(cl, key, url, cap, err, errlen);
-            if (rc == 0)
-                rc = pg_cluster_hold_tenants(cl, key);
-        }
+    int rc = 0, n = 0;
+    for (char *entry = strtok_r(list, ",", &save); entry && rc == 0;
+         entry = strtok_r(NULL, ",", &save)) {
+        entry += strspn(entry, " ");
+        if (*entry != '\0')
+            rc = add_tenant_server(cl, entry, ++n, main_key, cap, err, errlen);
     }
     free(list);
     return rc;
@@ -96,7 +139,8 @@ struct pg_cluster *db_cluster_new(struct event_base *base, const struct config *
     int cap = cfg->db.server_max_connections / workers;
     if (cap < 1)
         cap = 1;
-    if (pg_cluster_add_server(cl, "main", cfg->db.url, cap, err, errlen) != 0 ||
+    struct pg_server_names main_id = {.key = "main"};
+    if (pg_cluster_add_server(cl, &main_id, cfg->db.url, cap, err, errlen) != 0 ||
         (cfg->db.tenant_urls[0] ? add_tenant_servers(cl, cfg, cap, err, errlen)
                                 : pg_cluster_hold_tenants(cl, "main")) != 0) {
         pg_cluster_free(cl);

@@ -1,13 +1,23 @@
 /* db_config.h — the database servers of the configuration, as a pg_cluster.
  *
  * The server named "main" is DATABASE_URL's (it holds the registry). Each
- * URL of STEEPLE_TENANT_DATABASE_URLS is a tenant server named "host:port"
- * (stable while the server keeps its address); without that list tenants
- * live on main. Free of Lua. */
+ * entry of STEEPLE_TENANT_DATABASE_URLS (db.tenant_urls) is a tenant server,
+ * "name=postgresql://..." or a URL alone; without that list tenants live on
+ * main. An entry on main's host:port is main.
+ *
+ * Names never show addresses: metrics and logs call a named server by its
+ * name and the n-th entry without one "tenant<n>". The registry records the
+ * key of a tenant's server: a named server's name (its "host:port" address,
+ * what registrations recorded before it had a name, finds it too), or an
+ * unnamed server's address, which stays put when the list is reordered as a
+ * "tenant<n>" would not. Free of Lua. */
 #ifndef STEEPLE_DB_CONFIG_H
 #define STEEPLE_DB_CONFIG_H
 
 #include "config.h"
+
+/* The longest server name of "name=URL". */
+#define DB_SERVER_NAME_MAX 32
 
 struct event_base;
 struct pg_cluster;

@@ -3,6 +3,8 @@
  *   db.registry()                  handle of the registry database
  *   db.pool(server, dbname)        handle of any database of a configured server
  *   db.servers([tenants_only])     server keys
+ *   db.server_key(key)             the key of the server `key` finds (a named
+ *                                  server is found by its address too), or nil
  *   db.maintenance(server)         handle of the database named in the server's URL
  *   h:query(sql, ...)              rows, count   (one pooled connection, then back)
  *   h:acquire()                    conn: a connection kept until conn:release()
@@ -806,6 +808,18 @@ static int l_servers(lua_State *L)
     return 1;
 }
 
+static int l_server_key(lua_State *L)
+{
+    const char *key = luaL_checkstring(L, 1);
+    struct worker *w = script_worker(L);
+    const char *found = w->cluster ? pg_cluster_server_key(w->cluster, key) : NULL;
+    if (found)
+        lua_pushstring(L, found);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
 static int l_bytea(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TSTRING);
@@ -933,7 +947,8 @@ static const luaL_Reg conn_methods[] = {
 };
 
 static const luaL_Reg funcs[] = {
-    {"registry", l_registry}, {"pool", l_pool}, {"servers", l_servers}, {"bytea", l_bytea},
+    {"registry", l_registry}, {"pool", l_pool}, {"servers", l_servers},
+    {"server_key", l_server_key}, {"bytea", l_bytea},
     {"create_database", l_create_database}, {"drop_database", l_drop_database},
     {"close_pool", l_close_pool}, {"maintenance", l_maintenance}, {"deadline", l_deadline},
     {NULL, NULL},

@@ -2,9 +2,15 @@
  *
  *   metrics.inc(name [, labels [, n]])   counter name{labels} += n (default 1)
  *   metrics.set(name, labels, value)     gauge name{labels} = value (this worker)
+ *   metrics.describe(name, kind, help [, label_sets])
+ *                                        declares a family ("counter" or "gauge"):
+ *                                        /metrics shows its HELP and TYPE from now
+ *                                        on, and a sample for each label set (nil:
+ *                                        one without labels), 0 until counted
  *   metrics.render()                     the Prometheus text of every worker
  *
- * labels is a table of string keys and string/number values, or nil. */
+ * labels is a table of string keys and string/number values, or nil.
+ * describe never changes a value, so it may run again on every reload. */
 #include "lmod.h"
 #include "metrics.h"
 
@@ -67,6 +73,31 @@ static int l_set(lua_State *L)
     return 0;
 }
 
+static int l_describe(lua_State *L)
+{
+    static const char *const kinds[] = {"counter", "gauge", NULL};
+    static const enum metric_kind kind_of[] = {METRIC_COUNTER, METRIC_GAUGE};
+    const char *name = luaL_checkstring(L, 1);
+    enum metric_kind kind = kind_of[luaL_checkoption(L, 2, NULL, kinds)];
+    const char *help = luaL_checkstring(L, 3);
+    char labels[METRICS_LABELS_LEN];
+    if (metrics_describe(name, kind, help) != 0)
+        return luaL_error(L, "cannot declare metric %s (table full or text too long)", name);
+    if (lua_isnoneornil(L, 4)) {
+        metrics_series(name, "", "", kind);
+        return 0;
+    }
+    luaL_checktype(L, 4, LUA_TTABLE);
+    lua_Integer n = luaL_len(L, 4);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, 4, i); /* set */
+        label_text(L, lua_absindex(L, -1), labels, sizeof labels);
+        lua_pop(L, 1);
+        metrics_series(name, "", labels, kind);
+    }
+    return 0;
+}
+
 /* A box owning the rendered C text, so an error while copying it into Lua
  * cannot leak it: its __gc frees whatever it still holds. */
 static int box_gc(lua_State *L)
@@ -100,7 +131,8 @@ static int l_render(lua_State *L)
 }
 
 static const luaL_Reg funcs[] = {
-    {"inc", l_inc}, {"set", l_set}, {"render", l_render}, {NULL, NULL},
+    {"inc", l_inc}, {"set", l_set}, {"describe", l_describe}, {"render", l_render},
+    {NULL, NULL},
 };
 
 int luaopen_steeple_metrics(lua_State *L)

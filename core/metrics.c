@@ -18,9 +18,17 @@ struct series {
     char labels[METRICS_LABELS_LEN];
 };
 
+struct family {
+    int state; /* SLOT_*, accessed atomically */
+    int kind;  /* enum metric_kind */
+    char name[METRICS_FAMILY_LEN];
+    char help[METRICS_HELP_LEN];
+};
+
 struct region {
     uint32_t next_seq;
     int workers;
+    struct family families[METRICS_MAX_FAMILIES];
     struct series series[METRICS_MAX_SERIES];
     int64_t values[]; /* workers rows of METRICS_MAX_SERIES */
 };
@@ -82,6 +90,38 @@ static int same_key(const struct series *s, const char *family, const char *suff
 {
     return strcmp(s->family, family) == 0 && strcmp(s->suffix, suffix) == 0 &&
            strcmp(s->labels, labels) == 0;
+}
+
+int metrics_describe(const char *family, enum metric_kind kind, const char *help)
+{
+    if (strlen(family) >= METRICS_FAMILY_LEN || strlen(help) >= METRICS_HELP_LEN)
+        return -1;
+    if (region == NULL) /* no metrics in this process (commands, the master's checks) */
+        return 0;
+    uint32_t start = hash_key(family, "", "") % METRICS_MAX_FAMILIES;
+    for (uint32_t probe = 0; probe < METRICS_MAX_FAMILIES; probe++) {
+        struct family *f = &region->families[(start + probe) % METRICS_MAX_FAMILIES];
+        int state = __atomic_load_n(&f->state, __ATOMIC_ACQUIRE);
+        if (state == SLOT_EMPTY) {
+            int expected = SLOT_EMPTY;
+            if (__atomic_compare_exchange_n(&f->state, &expected, SLOT_CLAIMING, 0,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+                f->kind = kind;
+                snprintf(f->name, sizeof f->name, "%s", family);
+                snprintf(f->help, sizeof f->help, "%s", help);
+                __atomic_store_n(&f->state, SLOT_READY, __ATOMIC_RELEASE);
+                return 0;
+            }
+            state = expected;
+        }
+        while (state == SLOT_CLAIMING) { /* another process is filling it in */
+            sched_yield();
+            state = __atomic_load_n(&f->state, __ATOMIC_ACQUIRE);
+        }
+        if (strcmp(f->name, family) == 0)
+            return 0;
+    }
+    return -1;
 }
 
 int metrics_series(const char *family, const char *suffix, const char *labels,
@@ -196,6 +236,11 @@ static int by_family_then_seq(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(region->families[*(const int *)a].name, region->families[*(const int *)b].name);
+}
+
 static const char *kind_name(int kind)
 {
     switch (kind) {
@@ -206,40 +251,83 @@ static const char *kind_name(int kind)
     }
 }
 
+static int is_ready(const int *state)
+{
+    return __atomic_load_n(state, __ATOMIC_ACQUIRE) == SLOT_READY;
+}
+
+/* "# HELP family text", the text escaped as the format asks. */
+static void write_help(FILE *out, const struct family *f)
+{
+    fprintf(out, "# HELP %s ", f->name);
+    for (const char *c = f->help; *c; c++) {
+        if (*c == '\\')
+            fputs("\\\\", out);
+        else if (*c == '\n')
+            fputs("\\n", out);
+        else
+            fputc(*c, out);
+    }
+    fputc('\n', out);
+}
+
+/* One sample line: the series summed over every worker's row. */
+static void write_sample(FILE *out, int i)
+{
+    const struct series *s = &region->series[i];
+    int64_t total = 0;
+    for (int w = 0; w < region->workers; w++)
+        total += __atomic_load_n(&region->values[(size_t)w * METRICS_MAX_SERIES + i],
+                                 __ATOMIC_RELAXED);
+    fprintf(out, "%s%s", s->family, s->suffix);
+    if (s->labels[0])
+        fprintf(out, "{%s}", s->labels);
+    if (strcmp(s->suffix, "_sum") == 0)
+        fprintf(out, " %.6f\n", (double)total / 1e6);
+    else
+        fprintf(out, " %lld\n", (long long)total);
+}
+
+/* Writes every family in name order: HELP (when declared), TYPE, then its
+ * series. A declared family without series still gets HELP and TYPE. */
+static void write_families(FILE *out, const int *idx, int n, const int *fam, int nf)
+{
+    int k = 0, j = 0;
+    while (k < n || j < nf) {
+        const struct series *s = k < n ? &region->series[idx[k]] : NULL;
+        const struct family *f = j < nf ? &region->families[fam[j]] : NULL;
+        int c = s == NULL ? 1 : f == NULL ? -1 : strcmp(s->family, f->name);
+        const char *name = c <= 0 ? s->family : f->name;
+        int kind = c >= 0 ? f->kind : s->kind; /* the declared type wins */
+        if (c >= 0) {
+            write_help(out, f);
+            j++;
+        }
+        fprintf(out, "# TYPE %s %s\n", name, kind_name(kind));
+        for (; k < n && strcmp(region->series[idx[k]].family, name) == 0; k++)
+            write_sample(out, idx[k]);
+    }
+}
+
 char *metrics_render(size_t *len)
 {
     if (region == NULL)
         return NULL;
-    int idx[METRICS_MAX_SERIES], n = 0;
+    int idx[METRICS_MAX_SERIES], fam[METRICS_MAX_FAMILIES], n = 0, nf = 0;
     for (int i = 0; i < METRICS_MAX_SERIES; i++)
-        if (__atomic_load_n(&region->series[i].state, __ATOMIC_ACQUIRE) == SLOT_READY)
+        if (is_ready(&region->series[i].state))
             idx[n++] = i;
+    for (int i = 0; i < METRICS_MAX_FAMILIES; i++)
+        if (is_ready(&region->families[i].state))
+            fam[nf++] = i;
     qsort(idx, (size_t)n, sizeof idx[0], by_family_then_seq);
-
+    qsort(fam, (size_t)nf, sizeof fam[0], by_name);
     char *buf = NULL;
     size_t size = 0;
     FILE *out = open_memstream(&buf, &size);
     if (out == NULL)
         return NULL;
-    const char *family = "";
-    for (int k = 0; k < n; k++) {
-        const struct series *s = &region->series[idx[k]];
-        if (strcmp(s->family, family) != 0) {
-            family = s->family;
-            fprintf(out, "# TYPE %s %s\n", family, kind_name(s->kind));
-        }
-        int64_t total = 0;
-        for (int w = 0; w < region->workers; w++)
-            total += __atomic_load_n(&region->values[(size_t)w * METRICS_MAX_SERIES + idx[k]],
-                                     __ATOMIC_RELAXED);
-        fprintf(out, "%s%s", s->family, s->suffix);
-        if (s->labels[0])
-            fprintf(out, "{%s}", s->labels);
-        if (strcmp(s->suffix, "_sum") == 0)
-            fprintf(out, " %.6f\n", (double)total / 1e6);
-        else
-            fprintf(out, " %lld\n", (long long)total);
-    }
+    write_families(out, idx, n, fam, nf);
     if (fclose(out) != 0) {
         free(buf);
         return NULL;

@@ -14,7 +14,9 @@
 enum metric_kind { METRIC_COUNTER = 1, METRIC_GAUGE, METRIC_HISTOGRAM };
 
 #define METRICS_MAX_SERIES 2048
+#define METRICS_MAX_FAMILIES 128
 #define METRICS_FAMILY_LEN 64
+#define METRICS_HELP_LEN 160
 #define METRICS_LABELS_LEN 192
 #define METRICS_BUCKETS 12
 
@@ -25,8 +27,15 @@ void metrics_attach_worker(int worker);
 /* Unmaps the region (tests, shutdown). */
 void metrics_shutdown(void);
 
-/* Finds or creates a series; labels is the Prometheus label text without
- * braces ("" for none), already escaped. Returns an index >= 0, or -1 when the
+/* Declares a family: render() writes its HELP and TYPE lines from then on,
+ * before it has any sample. Declaring it again changes nothing (the first
+ * declaration wins). Returns 0 (also where metrics_init() has not run), or
+ * -1 when the family table is full or the name or help text is too long. */
+int metrics_describe(const char *family, enum metric_kind kind, const char *help);
+
+/* Finds or creates a series (a new one reads 0; finding one never changes
+ * it); labels is the Prometheus label text without braces ("" for none),
+ * already escaped. Returns an index >= 0, or -1 when the
  * table is full or the names are too long (the update is then dropped). */
 int metrics_series(const char *family, const char *suffix, const char *labels,
                    enum metric_kind kind);
@@ -53,7 +62,9 @@ void metrics_gauge(const char *family, const char *labels, int64_t value);
 void metrics_escape_label(char *dst, size_t cap, const char *s);
 
 /* Renders the exposition text into a malloc'd buffer (caller frees) and sets
- * *len; returns NULL on allocation failure. */
+ * *len; returns NULL on allocation failure. Families come in name order, each
+ * with its HELP (when declared) and TYPE lines, then its series in creation
+ * order. */
 char *metrics_render(size_t *len) __attribute__((warn_unused_result));
 
 #endif

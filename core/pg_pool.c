@@ -36,7 +36,9 @@ struct pg_waiter {
 };
 
 struct pg_server {
-    char key[96];
+    char key[96];    /* what the registry records and db.pool() takes */
+    char alias[96];  /* "" or a second key that finds it (see pg_server_names) */
+    char name[64];   /* its name in metrics and logs */
     char dbname[64]; /* the database of the URL */
     char **kw, **val; /* libpq keywords with slots for dbname and options */
     int dbname_slot;
@@ -158,16 +160,25 @@ static void serve_waiters(struct pg_pool *p)
     }
 }
 
+/* The label text server="<name>"[,state="<state>"] of a server's series. */
+static void server_labels(char *out, size_t cap, const struct pg_server *s, const char *state)
+{
+    char esc[sizeof s->name * 2];
+    metrics_escape_label(esc, sizeof esc, s->name);
+    if (state)
+        snprintf(out, cap, "server=\"%s\",state=\"%s\"", esc, state);
+    else
+        snprintf(out, cap, "server=\"%s\"", esc);
+}
+
 static void on_wait_timeout(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct pg_waiter *w = arg;
-    char labels[160];
-    metrics_escape_label(labels, sizeof labels, w->pool->server->key);
-    char full[200];
-    snprintf(full, sizeof full, "server=\"%s\"", labels);
-    metrics_count("steeple_db_acquire_timeouts_total", full, 1);
+    char labels[METRICS_LABELS_LEN];
+    server_labels(labels, sizeof labels, w->pool->server, NULL);
+    metrics_count("steeple_db_acquire_timeouts_total", labels, 1);
     finish_waiter(w, NULL, "timed out waiting for a database connection", 1.0);
 }
 
@@ -195,7 +206,7 @@ static void breaker_result(struct pg_server *srv, const struct pg_settings *s, i
 {
     if (ok) {
         if (srv->failures >= s->breaker_failures)
-            log_info("database server %s answers again; breaker closed", srv->key);
+            log_info("database server %s answers again; breaker closed", srv->name);
         srv->failures = 0;
         srv->probing = 0;
         return;
@@ -204,7 +215,7 @@ static void breaker_result(struct pg_server *srv, const struct pg_settings *s, i
     srv->probing = 0;
     if (srv->failures >= s->breaker_failures) {
         srv->open_until = clock_mono() + s->breaker_open_s;
-        log_warn("database server %s unavailable (%s); failing fast for %.0f s", srv->key, err,
+        log_warn("database server %s unavailable (%s); failing fast for %.0f s", srv->name, err,
                  s->breaker_open_s);
     }
 }
@@ -246,7 +257,7 @@ static void on_connected(struct pg_conn *c, int ok, const char *err, void *arg)
     else
         srv->probing = 0;
     if (!ok) {
-        log_warn("cannot connect to %s/%s: %s", srv->key, p->dbname, err);
+        log_warn("cannot connect to %s/%s: %s", srv->name, p->dbname, err);
         close_pc(pc);
         if (p->lists[PC_CONNECTING].n == 0) {
             double retry = srv->failures >= p->cl->s.breaker_failures ? p->cl->s.breaker_open_s : 1.0;
@@ -384,10 +395,11 @@ static void enforce_capacity(struct pg_cluster *cl)
     }
 }
 
+/* The server whose key or alias is `key`, or NULL. */
 static struct pg_server *find_server(const struct pg_cluster *cl, const char *key)
 {
     for (struct pg_server *s = cl->servers; s; s = s->next)
-        if (strcmp(s->key, key) == 0)
+        if (strcmp(s->key, key) == 0 || (s->alias[0] && strcmp(s->alias, key) == 0))
             return s;
     return NULL;
 }
@@ -404,8 +416,13 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 struct pg_pool *pg_cluster_pool(struct pg_cluster *cl, const char *server, const char *dbname,
                                 char *err, size_t errlen)
 {
+    struct pg_server *srv = find_server(cl, server);
+    if (srv == NULL) {
+        snprintf(err, errlen, "unknown database server '%s'", server);
+        return NULL;
+    }
     for (struct pg_pool *p = cl->pools; p; p = p->next) {
-        if (!p->retired && strcmp(p->dbname, dbname) == 0 && strcmp(p->server->key, server) == 0) {
+        if (!p->retired && p->server == srv && strcmp(p->dbname, dbname) == 0) {
             if (p != cl->pools) {
                 lru_unlink(cl, p);
                 lru_push_front(cl, p);
@@ -413,11 +430,6 @@ struct pg_pool *pg_cluster_pool(struct pg_cluster *cl, const char *server, const
             p->last_used = clock_mono();
             return p;
         }
-    }
-    struct pg_server *srv = find_server(cl, server);
-    if (srv == NULL) {
-        snprintf(err, errlen, "unknown database server '%s'", server);
-        return NULL;
     }
     if (strlen(dbname) >= sizeof ((struct pg_pool *)0)->dbname) {
         snprintf(err, errlen, "database name too long");
@@ -441,9 +453,10 @@ struct pg_pool *pg_cluster_pool(struct pg_cluster *cl, const char *server, const
 
 void pg_cluster_close_database(struct pg_cluster *cl, const char *server, const char *dbname)
 {
-    for (struct pg_pool *p = cl->pools, *next; p; p = next) {
+    struct pg_server *srv = find_server(cl, server);
+    for (struct pg_pool *p = cl->pools, *next; p && srv; p = next) {
         next = p->next;
-        if (!p->retired && strcmp(p->dbname, dbname) == 0 && strcmp(p->server->key, server) == 0) {
+        if (!p->retired && p->server == srv && strcmp(p->dbname, dbname) == 0) {
             fail_waiters(p, "the database is being closed", 1.0);
             retire(p);
         }
@@ -467,7 +480,7 @@ struct pg_waiter *pg_pool_wait(struct pg_pool *p, double max_wait_s, pg_acquire_
     *retry_after = 0;
     if (p->lists[PC_IDLE].n == 0 && p->lists[PC_CONNECTING].n == 0 &&
         !breaker_allows(p->server, &cl->s, retry_after)) {
-        snprintf(err, errlen, "database server %s is unavailable", p->server->key);
+        snprintf(err, errlen, "database server %s is unavailable", p->server->name);
         return NULL;
     }
     struct pg_waiter *w = calloc(1, sizeof *w);
@@ -574,7 +587,7 @@ static int parse_server(struct pg_server *s, const char *url, const char *option
     char *perr = NULL;
     PQconninfoOption *opts = PQconninfoParse(url, &perr);
     if (opts == NULL) {
-        snprintf(err, errlen, "bad database URL for %s: %s", s->key, perr ? perr : "out of memory");
+        snprintf(err, errlen, "bad database URL for %s: %s", s->name, perr ? perr : "out of memory");
         PQfreemem(perr);
         return -1;
     }
@@ -617,19 +630,40 @@ oom:
     return -1;
 }
 
-int pg_cluster_add_server(struct pg_cluster *cl, const char *key, const char *url, int cap,
-                          char *err, size_t errlen)
+/* Refuses names that another server has, or that do not fit. */
+static int names_free(const struct pg_cluster *cl, const struct pg_server_names *id, char *err,
+                      size_t errlen)
 {
-    if (find_server(cl, key)) {
-        snprintf(err, errlen, "database server '%s' is configured twice", key);
-        return -1;
+    const char *name = id->name ? id->name : id->key;
+    if (strlen(id->key) >= sizeof cl->servers->key || strlen(name) >= sizeof cl->servers->name ||
+        (id->alias && strlen(id->alias) >= sizeof cl->servers->alias)) {
+        snprintf(err, errlen, "database server name too long: '%s'", name);
+        return 0;
     }
+    const char *taken = find_server(cl, id->key) ? id->key
+                        : id->alias && find_server(cl, id->alias) ? id->alias
+                                                                   : NULL;
+    for (const struct pg_server *s = cl->servers; s && taken == NULL; s = s->next)
+        if (strcmp(s->name, name) == 0)
+            taken = name;
+    if (taken)
+        snprintf(err, errlen, "database server '%s' is configured twice", taken);
+    return taken == NULL;
+}
+
+int pg_cluster_add_server(struct pg_cluster *cl, const struct pg_server_names *id,
+                          const char *url, int cap, char *err, size_t errlen)
+{
+    if (!names_free(cl, id, err, errlen))
+        return -1;
     struct pg_server *s = calloc(1, sizeof *s);
     if (s == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    snprintf(s->key, sizeof s->key, "%s", key);
+    snprintf(s->key, sizeof s->key, "%s", id->key);
+    snprintf(s->alias, sizeof s->alias, "%s", id->alias ? id->alias : "");
+    snprintf(s->name, sizeof s->name, "%s", id->name ? id->name : id->key);
     s->cap = cap > 0 ? cap : 1;
     if (parse_server(s, url, cl->options, err, errlen) != 0) {
         free_server(s);
@@ -640,6 +674,12 @@ int pg_cluster_add_server(struct pg_cluster *cl, const char *key, const char *ur
         tail = &(*tail)->next;
     *tail = s;
     return 0;
+}
+
+const char *pg_cluster_server_key(const struct pg_cluster *cl, const char *key)
+{
+    struct pg_server *s = find_server(cl, key);
+    return s ? s->key : NULL;
 }
 
 const char *pg_cluster_server_dbname(const struct pg_cluster *cl, const char *key)
@@ -692,23 +732,51 @@ static void sweep(struct pg_cluster *cl)
 
 void pg_cluster_report(struct pg_cluster *cl)
 {
-    static const char *const names[] = {"connecting", "idle", "active"};
+    static const char *const states[] = {"connecting", "idle", "active"};
+    char labels[METRICS_LABELS_LEN];
     for (struct pg_server *s = cl->servers; s; s = s->next) {
         int counts[3] = {0, 0, 0};
         for (struct pg_pool *p = cl->pools; p; p = p->next)
             if (p->server == s)
                 for (int st = 0; st < 3; st++)
                     counts[st] += p->lists[st].n;
-        char esc[160], labels[METRICS_LABELS_LEN];
-        metrics_escape_label(esc, sizeof esc, s->key);
         for (int st = 0; st < 3; st++) {
-            snprintf(labels, sizeof labels, "server=\"%s\",state=\"%s\"", esc, names[st]);
+            server_labels(labels, sizeof labels, s, states[st]);
             metrics_gauge("steeple_db_connections", labels, counts[st]);
         }
-        snprintf(labels, sizeof labels, "server=\"%s\"", esc);
+        server_labels(labels, sizeof labels, s, NULL);
         metrics_gauge("steeple_circuit_open", labels, clock_mono() < s->open_until);
     }
     metrics_gauge("steeple_tenant_pools", "", cl->npools);
+}
+
+void pg_cluster_declare_metrics(struct pg_cluster *cl)
+{
+    static const struct {
+        const char *family, *help;
+        enum metric_kind kind;
+    } families[] = {
+        {"steeple_db_connections", "Database connections of each server, by state.", METRIC_GAUGE},
+        {"steeple_tenant_pools", "Tenant database pools open.", METRIC_GAUGE},
+        {"steeple_tenant_pool_evictions_total",
+         "Tenant database pools closed to stay within tenants.capacity or unused for tenants.idle_s.",
+         METRIC_COUNTER},
+        {"steeple_db_acquire_timeouts_total",
+         "Requests that waited db.acquire_timeout_ms for a connection in vain, by server.",
+         METRIC_COUNTER},
+        {"steeple_circuit_open", "1 while a server's circuit breaker fails requests fast.",
+         METRIC_GAUGE},
+    };
+    char labels[METRICS_LABELS_LEN];
+    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
+        if (metrics_describe(families[i].family, families[i].kind, families[i].help) != 0)
+            log_warn("metrics table full: %s not declared", families[i].family);
+    metrics_series("steeple_tenant_pool_evictions_total", "", "", METRIC_COUNTER);
+    for (struct pg_server *s = cl->servers; s; s = s->next) {
+        server_labels(labels, sizeof labels, s, NULL);
+        metrics_series("steeple_db_acquire_timeouts_total", "", labels, METRIC_COUNTER);
+    }
+    pg_cluster_report(cl);
 }
 
 static void on_sweep(evutil_socket_t fd, short what, void *arg)

@@ -38,10 +38,22 @@ struct pg_cluster *pg_cluster_new(struct event_base *base, const struct pg_setti
 /* Closes every connection (queries in flight are abandoned) and frees. */
 void pg_cluster_free(struct pg_cluster *cl);
 
+/* How a server is known. `key` is what the registry records and what
+ * pg_cluster_pool() and the other calls take; `alias` (NULL: none) finds the
+ * server too (the address that registrations recorded before it was given a
+ * name); `name` (NULL: the key) is how metrics and logs call it. */
+struct pg_server_names {
+    const char *key, *alias, *name;
+};
+
 /* Adds a server from a libpq URL or keyword string; `cap` is this worker's
- * share of its connection limit. Returns 0, or -1 with a message. */
-int pg_cluster_add_server(struct pg_cluster *cl, const char *key, const char *url, int cap,
-                          char *err, size_t errlen) __attribute__((warn_unused_result));
+ * share of its connection limit. Returns 0, or -1 with a message (a key,
+ * alias or name that another server has is refused). */
+int pg_cluster_add_server(struct pg_cluster *cl, const struct pg_server_names *id,
+                          const char *url, int cap, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+/* The key of the server that `key` finds (by its key or its alias), or NULL. */
+const char *pg_cluster_server_key(const struct pg_cluster *cl, const char *key);
 /* The database named in a server's URL (the registry, or the maintenance
  * database of a tenant server), or NULL for an unknown key. */
 const char *pg_cluster_server_dbname(const struct pg_cluster *cl, const char *key);
@@ -86,5 +98,8 @@ struct pg_cluster *pg_pool_cluster(const struct pg_pool *p);
 
 /* Publishes connection and pool gauges to the metrics table. */
 void pg_cluster_report(struct pg_cluster *cl);
+/* Declares the database metric families and makes a series of each for
+ * every server (0 until counted), so that /metrics shows them from the start. */
+void pg_cluster_declare_metrics(struct pg_cluster *cl);
 
 #endif

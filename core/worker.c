@@ -286,6 +286,24 @@ static void teardown(struct worker *w)
     event_base_free(w->base);
 }
 
+/* Declares the families the core counts for HTTP and reloads (the database
+ * ones: pg_cluster_declare_metrics; the scripts declare their own), so that
+ * the first scrape shows them. */
+static void declare_metrics(struct worker *w)
+{
+    if (metrics_describe("steeple_http_requests_total", METRIC_COUNTER,
+                         "HTTP requests answered, by route pattern and status.") != 0 ||
+        metrics_describe("steeple_http_request_duration_seconds", METRIC_HISTOGRAM,
+                         "Time from a request's arrival to its answer.") != 0 ||
+        metrics_describe("steeple_script_reloads_total", METRIC_COUNTER,
+                         "Script reloads (SIGHUP), by result.") != 0 ||
+        metrics_histogram_init(&w->request_seconds, "steeple_http_request_duration_seconds", "") !=
+            0)
+        log_warn("metrics table full: some HTTP metrics are not recorded");
+    metrics_count("steeple_script_reloads_total", "result=\"ok\"", 0);
+    metrics_count("steeple_script_reloads_total", "result=\"error\"", 0);
+}
+
 int worker_main(int index, const struct config *cfg, const char *lua_dir,
                 const char *config_path)
 {
@@ -298,10 +316,7 @@ int worker_main(int index, const struct config *cfg, const char *lua_dir,
     log_set_worker(index);
     http_request_ids_init();
     metrics_attach_worker(index);
-    metrics_count("steeple_script_reloads_total", "result=\"ok\"", 0);
-    metrics_count("steeple_script_reloads_total", "result=\"error\"", 0);
-    if (metrics_histogram_init(&w.request_seconds, "steeple_http_request_duration_seconds", "") != 0)
-        log_warn("metrics table full: request durations not recorded");
+    declare_metrics(&w);
 
     int fd = worker_listen_socket(cfg->listen, cfg->port, err, sizeof err);
     w.base = fd >= 0 ? event_base_new() : NULL;
@@ -319,6 +334,7 @@ int worker_main(int index, const struct config *cfg, const char *lua_dir,
             teardown(&w);
         return 2;
     }
+    pg_cluster_declare_metrics(w.cluster);
     log_info("worker %d serving on %s:%d", index, cfg->listen, cfg->port);
     event_base_dispatch(w.base);
     teardown(&w);

@@ -12,12 +12,36 @@ local sub, format, match, rep = string.sub, string.format, string.match, string.
 local concat, sort = table.concat, table.sort
 local tointeger, math_type = math.tointeger, math.type
 local os_getenv = os.getenv
+local netaddr = require "netaddr"
 
 local M = {}
 
+-- db.tenant_urls: every "name=postgresql://..." entry has a well-formed
+-- name, used once (core/db_config.c reads the list).
+local function check_tenant_urls(v)
+    local seen = {}
+    for entry in v:gmatch("[^,]+") do
+        local name, url = match(entry, "^ *([^=]*)=(.*)$")
+        if name and (sub(url, 1, 13) == "postgresql://" or sub(url, 1, 11) == "postgres://") then
+            if not match(name, "^%l[%l%d_%-]*$") or #name > 32 then
+                return format("'%s' is not a server name (a-z, then a-z, 0-9, _ or -; at most 32)", name)
+            end
+            if seen[name] then return format("the server name '%s' is used twice", name) end
+            seen[name] = true
+        end
+    end
+    return nil
+end
+
+local function check_allow_list(v)
+    local _, err = netaddr.list(v)
+    return err
+end
+
 -- The schema, in documentation order. Fields: key (dotted), type ("string",
 -- "integer" or "number"), default, optional (may be absent), min/max
--- (min_exclusive: min itself is not allowed), enum, nonempty, prefix, env
+-- (min_exclusive: min itself is not allowed), enum, nonempty, prefix, check
+-- (a function of the value returning an error message or nil), env
 -- (overriding environment variable), reloadable, doc.
 local SCHEMA = {
     { key = "env", type = "string", default = "development", enum = { "development", "production" },
@@ -53,9 +77,9 @@ local SCHEMA = {
     { key = "db.url", type = "string", optional = true, nonempty = true,
       env = "DATABASE_URL", reloadable = false,
       doc = "PostgreSQL URL of the registry database, on the server named main" },
-    { key = "db.tenant_urls", type = "string", optional = true, nonempty = true,
+    { key = "db.tenant_urls", type = "string", optional = true, nonempty = true, check = check_tenant_urls,
       env = "STEEPLE_TENANT_DATABASE_URLS", reloadable = false,
-      doc = "comma-separated URLs of the servers that hold tenant databases (default: main)" },
+      doc = "comma-separated URLs (name=URL to name one) of the servers that hold tenant databases (default: main)" },
     { key = "db.pool_max", type = "integer", default = 4, min = 1, max = 1000,
       reloadable = false, doc = "connections per database, per worker" },
     { key = "db.server_max_connections", type = "integer", default = 80, min = 1, max = 100000,
@@ -135,6 +159,9 @@ local SCHEMA = {
       reloadable = true, doc = "one call to the Telnyx API, connect included" },
     { key = "telnyx.sweep_interval_s", type = "number", default = 5, min = 0, max = 3600,
       reloadable = true, doc = "how often queued outbound messages are looked for, after a restart too (0: never)" },
+    { key = "metrics.allow", type = "string", default = "127.0.0.0/8,::1", nonempty = true,
+      check = check_allow_list, reloadable = true,
+      doc = "comma-separated client addresses or CIDR blocks (IPv4, IPv6) that may read /metrics" },
     { key = "spool.dir", type = "string", default = "var/spool", nonempty = true,
       env = "STEEPLE_SPOOL_DIR", reloadable = false, doc = "directory of the durable webhook spool" },
     { key = "spool.after_ms", type = "integer", default = 1000, min = 10, max = 60000,
@@ -281,6 +308,7 @@ local function check_string(entry, v)
     if entry.charset and match(v, "^" .. entry.charset .. "*$") == nil then
         return "contains characters that are not allowed"
     end
+    if entry.check then return entry.check(v) end
     return nil
 end
 

@@ -1,6 +1,7 @@
 -- Database helpers over the core's steeple.db: transactions, error tests.
 --
---   db.registry(), db.pool(server, dbname), db.servers(tenants_only), db.null, db.bytea
+--   db.registry(), db.pool(server, dbname), db.servers(tenants_only), db.server_key(key),
+--   db.null, db.bytea
 --       as in steeple.db
 --   db.transaction(handle, function(tx) ... end)
 --       runs the function with a pinned connection inside BEGIN/COMMIT; any
@@ -23,6 +24,7 @@ local M = {
     registry = core.registry,
     pool = core.pool,
     servers = core.servers,
+    server_key = core.server_key,
     null = core.null,
     bytea = core.bytea,
     maintenance = core.maintenance,

@@ -25,6 +25,9 @@ local pcall, type = pcall, type
 
 local M = {}
 
+metrics.describe("steeple_spool_pending", "gauge", "Webhooks in the spool, waiting to be applied.")
+metrics.describe("steeple_lua_heap_bytes", "gauge", "Memory of the workers' Lua states, set once a second.")
+
 local REPLAY_BATCH <const> = 200
 local REPLAY_BUDGET_S <const> = 0.5
 

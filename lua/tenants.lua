@@ -7,6 +7,7 @@
 --                              (cached; phone is db.null for a church without one)
 --   tenants.forget(id)      drops the cached entry (after a status change)
 --   tenants.place()         -> the server key a new tenant's database goes on
+--                              (the key the registry records: see core/db_config.h)
 --
 -- Registry entries are cached per worker for tenants.cache_ttl_s; when the
 -- registry cannot be reached a cached entry is used past its time, so known
@@ -47,14 +48,16 @@ function M.forget(id)
 end
 
 -- The server a new tenant's database goes on: the tenant server holding the
--- fewest tenants (ties: the first in configuration order).
+-- fewest tenants (ties: the first in configuration order). Tenants recorded
+-- under a named server's address (before it had a name) count for it.
 function M.place()
     local servers = db.servers(true)
     if #servers == 0 then error("no tenant database server is configured", 0) end
     local counts = {}
     for _, row in ipairs(db.registry():query(
         "SELECT db_server, count(*) AS n FROM tenants GROUP BY db_server")) do
-        counts[row.db_server] = row.n
+        local key = db.server_key(row.db_server) or row.db_server
+        counts[key] = (counts[key] or 0) + row.n
     end
     local best, fewest = nil, math.huge
     for _, server in ipairs(servers) do

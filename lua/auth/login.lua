@@ -30,6 +30,9 @@ local tokens = require "auth.tokens"
 
 local M = {}
 
+metrics.describe("steeple_login_failures_total", "counter",
+    "Logins refused for a wrong email or password (locked accounts not included).")
+
 function M.session_body(conn, tenant_id, admin, family)
     local refresh = tokens.issue_refresh(conn, tenant_id, admin.id, family)
     local access, ttl = tokens.access { id = admin.id, tenant_id = tenant_id, role = admin.role }

@@ -22,9 +22,19 @@ local spool = require "steeple.spool"
 
 local tonumber, pcall, error, abs, ipairs = tonumber, pcall, error, math.abs, ipairs
 local find = string.find
+
+-- Every outcome steeple_webhooks_total counts, here and in messaging.events.
+local OUTCOMES <const> = { "stored", "duplicate", "updated", "ignored", "unroutable",
+    "invalid_signature", "spooled", "spool_failed" }
 local describe = errors.describe
 
 local M = {}
+
+do
+    local sets = {}
+    for i, result in ipairs(OUTCOMES) do sets[i] = { result = result } end
+    metrics.describe("steeple_webhooks_total", "counter", "Telnyx webhooks received, by outcome.", sets)
+end
 
 local public_key
 if config.telnyx.public_key then public_key = crypto.base64_decode(config.telnyx.public_key) end

@@ -1,9 +1,14 @@
 -- Operations: liveness, readiness, metrics and the OpenAPI document. Only
--- /ready touches a database.
+-- /ready touches a database. /metrics answers only the client addresses of
+-- metrics.allow (the TCP peer, never X-Forwarded-For); any other gets 404, as
+-- for a path that does not exist.
 local metrics = require "steeple.metrics"
+local config = require "steeple.config"
 local db = require "db"
 local cjson = require "cjson"
-local pcall, error, type = pcall, error, type
+local errors = require "errors"
+local netaddr = require "netaddr"
+local pcall, error, type, assert = pcall, error, type, assert
 local io_open, match = io.open, string.match
 local package = package
 
@@ -31,11 +36,14 @@ end
 
 local OPENAPI <const> = read_openapi()
 
+local ALLOWED <const> = assert(netaddr.list(config.metrics.allow))
+
 local function health()
     return { status = 200, json = { status = "ok" } }
 end
 
-local function render_metrics()
+local function render_metrics(req)
+    if not ALLOWED:contains(req.remote) then errors.raise("not_found") end
     local text, err = metrics.render()
     if not text then error(err) end
     return {

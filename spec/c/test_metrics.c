@@ -101,6 +101,32 @@ static void full_table_drops_updates(void)
     metrics_shutdown();
 }
 
+static void declared_families_show_before_any_sample(void)
+{
+    CHECK(metrics_init(1) == 0);
+    metrics_attach_worker(0);
+    CHECK(metrics_describe("t_b_total", METRIC_COUNTER, "Bees.\nBack\\slash") == 0);
+    CHECK(metrics_describe("t_b_total", METRIC_GAUGE, "ignored: the first wins") == 0);
+    CHECK(metrics_describe("t_a", METRIC_GAUGE, "A gauge.") == 0);
+    metrics_count("t_c_total", "", 2); /* counted, never declared */
+    metrics_gauge("t_a", "x=\"1\"", 4);
+    char *text = render();
+    CHECK(text && strcmp(text, "# HELP t_a A gauge.\n"
+                               "# TYPE t_a gauge\n"
+                               "t_a{x=\"1\"} 4\n"
+                               "# HELP t_b_total Bees.\\nBack\\\\slash\n"
+                               "# TYPE t_b_total counter\n"
+                               "# TYPE t_c_total counter\n"
+                               "t_c_total 2\n") == 0);
+    free(text);
+    CHECK(metrics_describe("t_long", METRIC_GAUGE,
+                           "a help text far longer than any family should need: it goes on and on "
+                           "and on, past every line a person would read in a scrape, and then some "
+                           "more, until it no longer fits") == -1);
+    metrics_shutdown();
+    CHECK(metrics_describe("t_no_region", METRIC_GAUGE, "harmless without metrics_init") == 0);
+}
+
 static void label_values_are_escaped(void)
 {
     char out[64];
@@ -115,6 +141,8 @@ static const struct tap_case cases[] = {
     {"a restarted worker zeroes its gauges, not its counters",
      restarted_worker_zeroes_its_gauges_only},
     {"a full table drops updates instead of failing", full_table_drops_updates},
+    {"declared families show HELP and TYPE before any sample",
+     declared_families_show_before_any_sample},
     {"label values are escaped", label_values_are_escaped},
 };
 

@@ -59,6 +59,7 @@ local EXPECTED_DEFAULTS = {
     },
     telnyx = { tolerance_s = 300, api_base = "https://api.telnyx.com", send_attempts = 5, timeout_ms = 10000,
                sweep_interval_s = 5 },
+    metrics = { allow = "127.0.0.0/8,::1" },
     spool = { dir = "var/spool", after_ms = 1000, replay_interval_s = 1 },
     bench = {},
 }
@@ -81,7 +82,8 @@ local LATER_KEYS = {
     { "auth.argon2_memory_kib", false }, { "auth.argon2_iterations", false },
     { "telnyx.public_key", false }, { "telnyx.tolerance_s", true }, { "telnyx.api_key", false },
     { "telnyx.api_base", false }, { "telnyx.send_attempts", true }, { "telnyx.timeout_ms", true },
-    { "telnyx.sweep_interval_s", true }, { "spool.dir", false }, { "spool.after_ms", true },
+    { "telnyx.sweep_interval_s", true }, { "metrics.allow", true }, { "spool.dir", false },
+    { "spool.after_ms", true },
     { "spool.replay_interval_s", true },
 }
 local LATER_NAMES = {}
@@ -129,7 +131,7 @@ describe("conf", function()
             for _, k in ipairs(LATER_NAMES) do expected[#expected + 1] = k end
             expected[#expected + 1] = "bench.plain_path"
             assert.same(expected, keys)
-            assert.equal(56, #conf.schema)
+            assert.equal(57, #conf.schema)
         end)
 
         it("looks entries up by key", function()
@@ -155,7 +157,7 @@ describe("conf", function()
 
         it("is read-only, entries and nested tables included", function()
             assert.has_error(function() conf.schema.port = 1 end)
-            assert.has_error(function() conf.schema[55] = {} end)
+            assert.has_error(function() conf.schema[56] = {} end)
             assert.has_error(function() conf.schema.port.default = 1 end)
             assert.has_error(function() conf.schema["log.level"].enum[5] = "trace" end)
             assert.equal(8080, conf.schema.port.default)
@@ -197,6 +199,7 @@ describe("conf", function()
                     telnyx = { public_key = "]] .. SPEC_KEY .. [[", tolerance_s = 60, api_key = "k",
                                api_base = "http://127.0.0.1:9", send_attempts = 2, timeout_ms = 500,
                                sweep_interval_s = 1 },
+                    metrics = { allow = "10.1.2.3" },
                     spool = { dir = "s", after_ms = 50, replay_interval_s = 0.5 },
                     bench = { plain_path = "/plain" },
                 }
@@ -220,6 +223,7 @@ describe("conf", function()
                          argon2_memory_kib = 2048, argon2_iterations = 1 },
                 telnyx = { public_key = SPEC_KEY, tolerance_s = 60, api_key = "k", api_base = "http://127.0.0.1:9",
                            send_attempts = 2, timeout_ms = 500, sweep_interval_s = 1 },
+                metrics = { allow = "10.1.2.3" },
                 spool = { dir = "s", after_ms = 50, replay_interval_s = 0.5 },
                 bench = { plain_path = "/plain" },
             }, cfg)
@@ -534,6 +538,33 @@ describe("conf", function()
             assert(load_text([[return { auth = { trusted_proxies = "10.0.0.0/8, ::1" } }]]))
             assert.same({ nil, "config: auth.trusted_proxies: contains characters that are not allowed" },
                 { load_text([[return { auth = { trusted_proxies = "proxy.example" } }]]) })
+        end)
+
+        it("checks metrics.allow: addresses and CIDR blocks, IPv4 and IPv6", function()
+            local cfg = assert(load_text([[return { metrics = { allow = "10.0.0.0/8, 192.0.2.7 ,::1,fd00::/8" } }]]))
+            assert.equal("10.0.0.0/8, 192.0.2.7 ,::1,fd00::/8", cfg.metrics.allow)
+            for text, bad in pairs({ ["10.0.0.0/33"] = "10.0.0.0/33", ["localhost"] = "localhost",
+                                     ["::1,"] = "", ["::1/129"] = "::1/129", ["1.2.3.256"] = "1.2.3.256",
+                                     ["127.0.0.1,fe80::1::2"] = "fe80::1::2" }) do
+                assert.same({ nil, "config: metrics.allow: '" .. bad .. "' is not an address or CIDR block" },
+                    { load_text("return { metrics = { allow = " .. string.format("%q", text) .. " } }") })
+            end
+            assert.same({ nil, "config: metrics.allow: must not be empty" },
+                { load_text([[return { metrics = { allow = "" } }]]) })
+        end)
+
+        it("checks the server names of db.tenant_urls", function()
+            local urls = "east=postgresql://a/postgres, west_2=postgres://b/postgres,postgresql://c/postgres"
+                .. ",host=/tmp port=5433 dbname=postgres,postgresql://d/p?options=-c%20x=y"
+            assert.equal(urls, assert(conf.load(nil, env({ STEEPLE_TENANT_DATABASE_URLS = urls }))).db.tenant_urls)
+            assert.same({ nil, "config: STEEPLE_TENANT_DATABASE_URLS (db.tenant_urls): 'East' is not a server name "
+                .. "(a-z, then a-z, 0-9, _ or -; at most 32)" },
+                { conf.load(nil, env({ STEEPLE_TENANT_DATABASE_URLS = "East=postgresql://a/postgres" })) })
+            assert.same({ nil, "config: db.tenant_urls: the server name 'east' is used twice" },
+                { load_text([[return { db = { tenant_urls = "east=postgresql://a/p,east=postgresql://b/p" } } ]]) })
+            assert.same({ nil, "config: db.tenant_urls: '" .. ("a"):rep(33) .. "' is not a server name "
+                .. "(a-z, then a-z, 0-9, _ or -; at most 32)" },
+                { load_text("return { db = { tenant_urls = '" .. ("a"):rep(33) .. "=postgresql://a/p' } }") })
         end)
 
         it("does not hide an invalid file value", function()
