@@ -5,4 +5,5 @@ return {
     "0002_refresh_tokens.sql",
     "0003_messaging.sql",
     "0004_conversation_counters.sql",
+    "0005_outbound_sending.sql",
 }
