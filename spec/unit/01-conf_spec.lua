@@ -59,7 +59,7 @@ local EXPECTED_DEFAULTS = {
     },
     telnyx = { tolerance_s = 300, api_base = "https://api.telnyx.com", send_attempts = 5, timeout_ms = 10000,
                sweep_interval_s = 5 },
-    spool = { dir = "var/spool", after_ms = 1000, replay_interval_s = 1 },
+    spool = { dir = "var/spool", after_ms = 1000, replay_interval_s = 1, give_up_s = 3600 },
     bench = {},
 }
 
@@ -80,7 +80,7 @@ local LATER_KEYS = {
     { "telnyx.public_key", false }, { "telnyx.tolerance_s", true }, { "telnyx.api_key", false },
     { "telnyx.api_base", false }, { "telnyx.send_attempts", true }, { "telnyx.timeout_ms", true },
     { "telnyx.sweep_interval_s", true }, { "spool.dir", false }, { "spool.after_ms", true },
-    { "spool.replay_interval_s", true },
+    { "spool.replay_interval_s", true }, { "spool.give_up_s", true },
 }
 local LATER_NAMES = {}
 for i, k in ipairs(LATER_KEYS) do LATER_NAMES[i] = k[1] end
@@ -127,7 +127,7 @@ describe("conf", function()
             for _, k in ipairs(LATER_NAMES) do expected[#expected + 1] = k end
             expected[#expected + 1] = "bench.plain_path"
             assert.same(expected, keys)
-            assert.equal(54, #conf.schema)
+            assert.equal(55, #conf.schema)
         end)
 
         it("looks entries up by key", function()
@@ -195,7 +195,7 @@ describe("conf", function()
                     telnyx = { public_key = "]] .. SPEC_KEY .. [[", tolerance_s = 60, api_key = "k",
                                api_base = "http://127.0.0.1:9", send_attempts = 2, timeout_ms = 500,
                                sweep_interval_s = 1 },
-                    spool = { dir = "s", after_ms = 50, replay_interval_s = 0.5 },
+                    spool = { dir = "s", after_ms = 50, replay_interval_s = 0.5, give_up_s = 2 },
                     bench = { plain_path = "/plain" },
                 }
             ]]))
@@ -218,7 +218,7 @@ describe("conf", function()
                          argon2_memory_kib = 2048, argon2_iterations = 1 },
                 telnyx = { public_key = SPEC_KEY, tolerance_s = 60, api_key = "k", api_base = "http://127.0.0.1:9",
                            send_attempts = 2, timeout_ms = 500, sweep_interval_s = 1 },
-                spool = { dir = "s", after_ms = 50, replay_interval_s = 0.5 },
+                spool = { dir = "s", after_ms = 50, replay_interval_s = 0.5, give_up_s = 2 },
                 bench = { plain_path = "/plain" },
             }, cfg)
         end)
@@ -384,6 +384,7 @@ describe("conf", function()
             { "limits.header_bytes", 1024, 1048576, "must be between 1024 and 1048576" },
             { "limits.max_connections", 1, 1000000, "must be between 1 and 1000000" },
             { "limits.json_max_depth", 1, 1000, "must be between 1 and 1000" },
+            { "spool.give_up_s", 0, 2592000, "must be between 0 and 2592000" },
         }
 
         local function file_for(key, value)
