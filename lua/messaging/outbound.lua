@@ -159,7 +159,10 @@ end
 local function start(server, dbname, id)
     steeple.spawn(function()
         local ok, err = pcall(M.deliver, server, dbname, id)
-        if not ok then log.warn("outbound delivery stopped; the sweep retries it", { error = errors.describe(err) }) end
+        if not ok then
+            log.warn("outbound delivery stopped; the sweep sends the message if it is still queued",
+                { error = errors.describe(err) })
+        end
     end)
 end
 

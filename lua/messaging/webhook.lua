@@ -110,6 +110,7 @@ local WAIT_MAX_S <const> = 10
 local waiting = {}
 
 function M.pass()
+    if spool.pending() == 0 then waiting = {} end -- nothing waits any more
     return { from = 0, held = {}, doomed = {}, over = false, stopped = false, applied = 0, waiting = 0 }
 end
 
