@@ -6,18 +6,25 @@
  *                        "spool is not configured". Suspends the request;
  *                        raises outside one.
  *   spool.pending()      durable records not yet done (0 if not configured)
- *   spool.peek([max])    the oldest not-done records, oldest first, as a list
+ *   spool.peek([max [, from]])
+ *                        the oldest not-done records, oldest first, as a list
  *                        of { id = <integer>, data = <string> }; max is
- *                        1..1000, default 100. Does not mark them. Empty if
- *                        not configured; nil, err on a read error.
+ *                        1..1000, default 100; from (an id, default 0): only
+ *                        records from that one on (ids grow from the oldest
+ *                        record to the newest, so the last id + 1 pages on).
+ *                        Does not mark them. Empty if not configured; nil,
+ *                        err on a read error.
  *   spool.done(id)       true; raises on an id that is not a pending or done
- *                        record of this spool (or when not configured)
+ *                        record of this spool (or when not configured). In
+ *                        any order: a record done is not handed out again,
+ *                        after a restart neither (its mark is saved)
  *   spool.stats()        { files, pending, pending_bytes, skipped_bytes,
  *                          fsyncs, failed_batches }
  *   spool.configured()   whether this worker has a spool
  *
  * Replay is at-least-once: a record handed out by peek may be handed out
- * again after a restart if done() was not called or its progress not saved. */
+ * again after a restart if done() was not called or its progress not saved
+ * (it is saved soon after done(), on the loop). */
 #include "lmod.h"
 #include "lua_host.h"
 #include "request.h"
@@ -129,6 +136,7 @@ static int l_peek(lua_State *L)
 {
     lua_Integer max = luaL_optinteger(L, 1, PEEK_DEFAULT);
     luaL_argcheck(L, max >= 1 && max <= PEEK_MAX, 1, "between 1 and 1000");
+    spool_id from = (spool_id)(lua_Unsigned)luaL_optinteger(L, 2, 0);
     struct spool *s = spool_of(L);
     if (s == NULL) {
         lua_newtable(L);
@@ -137,7 +145,7 @@ static int l_peek(lua_State *L)
     /* a userdata, not malloc: nothing leaks if a push below raises */
     struct spool_record *recs = lua_newuserdatauv(L, (size_t)max * sizeof *recs, 0); /* box */
     size_t n;
-    if (spool_peek(s, (size_t)max, recs, &n) != 0)
+    if (spool_peek_from(s, from, (size_t)max, recs, &n) != 0)
         return push_fail(L, strerror(errno));
     push_records(L, recs, n); /* box list; the data stays the spool's until the next peek */
     return 1;

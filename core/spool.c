@@ -32,6 +32,7 @@
 #define BATCH_MAX_BYTES (16u << 20) /* the writer takes at most this much (at least one record) */
 #define QUEUE_MAX_BYTES (64u << 20) /* appends past this many queued bytes are refused */
 #define PEEK_MAX_BYTES (16u << 20)
+#define DONE_MAX_BYTES (1u << 20) /* a longer .done file's marks are ignored */
 #define NO_HOLE UINT64_MAX
 #define NAME_LEN 64
 
@@ -303,6 +304,19 @@ static int seg_add(struct spool *s, struct seg *g, uint64_t off, uint32_t len)
     return 0;
 }
 
+/* Marks recs[i] done (once). */
+static void rec_mark_done(struct spool *s, struct seg *g, uint32_t i)
+{
+    struct rec *r = &g->recs[i];
+    if (r->done)
+        return;
+    r->done = 1;
+    g->npending--;
+    s->pending--;
+    s->pending_bytes -= r->len;
+    g->dirty = 1;
+}
+
 /* Moves done_off over the done records that follow it. */
 static void seg_advance(struct seg *g)
 {
@@ -326,14 +340,82 @@ static int seg_deletable(const struct spool *s, const struct seg *g)
     return g != s->active && g->npending == 0 && g->hole == NO_HOLE;
 }
 
+/* How many records from recs[head] on a bitmap of the .done file can name:
+ * those that follow each other from done_off without a gap (a record that
+ * could not be indexed ends them). */
+static uint32_t seg_markable(const struct seg *g)
+{
+    uint64_t off = g->done_off;
+    uint32_t i = g->head;
+    while (i < g->nrecs && g->recs[i].off == off) {
+        off += HEADER_BYTES + g->recs[i].len;
+        i++;
+    }
+    return i - g->head;
+}
+
+/* g's progress as the .done file's text, in a new buffer (the caller frees
+ * it): "<done_off>\n", then the bitmap line when a record past done_off is
+ * done. Returns its length, or 0 (nothing allocated) without memory. */
+static size_t format_done(const struct seg *g, char **out)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint32_t n = seg_markable(g), last = 0; /* bits [0, last) hold every mark */
+    for (uint32_t k = 0; k < n; k++)
+        if (g->recs[g->head + k].done)
+            last = k + 1;
+    size_t nbytes = (last + 7) / 8, cap = 24 + 2 * nbytes + 1;
+    char *text = malloc(cap);
+    if (text == NULL)
+        return 0;
+    size_t len = (size_t)snprintf(text, cap, "%" PRIu64 "\n", g->done_off);
+    for (size_t b = 0; b < nbytes; b++) {
+        unsigned v = 0;
+        for (uint32_t bit = 0; bit < 8; bit++) {
+            uint32_t k = (uint32_t)b * 8 + bit;
+            if (k < last && g->recs[g->head + k].done)
+                v |= 1u << bit;
+        }
+        text[len++] = hex[v >> 4];
+        text[len++] = hex[v & 15];
+    }
+    if (nbytes > 0)
+        text[len++] = '\n';
+    *out = text;
+    return len;
+}
+
+/* 0: all n bytes written; -1: error (errno). */
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 static void write_done_file(struct spool *s, struct seg *g)
 {
-    char name[NAME_LEN], tmp[NAME_LEN], text[24];
+    char name[NAME_LEN], tmp[NAME_LEN], small[24];
     seg_file(name, g, K_DONE);
     seg_file(tmp, g, K_TMP);
-    int n = snprintf(text, sizeof text, "%" PRIu64 "\n", g->done_off);
+    char *text;
+    size_t n = format_done(g, &text);
+    if (n == 0) { /* no memory: the offset alone; the marked records may be replayed */
+        n = (size_t)snprintf(small, sizeof small, "%" PRIu64 "\n", g->done_off);
+        text = NULL;
+    }
     int fd = openat(s->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    int ok = fd >= 0 && write(fd, text, (size_t)n) == n;
+    int ok = fd >= 0 && write_all(fd, text ? text : small, n) == 0;
+    int e = errno;
+    free(text);
+    errno = e;
     if (fd >= 0 && close(fd) != 0)
         ok = 0;
     if (ok && renameat(s->dirfd, tmp, s->dirfd, name) == 0) {
@@ -403,27 +485,120 @@ static void schedule_flush(struct spool *s)
 
 /* ---- opening -------------------------------------------------------------- */
 
-static uint64_t read_done_file(struct spool *s, const struct seg *g)
+/* The records a .done file marks done past its offset. */
+struct marks {
+    unsigned char *bits; /* bit k: byte k / 8, value 1 << k % 8; NULL if none */
+    size_t nbytes;
+};
+
+static int hex_digit(char c)
 {
-    char name[NAME_LEN], buf[32];
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* Parses the bitmap line p[0 .. n) (hex pairs and a newline; empty: no
+ * marks). Returns 0, or -1 when it is malformed or there is no memory. */
+static int parse_marks(const char *p, size_t n, struct marks *m)
+{
+    if (n == 0)
+        return 0;
+    if (n < 3 || p[n - 1] != '\n' || (n - 1) % 2 != 0)
+        return -1;
+    size_t nbytes = (n - 1) / 2;
+    unsigned char *bits = malloc(nbytes);
+    if (bits == NULL)
+        return -1;
+    for (size_t i = 0; i < nbytes; i++) {
+        int hi = hex_digit(p[2 * i]), lo = hex_digit(p[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            free(bits);
+            return -1;
+        }
+        bits[i] = (unsigned char)(hi << 4 | lo);
+    }
+    m->bits = bits;
+    m->nbytes = nbytes;
+    return 0;
+}
+
+/* Reads up to DONE_MAX_BYTES of a file into a new NUL-terminated buffer
+ * (the caller frees it); *len gets the bytes read. Returns NULL with errno
+ * on failure. */
+static char *read_small_file(int fd, size_t *len)
+{
+    char *buf = malloc(DONE_MAX_BYTES + 1);
+    if (buf == NULL)
+        return NULL;
+    size_t n = 0;
+    while (n < DONE_MAX_BYTES) {
+        ssize_t r = read(fd, buf + n, DONE_MAX_BYTES - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            free(buf);
+            errno = e;
+            return NULL;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+/* g's .done file: returns the offset below which every record is done (0
+ * when there is no file or it is malformed) and fills m with the marks past
+ * it (none when their line is malformed: those records are replayed). */
+static uint64_t read_done_file(struct spool *s, const struct seg *g, struct marks *m)
+{
+    char name[NAME_LEN];
     seg_file(name, g, K_DONE);
+    *m = (struct marks){NULL, 0};
     int fd = openat(s->dirfd, name, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno != ENOENT)
             log_warn("spool: cannot read %s/%s: %s", s->dir, name, strerror(errno));
         return 0;
     }
-    ssize_t n = read(fd, buf, sizeof buf - 1);
+    size_t len = 0;
+    char *buf = read_small_file(fd, &len);
     close(fd);
-    buf[n > 0 ? n : 0] = '\0';
+    if (buf == NULL) {
+        log_warn("spool: cannot read %s/%s: %s; replaying its segment from the start", s->dir, name,
+                 strerror(errno));
+        return 0;
+    }
     char *end;
     errno = 0;
     unsigned long long v = strtoull(buf, &end, 10);
     if (!isdigit((unsigned char)buf[0]) || *end != '\n' || errno) {
         log_warn("spool: %s/%s is malformed; replaying its segment from the start", s->dir, name);
+        free(buf);
         return 0;
     }
+    end++;
+    if (parse_marks(end, len - (size_t)(end - buf), m) != 0)
+        log_warn("spool: %s/%s: the records marked done past offset %llu cannot be read; they are "
+                 "replayed", s->dir, name, v);
+    free(buf);
     return v;
+}
+
+/* Marks done the records of a freshly scanned g that m marks. */
+static void seg_apply_marks(struct spool *s, struct seg *g, const struct marks *m)
+{
+    uint32_t n = seg_markable(g);
+    for (uint32_t k = 0; k < n && k / 8 < m->nbytes; k++)
+        if (m->bits[k / 8] >> (k % 8) & 1)
+            rec_mark_done(s, g, g->head + k);
+    seg_advance(g);
 }
 
 /* Cuts g's valid part at off, where a bad record starts in a file of `size`
@@ -476,10 +651,12 @@ static void load_segment(struct spool *s, int worker, uint32_t seq)
     char name[NAME_LEN];
     file_name(name, worker, seq, kinds[K_SPOOL]);
     struct seg *g = seg_new(s, worker, seq);
+    struct marks m = {NULL, 0};
     if (g)
-        g->done_off = read_done_file(s, g);
+        g->done_off = read_done_file(s, g, &m);
     int fd = g ? openat(s->dirfd, name, O_RDONLY | O_CLOEXEC) : -1;
     if (g == NULL || fd < 0 || seg_scan(s, g, fd) != 0) {
+        free(m.bits);
         log_error("spool: cannot read %s/%s: %s (left in place)", s->dir, name,
                   strerror(g ? errno : ENOMEM));
         if (g) {
@@ -493,6 +670,8 @@ static void load_segment(struct spool *s, int worker, uint32_t seq)
         return;
     }
     close(fd);
+    seg_apply_marks(s, g, &m);
+    free(m.bits);
     seg_link(s, g);
 }
 
@@ -1027,14 +1206,19 @@ size_t spool_pending(const struct spool *s)
     return s->pending;
 }
 
-/* Picks the records to peek into out (data still NULL). */
-static size_t peek_pick(const struct spool *s, size_t max, struct spool_record *out,
-                        size_t *bytes)
+/* Picks the records to peek, from id `from` on, into out (data still NULL).
+ * Segments are listed in the order of their numbers, the high half of ids. */
+static size_t peek_pick(const struct spool *s, spool_id from, size_t max,
+                        struct spool_record *out, size_t *bytes)
 {
+    uint32_t from_num = (uint32_t)(from >> 32), from_i = (uint32_t)from;
     size_t n = 0;
     *bytes = 0;
-    for (const struct seg *g = s->segs; g && n < max; g = g->next)
-        for (uint32_t i = g->head; i < g->nrecs && n < max; i++) {
+    for (const struct seg *g = s->segs; g && n < max; g = g->next) {
+        if (g->num < from_num)
+            continue;
+        uint32_t first = g->num == from_num && from_i > g->head ? from_i : g->head;
+        for (uint32_t i = first; i < g->nrecs && n < max; i++) {
             const struct rec *r = &g->recs[i];
             if (r->done)
                 continue;
@@ -1043,6 +1227,7 @@ static size_t peek_pick(const struct spool *s, size_t max, struct spool_record *
             out[n++] = (struct spool_record){make_id(g, i), NULL, r->len};
             *bytes += r->len;
         }
+    }
     return n;
 }
 
@@ -1092,10 +1277,11 @@ static int peek_read(struct spool *s, spool_id id, unsigned char *dst)
 }
 
 /* One attempt at spool_peek: 1 means a record went bad; try again. */
-static int peek_once(struct spool *s, size_t max, struct spool_record *out, size_t *n)
+static int peek_once(struct spool *s, spool_id from, size_t max, struct spool_record *out,
+                     size_t *n)
 {
     size_t bytes;
-    *n = peek_pick(s, max, out, &bytes);
+    *n = peek_pick(s, from, max, out, &bytes);
     if (bytes + 1 > s->peekcap) {
         unsigned char *b = realloc(s->peekbuf, bytes + 1);
         if (b == NULL)
@@ -1114,14 +1300,20 @@ static int peek_once(struct spool *s, size_t max, struct spool_record *out, size
     return 0;
 }
 
-int spool_peek(struct spool *s, size_t max, struct spool_record *out, size_t *n)
+int spool_peek_from(struct spool *s, spool_id from, size_t max, struct spool_record *out,
+                    size_t *n)
 {
     int rc;
-    while ((rc = peek_once(s, max, out, n)) == 1)
+    while ((rc = peek_once(s, from, max, out, n)) == 1)
         continue;
     if (rc != 0)
         *n = 0;
     return rc;
+}
+
+int spool_peek(struct spool *s, size_t max, struct spool_record *out, size_t *n)
+{
+    return spool_peek_from(s, 0, max, out, n);
 }
 
 int spool_done(struct spool *s, spool_id id)
@@ -1130,16 +1322,11 @@ int spool_done(struct spool *s, spool_id id)
     uint32_t i = (uint32_t)id;
     if (g == NULL || i >= g->nrecs)
         return errno = ENOENT, -1;
-    struct rec *r = &g->recs[i];
-    if (r->done)
+    if (g->recs[i].done)
         return 0;
-    r->done = 1;
-    g->npending--;
-    s->pending--;
-    s->pending_bytes -= r->len;
+    rec_mark_done(s, g, i); /* done out of order is saved too */
     seg_advance(g);
-    if (g->dirty || g->npending == 0)
-        schedule_flush(s);
+    schedule_flush(s);
     return 0;
 }
 

@@ -8,7 +8,12 @@
  * a writer thread that commits everything queued with one write and one
  * fdatasync (group commit); their callbacks run on the loop thread once the
  * batch is durable, or has failed. Applied progress of a segment is kept in
- * `w<i>-<seq>.done` (the byte offset below which every record is applied).
+ * `w<i>-<seq>.done`: a first line with the byte offset below which every
+ * record is applied, then (only when some are) a second line that marks the
+ * records past it that are applied too, out of order: hex bytes of a bitmap
+ * whose bit k (byte k / 8, value 1 << k % 8) stands for the k-th record from
+ * that offset. A file of one line is the format of earlier versions, which
+ * read the first line of the new one and replay the marked records again.
  *
  * Threads: every function here must be called on the loop thread of the
  * event_base given to spool_open (callbacks run there too). */
@@ -83,10 +88,17 @@ size_t spool_pending(const struct spool *s);
 int spool_peek(struct spool *s, size_t max, struct spool_record *out, size_t *n)
     __attribute__((warn_unused_result));
 
-/* Marks one record applied (again is harmless). Progress is written to the
- * segment's .done file, soon after on the loop or at spool_free, up to the
- * first record not done; a segment with every record done, not being
- * appended to, is deleted. Returns 0, or -1 (errno ENOENT) for an id that is
+/* As spool_peek, from the record `from` on: ids increase from the oldest
+ * record to the newest, so passing the last id handed out plus one pages
+ * through the records not done (0 is the start). */
+int spool_peek_from(struct spool *s, spool_id from, size_t max, struct spool_record *out,
+                    size_t *n) __attribute__((warn_unused_result));
+
+/* Marks one record applied (again is harmless), in any order. Progress is
+ * written to the segment's .done file, soon after on the loop or at
+ * spool_free: the offset up to the first record not done, and the records
+ * done past it; a segment with every record done, not being appended to, is
+ * deleted. Returns 0, or -1 (errno ENOENT) for an id that is
  * not a record of this spool or whose segment is gone. */
 int spool_done(struct spool *s, spool_id id) __attribute__((warn_unused_result));
 

@@ -2,7 +2,9 @@
 -- app.tick() on every worker (never two ticks at once on one worker):
 --
 --   * spool replay, on every worker (each replays its own spool files),
---     every spool.replay_interval_s while records are pending;
+--     every spool.replay_interval_s while records are pending: a pass over
+--     the spool (messaging/webhook.lua) that goes on at the next tick when
+--     its time is up, so that every record is reached however many wait;
 --   * the outbound sweep, on worker 0, every telnyx.sweep_interval_s (0:
 --     never): queued messages whose time has come (after a restart, a lost task);
 --   * the janitor, on worker 0, at start-up and every
@@ -32,6 +34,7 @@ local REPLAY_BATCH <const> = 200
 local REPLAY_BUDGET_S <const> = 0.5
 
 local last = { janitor = -math.huge, outbox = -math.huge, replay = -math.huge }
+local pass -- the replay pass under way, kept from one tick to the next
 
 -- Runs fn unless it ran less than interval seconds ago; logs its failure.
 local function every(name, interval, now, fn)
@@ -46,19 +49,19 @@ local function every(name, interval, now, fn)
     log.warn(name .. " failed; trying again later", { error = errors.describe(err) })
 end
 
--- Batches until the spool is empty, a batch stops short, or the tick has
--- spent REPLAY_BUDGET_S on it (a backlog of a long outage drains at the
--- database's pace, not one batch per tick).
+-- Batches of the pass until it is over or the tick has spent
+-- REPLAY_BUDGET_S on it (a backlog of a long outage drains at the
+-- database's pace, not one batch per tick); the next tick goes on with it.
 local function replay()
-    local pending, applied, started = spool.pending(), 0, steeple.clock()
-    while pending > 0 do
-        local n, stopped = webhook.replay(REPLAY_BATCH)
-        applied = applied + n
-        pending = spool.pending()
-        if stopped or n < REPLAY_BATCH or steeple.clock() - started >= REPLAY_BUDGET_S then break end
+    local applied, started = 0, steeple.clock()
+    while spool.pending() > 0 do
+        pass = pass or webhook.pass()
+        applied = applied + webhook.replay(pass, REPLAY_BATCH)
+        if pass.over then pass = nil break end
+        if steeple.clock() - started >= REPLAY_BUDGET_S then break end
     end
     if applied > 0 then log.info("spooled webhooks applied", { applied = applied }) end
-    metrics.set("steeple_spool_pending", nil, pending)
+    metrics.set("steeple_spool_pending", nil, spool.pending())
 end
 
 function M.tick()

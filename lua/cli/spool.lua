@@ -4,8 +4,9 @@
 -- a server runs, its workers own them (and replay them by themselves): the
 -- command then says so and exits 1.
 -- status: files, records waiting and their bytes, bytes skipped as corrupt.
--- replay: applies every waiting record now, in order; exits 1 if some could
---   not be applied (the databases are still down).
+-- replay: one pass over every waiting record now (each church's in order;
+--   one whose database cannot take them now holds back only its own); exits
+--   1 if some could not be applied (a database is still down).
 
 local spool = require "steeple.spool"
 local webhook = require "messaging.webhook"
@@ -29,14 +30,11 @@ local function status()
 end
 
 local function replay()
-    local total = 0
-    while spool.pending() > 0 do
-        local applied, stopped = webhook.replay(200)
-        total = total + applied
-        if stopped then
-            out("applied %d; %d still waiting (the databases cannot take them now)", total, spool.pending())
-            return 1
-        end
+    local pass, total = webhook.pass(), 0
+    while not pass.over do total = total + webhook.replay(pass, 200) end
+    if spool.pending() > 0 then
+        out("applied %d; %d still waiting (the databases cannot take them now)", total, spool.pending())
+        return 1
     end
     out("applied %d; nothing waiting", total)
     return 0

@@ -8,6 +8,12 @@
 --       raises when the registry or the church's database cannot take it
 --       now: a database error, or events.NOT_YET for a church still being
 --       registered (the caller spools it)
+--   events.church(event) -> the registry entry { id, status, server, dbname }
+--       of the church the event is for, or nil (no church has its number, or
+--       it needs none); raises a database error when the registry cannot say
+--   events.apply_to(church, event, body) -> as apply, for the entry that
+--       events.church gave: the registry is not asked again (replay tells
+--       the registry's failures from the church's by this split)
 --   events.retryable(e) -> true for those errors
 --   events.dead_letter(event, reason, body) keeps an event for operators
 
@@ -141,10 +147,14 @@ function M.retryable(e)
     return e == M.NOT_YET or db.is_transient(e)
 end
 
--- The church's database, or nil when no church has the number. A church
--- still being registered cannot take messages yet: that counts as down.
-local function church_db(number)
-    local t = numbers.tenant(number)
+function M.church(ev)
+    if ev.church_number == nil then return nil end
+    return numbers.tenant(ev.church_number)
+end
+
+-- The church's database, or nil for no church. A church still being
+-- registered cannot take messages yet: that counts as down.
+local function church_db(t)
     if t == nil then return nil end
     if t.status == "provisioning" then error(M.NOT_YET, 0) end
     return db.pool(t.server, t.dbname)
@@ -221,10 +231,10 @@ local function store_status(handle, ev)
     return row.found > 0 and "updated" or "ignored"
 end
 
-function M.apply(ev, body)
+function M.apply_to(church, ev, body)
     local result
     if ev.type == "message.received" or STATUS_EVENTS[ev.type] then
-        local handle = church_db(ev.church_number)
+        local handle = church_db(church)
         if handle == nil then
             result = M.dead_letter(ev, "no church has this number", body)
         elseif ev.type == "message.received" then
@@ -237,6 +247,10 @@ function M.apply(ev, body)
     end
     metrics.inc("steeple_webhooks_total", { result = result })
     return result
+end
+
+function M.apply(ev, body)
+    return M.apply_to(M.church(ev), ev, body)
 end
 
 return M

@@ -6,9 +6,30 @@
 --                         by telnyx.public_key, within telnyx.tolerance_s
 --   webhook.handle(req)   -> the response table; the event is spooled when the
 --                         databases are down or slower than spool.after_ms
---   webhook.replay(max)   applies up to max spooled events in order; returns
---                         how many were applied, and whether it stopped
---                         because the databases are still down
+--   webhook.pass()        a new replay pass over the spool, from its oldest record:
+--                         { over, stopped, applied, waiting }
+--   webhook.replay(pass, max)  looks at up to max more records of the pass;
+--                         returns how many it applied (or dead-lettered).
+--                         pass.over once the pass has seen every record or
+--                         stopped; pass.stopped when the registry cannot be
+--                         reached; pass.waiting counts records left for later
+--
+-- Replay makes progress church by church. A pass goes over the spool oldest
+-- first. An event whose church cannot take it now (its database or server is
+-- down, or it is still being registered) holds back that church's later
+-- events for the rest of the pass, so that each church's events are applied
+-- in the order they came, and the pass goes on with the other churches. A
+-- church that failed is not tried again before a back-off, doubling from
+-- spool.replay_interval_s up to WAIT_MAX_S. When its database no longer
+-- exists (its server answers and has no such database), its events go to the
+-- dead letters once spool.give_up_s has passed since this worker first found
+-- it missing (the clock starts again after a restart, and when the database
+-- is back). A server that stays down keeps its churches' events spooled,
+-- blocking no one. Only a registry that cannot be reached (it routes every
+-- number not cached and keeps the dead letters) stops a pass. An event is
+-- marked done only after it committed, in any order (core/spool.c keeps the
+-- marks across restarts), and applying is idempotent: nothing is applied
+-- twice, nothing acknowledged is lost.
 
 local config = require "steeple.config"
 local crypto = require "steeple.crypto"
@@ -18,9 +39,10 @@ local metrics = require "steeple.metrics"
 local errors = require "errors"
 local db = require "db"
 local events = require "messaging.events"
+local numbers = require "messaging.numbers"
 local spool = require "steeple.spool"
 
-local tonumber, pcall, error, abs, ipairs = tonumber, pcall, error, math.abs, ipairs
+local tonumber, pcall, error, abs, ipairs, min, max = tonumber, pcall, error, math.abs, ipairs, math.min, math.max
 local find = string.find
 
 -- Every outcome steeple_webhooks_total counts, here and in messaging.events.
@@ -89,34 +111,126 @@ function M.handle(req)
     return { status = ANSWER[result], json = { status = result } }
 end
 
--- One spooled event: applied, or kept as a dead letter when it can never
--- apply (it is not dropped); raises only what is worth trying again.
-local function apply_record(data)
-    local parsed, ev = pcall(events.parse, data)
-    if not parsed then return events.dead_letter({ type = "unknown" }, "spooled event does not parse", data) end
-    local ok, result = pcall(events.apply, ev, data)
-    if ok or events.retryable(result) then
-        if not ok then error(result, 0) end
-        return result
-    end
-    log.error("a spooled webhook cannot be applied; kept as a dead letter", { error = describe(result) })
-    return events.dead_letter(ev, "failed to apply: " .. describe(result), data)
+-- Replay ----------------------------------------------------------------------
+
+local WAIT_MAX_S <const> = 10
+
+-- Churches whose events wait, by tenant id: { retry_at, backoff,
+-- missing_since } (steeple.clock() seconds). Per worker, in memory.
+local waiting = {}
+
+function M.pass()
+    if spool.pending() == 0 then waiting = {} end -- nothing waits any more
+    return { from = 0, held = {}, doomed = {}, over = false, stopped = false, applied = 0, waiting = 0 }
 end
 
-function M.replay(max)
-    local applied = 0
-    for _, rec in ipairs(spool.peek(max)) do
-        local ok, err = pcall(apply_record, rec.data)
-        if not ok then
-            if not events.retryable(err) then
-                log.warn("spool replay stopped", { error = describe(err) })
-            end
-            return applied, true
-        end
-        spool.done(rec.id)
-        applied = applied + 1
+-- Whether the church's database is gone: true when its server answers and
+-- has no such database, false when it has it, nil when the server cannot say.
+local function database_missing(church)
+    local ok, rows = pcall(function()
+        return db.maintenance(church.server):query("SELECT 1 AS found FROM pg_database WHERE datname = $1",
+            church.dbname)
+    end)
+    if not ok then return nil end
+    return rows[1] == nil
+end
+
+-- After a failure of the church: its back-off and whether it has been
+-- missing for spool.give_up_s (then true: give its events up).
+local function church_failed(church, why)
+    local now, w = steeple.clock(), waiting[church.id]
+    if w == nil then
+        w = { backoff = config.spool.replay_interval_s }
+        waiting[church.id] = w
+        log.warn("spooled webhooks of a church wait: its database cannot take them now",
+            { tenant = church.id, error = describe(why) })
+    else
+        w.backoff = min(w.backoff * 2, max(WAIT_MAX_S, config.spool.replay_interval_s))
     end
-    return applied, false
+    w.retry_at = now + w.backoff
+    if why == events.NOT_YET then return false end
+    local missing = database_missing(church)
+    if missing == false then w.missing_since = nil end
+    if missing then w.missing_since = w.missing_since or now end
+    return w.missing_since ~= nil and now - w.missing_since >= config.spool.give_up_s
+end
+
+-- Keeps the record as a dead letter and marks it done.
+local function bury(pass, rec, ev, reason)
+    events.dead_letter(ev, reason, rec.data)
+    spool.done(rec.id)
+    pass.applied = pass.applied + 1
+end
+
+local function hold(pass, key)
+    pass.held[key] = true
+    pass.waiting = pass.waiting + 1
+end
+
+local function applied(pass, rec, key)
+    if key then waiting[key] = nil end
+    spool.done(rec.id)
+    pass.applied = pass.applied + 1
+end
+
+-- One event of a church that failed: held, or (its database gone for
+-- spool.give_up_s) dead-lettered, with the rest of its events in this pass.
+local function church_down(pass, rec, ev, church, why)
+    numbers.forget(ev.church_number) -- the next look-up asks the registry again
+    if not church_failed(church, why) then return hold(pass, church.id) end
+    log.error("a spooled webhook's church database no longer exists; kept as a dead letter",
+        { tenant = church.id, give_up_s = config.spool.give_up_s })
+    pass.doomed[church.id] = true
+    bury(pass, rec, ev, "the church's database no longer exists")
+end
+
+-- One spooled event, applied, held back or kept as a dead letter when it
+-- can never apply (it is never dropped). Raises what the registry could not
+-- take (the pass stops there).
+local function replay_record(pass, rec)
+    local parsed, ev = pcall(events.parse, rec.data)
+    if not parsed then return bury(pass, rec, { type = "unknown" }, "spooled event does not parse") end
+    local routed, church = pcall(events.church, ev)
+    if not routed then
+        if events.retryable(church) then error(church, 0) end
+        log.error("a spooled webhook cannot be routed; kept as a dead letter", { error = describe(church) })
+        return bury(pass, rec, ev, "failed to apply: " .. describe(church))
+    end
+    local key = church and church.id
+    if key and pass.held[key] then return hold(pass, key) end
+    if key and pass.doomed[key] then return bury(pass, rec, ev, "the church's database no longer exists") end
+    local w = key and waiting[key]
+    if w and steeple.clock() < w.retry_at then return hold(pass, key) end
+    local ok, result = pcall(events.apply_to, church, ev, rec.data)
+    if ok then return applied(pass, rec, key) end
+    if not events.retryable(result) then
+        log.error("a spooled webhook cannot be applied; kept as a dead letter", { error = describe(result) })
+        return bury(pass, rec, ev, "failed to apply: " .. describe(result))
+    end
+    if church == nil then error(result, 0) end -- the dead letter could not be written: the registry
+    church_down(pass, rec, ev, church, result)
+end
+
+function M.replay(pass, max_records)
+    local recs, err = spool.peek(max_records, pass.from)
+    if recs == nil then
+        log.error("the spool cannot be read", { error = err })
+        pass.over, pass.stopped = true, true
+        return 0
+    end
+    local before = pass.applied
+    for _, rec in ipairs(recs) do
+        local ok, why = pcall(replay_record, pass, rec)
+        if not ok then
+            if not events.retryable(why) then log.warn("spool replay stopped", { error = describe(why) }) end
+            pass.over, pass.stopped = true, true
+            pass.waiting = pass.waiting + 1
+            break
+        end
+        pass.from = rec.id + 1
+    end
+    if #recs == 0 then pass.over = true end
+    return pass.applied - before
 end
 
 return M

@@ -232,13 +232,147 @@ static void done_records_are_not_replayed(void)
     CHECK(peek_is(s, live, 13));
     CHECK(peek_is(s, live, 13)); /* peek does not mark */
     spool_free(s);
-    /* progress persists up to the first record not done: 10 and 12 come back
-     * (at-least-once), 0..4 do not */
+    /* progress persists: 0..4 below the offset, 10 and 12 as marks past it */
     s = open_w(base, dir, 0, 1);
-    int want[15];
-    range(want, 5, 15);
-    CHECK(s && spool_pending(s) == 15 && peek_is(s, want, 15));
+    CHECK(s && spool_pending(s) == 13 && peek_is(s, live, 13));
     CHECK(spool_done(s, UINT64_C(0x7777) << 32) == -1 && errno == ENOENT);
+    spool_free(s);
+    event_base_free(base);
+    rm_dir(dir);
+}
+
+/* The text of the only .done file in dir ("" when there is none). */
+static void read_done(const char *dir, char *text, size_t cap)
+{
+    char path[512];
+    text[0] = '\0';
+    if (count_files(dir, "w0-", ".done", path) != 1)
+        return;
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return;
+    size_t n = fread(text, 1, cap - 1, f);
+    text[n] = '\0';
+    fclose(f);
+}
+
+static void write_done(const char *dir, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/w0-0000000001.done", dir);
+    FILE *f = fopen(path, "w");
+    if (f == NULL || fputs(text, f) < 0 || fclose(f) != 0)
+        abort();
+}
+
+/* Offset of payload i's frame in a segment that holds payloads 0, 1, ... */
+static unsigned long frame_at(int i)
+{
+    unsigned long off = 0;
+    unsigned char buf[400];
+    for (int k = 0; k < i; k++)
+        off += 12 + payload(k, buf);
+    return off;
+}
+
+static void done_file_format(void)
+{
+    const char *dir = new_dir();
+    struct event_base *base = event_base_new();
+    struct spool *s = open_w(base, dir, 0, 1);
+    completed = 0;
+    for (int i = 0; i < 12; i++)
+        CHECK(append_sync(s, base, i));
+    spool_free(s);
+    s = open_w(base, dir, 0, 1);
+    struct spool_record recs[12];
+    size_t n;
+    CHECK(s && spool_peek(s, 12, recs, &n) == 0 && n == 12);
+    /* 0 and 1 below the offset; 3, 4 and 11 past it: bits 1, 2 and 9 from record 2 */
+    int marked[] = {0, 1, 3, 4, 11};
+    for (size_t i = 0; i < sizeof marked / sizeof *marked; i++)
+        CHECK(spool_done(s, recs[marked[i]].id) == 0);
+    run_ready(base);
+    char text[256], want[256];
+    read_done(dir, text, sizeof text);
+    snprintf(want, sizeof want, "%lu\n0602\n", frame_at(2));
+    CHECK(strcmp(text, want) == 0);
+    if (strcmp(text, want) != 0)
+        printf("# .done: \"%s\", want \"%s\"\n", text, want);
+    spool_free(s);
+    int left[] = {2, 5, 6, 7, 8, 9, 10};
+    s = open_w(base, dir, 0, 1);
+    CHECK(s && spool_pending(s) == 7 && peek_is(s, left, 7));
+    spool_free(s);
+    /* the one-line file of earlier versions: everything from the offset */
+    snprintf(text, sizeof text, "%lu\n", frame_at(3));
+    write_done(dir, text);
+    int from3[9] = {3, 4, 5, 6, 7, 8, 9, 10, 11};
+    s = open_w(base, dir, 0, 1);
+    CHECK(s && spool_pending(s) == 9 && peek_is(s, from3, 9));
+    spool_free(s);
+    /* marks that cannot be read are ignored: those records come back */
+    const char *bad[] = {"0g\n", "060\n", "06", "0602\nxx\n", "\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(text, sizeof text, "%lu\n%s", frame_at(3), bad[i]);
+        write_done(dir, text);
+        s = open_w(base, dir, 0, 1);
+        CHECK(s && spool_pending(s) == 9 && peek_is(s, from3, 9));
+        spool_free(s);
+    }
+    /* marks past the last record, and every record marked: the segment goes */
+    snprintf(text, sizeof text, "%lu\n%s\n", frame_at(3), "ffffffff");
+    write_done(dir, text);
+    s = open_w(base, dir, 0, 1);
+    CHECK(s && spool_pending(s) == 0);
+    CHECK(count_files(dir, "w0-", ".spool", NULL) == 0);
+    spool_free(s);
+    event_base_free(base);
+    rm_dir(dir);
+}
+
+static void peek_from_pages_on(void)
+{
+    const char *dir = new_dir();
+    struct event_base *base = event_base_new();
+    struct spool *s = open_w(base, dir, 0, 1);
+    completed = 0;
+    for (int i = 0; i < 6; i++)
+        CHECK(append_sync(s, base, i));
+    spool_free(s);
+    s = open_w(base, dir, 0, 1);
+    for (int i = 6; i < 10; i++)
+        CHECK(append_sync(s, base, i)); /* a second segment */
+    struct spool_record recs[10];
+    size_t n;
+    CHECK(spool_peek(s, 10, recs, &n) == 0 && n == 10);
+    spool_id ids[10];
+    for (int i = 0; i < 10; i++)
+        ids[i] = recs[i].id;
+    for (int i = 1; i < 10; i++)
+        CHECK(ids[i] > ids[i - 1]);
+    CHECK(spool_done(s, ids[4]) == 0 && spool_done(s, ids[7]) == 0);
+    /* pages of 3 from the start: 0 1 2 | 3 5 6 | 8 9 | - */
+    int want[] = {0, 1, 2, 3, 5, 6, 8, 9};
+    size_t got = 0, pages = 0;
+    spool_id from = 0;
+    for (;;) {
+        CHECK(spool_peek_from(s, from, 3, recs, &n) == 0);
+        if (n == 0)
+            break;
+        pages++;
+        for (size_t k = 0; k < n && got < 8; k++, got++) {
+            unsigned char buf[400];
+            size_t len = payload(want[got], buf);
+            CHECK(recs[k].id == ids[want[got]] && recs[k].len == len &&
+                  memcmp(recs[k].data, buf, len) == 0);
+        }
+        from = recs[n - 1].id + 1;
+    }
+    CHECK(got == 8 && pages == 3);
+    CHECK(spool_peek_from(s, ids[6], 10, recs, &n) == 0 && n == 3 && recs[0].id == ids[6]);
+    CHECK(spool_peek_from(s, ids[9] + 1, 10, recs, &n) == 0 && n == 0);
+    CHECK(spool_peek_from(s, 0, 10, recs, &n) == 0 && n == 8);
     spool_free(s);
     event_base_free(base);
     rm_dir(dir);
@@ -644,8 +778,11 @@ static const struct tap_case cases[] = {
     {"CRC-32C matches the check value", crc32c_check_value},
     {"a burst shares fsyncs and replays in order with exact bytes",
      group_commit_and_replay_in_order},
-    {"done records are not replayed; progress persists up to the first not done",
+    {"done records are not replayed; progress persists, done out of order too",
      done_records_are_not_replayed},
+    {"the .done file: an offset line, then marks; one line or bad marks still read",
+     done_file_format},
+    {"peek from an id pages past the records not done", peek_from_pages_on},
     {"finished segments are deleted except the active one", finished_segments_are_deleted},
     {"a torn tail is skipped, counted and never appended after",
      torn_tail_is_never_handed_out},

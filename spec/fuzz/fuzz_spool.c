@@ -10,7 +10,11 @@
  *           of the file after opening (disk corruption before replay), bits
  *           4-7: how many records to mark done before reopening
  *   bytes 1-2: the .done offset; bytes 3-4: where the flip goes
- *   byte 5: how many records to append (0-7), each a length byte + payload.
+ *   byte 5  bits 0-2: how many records to append (0-7), each a length byte
+ *           + payload; bit 3: also mark every other record after those
+ *           first ones done (out of order); bit 4: the .done file has a
+ *           second line marking records past its offset done (bytes 3-4
+ *           as the bitmap, low byte first)
  * Then: peek, append, peek, mark done, close, reopen, peek.
  * Asserts:
  *   - peek returns exactly the records an independent parser (here) finds
@@ -23,8 +27,10 @@
  *     is returned (CRC-32C catches every one-byte change);
  *   - every append completes without error, and the appended records read
  *     back (before and after reopening) equal what was written, in order;
- *   - records marked done stay done after reopening (the rest come back, in
- *     order), and spool_done refuses an id it never gave. */
+ *   - records marked done (in the .done file's second line, or by
+ *     spool_done in any order) are never handed out, also after reopening
+ *     (the rest come back, in order), and spool_done refuses an id it never
+ *     gave. */
 #include "fuzz_util.h"
 #include "log.h"
 #include "spool.h"
@@ -146,9 +152,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static struct span want[MAX_RECS + 8], left[MAX_RECS + 8];
     static struct spool_record got[MAX_RECS];
     struct fuzz_in in = {data, size};
+    static int marked[MAX_RECS];
     uint8_t flags = fuzz_u8(&in);
     size_t done_off = fuzz_u16(&in), flip_at = fuzz_u16(&in);
-    size_t nappend = fuzz_u8(&in) % 8;
+    uint8_t more = fuzz_u8(&in);
+    size_t nappend = more % 8;
+    int sparse = more & 8, file_marks = (more & 16) && (flags & 3) == 1;
     struct span appended[8];
     for (size_t i = 0; i < nappend; i++)
         appended[i].p = fuzz_field(&in, &appended[i].len);
@@ -165,14 +174,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (flags & 1) {
         char text[32], dname[512];
         int n = snprintf(text, sizeof text, flags & 2 ? "%zux\n" : "%zu\n", done_off);
+        if (file_marks)
+            n += snprintf(text + n, sizeof text - (size_t)n, "%02zx%02zx\n", flip_at & 0xFF,
+                          flip_at >> 8);
         snprintf(dname, sizeof dname, "%s/w%d-0000000001.done", dir, worker);
         fuzz_write_file(dname, text, (size_t)n);
         from = flags & 2 ? 0 : done_off;
     }
 
-    /* what the reader must find */
-    size_t stop = from, nwant = from > fsize ? 0 : parse(file, fsize, from, want, &stop);
-    FUZZ_CHECK(nwant < MAX_RECS, "too many records for this harness");
+    /* what the reader must find: the records from the offset, less those
+     * the second line marks (bit k: the k-th of them) */
+    size_t stop = from, nall = from > fsize ? 0 : parse(file, fsize, from, want, &stop);
+    FUZZ_CHECK(nall < MAX_RECS, "too many records for this harness");
+    for (size_t k = 0; k < nall; k++)
+        marked[k] = file_marks && k < 16 && (flip_at >> k & 1);
 
     struct spool *s = open_spool();
     struct spool_stats st;
@@ -181,24 +196,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                "skipped %llu bytes, want %zu", (unsigned long long)st.skipped_bytes,
                from > fsize ? 0 : fsize - stop);
 
-    if ((flags & 8) && nwant > 0) {
+    if ((flags & 8) && nall > 0) {
         /* the disk changes one byte of a valid record under the open spool
          * (only there: a flip in the cut-off tail could mend a bad record,
-         * which the reopened spool would then rightly find) */
+         * which the reopened spool would then rightly find; and only in a
+         * record not done, which is never read again) */
         size_t at = from + flip_at % (stop - from), keep = 0;
-        int fd = open(name, O_WRONLY);
-        uint8_t b = file[at] ^ 0x5A;
-        FUZZ_CHECK(fd >= 0 && pwrite(fd, &b, 1, (off_t)at) == 1, "flip");
-        close(fd);
         /* the record holding the flipped byte (header or payload) is cut,
          * and every record after it with it */
-        for (; keep < nwant; keep++) {
+        for (; keep < nall; keep++) {
             size_t start = (size_t)(want[keep].p - file) - HEADER;
             if (start <= at && at < start + HEADER + want[keep].len)
                 break;
         }
-        nwant = keep;
+        if (!marked[keep]) {
+            int fd = open(name, O_WRONLY);
+            uint8_t b = file[at] ^ 0x5A;
+            FUZZ_CHECK(fd >= 0 && pwrite(fd, &b, 1, (off_t)at) == 1, "flip");
+            close(fd);
+            nall = keep;
+        }
     }
+    size_t nwant = 0;
+    for (size_t k = 0; k < nall; k++)
+        if (!marked[k])
+            want[nwant++] = want[k];
 
     size_t ngot;
     expect(s, want, nwant, got, &ngot, "after open");
@@ -220,23 +242,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t total = nwant + nappend;
     expect(s, want, total, got, &ngot, "after appending");
 
-    /* mark the first k done; an id never given is refused */
+    /* mark the first k done (and with `sparse` every other one after
+     * them, the last first); an id never given is refused */
     size_t k = (size_t)(flags >> 4) < total ? (size_t)(flags >> 4) : total;
-    spool_id ids[16];
-    for (size_t i = 0; i < k; i++)
+    static spool_id ids[MAX_RECS + 8];
+    static int done_now[MAX_RECS + 8];
+    for (size_t i = 0; i < total; i++) {
         ids[i] = got[i].id;
-    for (size_t i = 0; i < k; i++)
-        FUZZ_CHECK(spool_done(s, ids[i]) == 0, "spool_done of a peeked record failed");
+        done_now[i] = i < k || (sparse && (i - k) % 2 == 1);
+    }
+    for (size_t i = total; i-- > 0;)
+        if (done_now[i])
+            FUZZ_CHECK(spool_done(s, ids[i]) == 0, "spool_done of a peeked record failed");
     spool_id bogus = total ? got[total - 1].id + 1 : ((spool_id)77 << 32);
     FUZZ_CHECK(spool_done(s, bogus) != 0, "spool_done accepted an id it never gave");
     event_base_loop(base, EVLOOP_NONBLOCK); /* the deferred flush */
     spool_free(s);
 
     /* reopen: the rest come back, in order */
-    for (size_t i = k; i < total; i++)
-        left[i - k] = want[i];
+    size_t nleft = 0;
+    for (size_t i = 0; i < total; i++)
+        if (!done_now[i])
+            left[nleft++] = want[i];
     s = open_spool();
-    expect(s, left, total - k, got, &ngot, "after reopening");
+    expect(s, left, nleft, got, &ngot, "after reopening");
     spool_free(s);
     return 0;
 }

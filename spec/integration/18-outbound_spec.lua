@@ -1,5 +1,8 @@
 -- Outbound messages through a fake Telnyx API: sent, retried on 5xx and
--- timeouts, failed on 4xx, and sent after a restart.
+-- timeouts, failed on 4xx, and sent after a restart; faults injected into
+-- the registry's outbox mark, the claim of a try and the record of its
+-- outcome never leave a message unsent, never queue one the client was told
+-- failed, and never send one twice.
 local server = require "support.server"
 local pg = require "support.pg"
 local auth = require "support.auth"
@@ -30,6 +33,19 @@ describe("outbound messages", function()
             os.execute("sleep 0.2")
         end
         return status_of(id)
+    end
+
+    -- the fake's requests that carried this text
+    local function requests_for(text)
+        local n = 0
+        for _, r in ipairs(fake_requests()) do
+            if r.body.text == text then n = n + 1 end
+        end
+        return n
+    end
+
+    local function stored_with(text)
+        return psql(url_of(tenant_db), "SELECT count(*) FROM messages WHERE text = '" .. text .. "'")
     end
 
     local function send(body, conv)
@@ -65,6 +81,33 @@ describe("outbound messages", function()
             return auth.get(srv, "/api/conversations", token).json.conversations[1] ~= nil
         end)
         conversation = auth.get(srv, "/api/conversations", token).json.conversations[1].id
+        -- faults of the church's database, by the message's text: its first
+        -- claim fails, the first record of its acceptance fails (transiently),
+        -- or every record of its acceptance fails
+        local _, ok = pg.psql_file(url_of(tenant_db), [[
+            CREATE SEQUENCE fault_claims;
+            CREATE SEQUENCE fault_records;
+            CREATE SEQUENCE fault_refusals;
+            CREATE FUNCTION outbound_faults() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.send_attempts > OLD.send_attempts AND NEW.text LIKE '%[claim-fails-once]%'
+                   AND nextval('fault_claims') = 1 THEN
+                    RAISE EXCEPTION 'injected: the claim fails' USING ERRCODE = 'serialization_failure';
+                END IF;
+                IF NEW.status = 'sent' AND NEW.text LIKE '%[record-fails-once]%'
+                   AND nextval('fault_records') = 1 THEN
+                    RAISE EXCEPTION 'injected: the record fails' USING ERRCODE = 'serialization_failure';
+                END IF;
+                IF NEW.status = 'sent' AND NEW.text LIKE '%[record-fails]%'
+                   AND nextval('fault_refusals') > 0 THEN
+                    RAISE EXCEPTION 'injected: the record fails for good';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER outbound_faults BEFORE UPDATE ON messages
+                FOR EACH ROW EXECUTE FUNCTION outbound_faults();
+        ]])
+        assert(ok, "cannot install the fault trigger")
     end)
 
     teardown(function()
@@ -118,6 +161,82 @@ describe("outbound messages", function()
             os.execute("sleep 0.2")
         end
         assert.equal("0", psql(reg.url, "SELECT count(*) FROM outbox_tenants"))
+    end)
+
+    it("answers 503 and queues nothing when the registry cannot mark the church", function()
+        psql(reg.url, "DELETE FROM outbox_tenants")
+        local _, ok = pg.psql_file(reg.url, [[
+            CREATE FUNCTION outbox_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION 'injected: no mark' USING ERRCODE = 'lock_not_available';
+            END $$;
+            CREATE TRIGGER outbox_fault BEFORE INSERT ON outbox_tenants
+                FOR EACH ROW EXECUTE FUNCTION outbox_fault();
+        ]])
+        assert(ok, "cannot install the registry fault")
+        local text = "registry refuses the mark"
+        local res = send { text = text }
+        psql(reg.url, "DROP TRIGGER outbox_fault ON outbox_tenants")
+        assert.equal(503, res.status, res.body)
+        assert.equal("service_unavailable", res.json.error.code)
+        assert.equal("0", stored_with(text))
+        -- the client tries again: one message, sent once
+        res = send { text = text }
+        assert.equal(202, res.status, res.body)
+        assert.truthy(wait_status(res.json.message.id, "sent", 10):match("^sent fake%-%d+ 1$"))
+        assert.equal("1", stored_with(text))
+        assert.equal(1, requests_for(text))
+    end)
+
+    it("sends a message queued while the sweep removes the church's mark", function()
+        -- nothing left to send, but the church still marked: the next sweep removes the mark
+        psql(reg.url, "INSERT INTO outbox_tenants (tenant_id) SELECT id FROM tenants ON CONFLICT DO NOTHING")
+        assert.equal(200, auth.post(srv, "/test/outbound/pause", {}).status)
+        assert.truthy(server.wait_until(function()
+            return auth.get(srv, "/test/outbound/pause").json.paused
+        end, 10), "the sweep never came to remove the mark")
+        -- the message's own task stops at its claim (a database error): only
+        -- the sweep can send it, and only if its church is still marked
+        local res = send { text = "[claim-fails-once] queued during the sweep" }
+        auth.post(srv, "/test/outbound/release", {})
+        assert.equal(202, res.status, res.body)
+        assert.truthy(server.wait_until(function()
+            return auth.get(srv, "/test/outbound/pause").json.done
+        end, 10), "the sweep never went on")
+        local id = res.json.message.id
+        assert.truthy(wait_status(id, "sent", 20):match("^sent fake%-%d+ 1$"), status_of(id))
+        assert.equal(1, requests_for("[claim-fails-once] queued during the sweep"))
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("records the provider's acceptance after a failed first try, sending once", function()
+        local text = "[record-fails-once] accepted"
+        local m = send({ text = text }).json.message
+        assert.truthy(wait_status(m.id, "sent", 15):match("^sent fake%-%d+ 1$"), status_of(m.id))
+        assert.equal(1, requests_for(text))
+    end)
+
+    it("never sends again a message whose acceptance could not be recorded", function()
+        local text = "[record-fails] accepted but not recorded"
+        local m = send({ text = text }).json.message
+        assert.truthy(server.wait_until(function()
+            return psql(url_of(tenant_db), "SELECT is_called FROM fault_refusals") == "t"
+        end, 15), "the record of the acceptance was never refused")
+        -- its lease runs out (as after a restart): the sweep reports it, and
+        -- only reports it
+        psql(url_of(tenant_db), "UPDATE messages SET next_attempt_at = now() - interval '1 second' "
+            .. "WHERE id = '" .. m.id .. "'")
+        local left = server.wait_until(function()
+            return psql(reg.url, "SELECT count(*) FROM outbox_tenants") == "0"
+        end, 10)
+        assert.equal(1, requests_for(text))
+        assert.truthy(left, "the sweep kept the church in the outbox")
+        assert.truthy(srv:log_contains("could not be recorded"), "the lost record was not logged")
+        assert.truthy(srv:log_contains("outcome is unknown"), "the sweep did not report the message")
+        assert.truthy(status_of(m.id):match("^sending %- 1$"), status_of(m.id))
+        assert.equal("", psql(url_of(tenant_db), "SELECT next_attempt_at FROM messages WHERE id = '" .. m.id .. "'"))
+        assert.equal(1, tonumber(srv:metric("steeple_outbound_unknown_total")))
+        assert.same({}, srv:unexpected_errors { "could not be recorded" })
     end)
 
     it("refuses bad messages", function()

@@ -60,7 +60,7 @@ local EXPECTED_DEFAULTS = {
     telnyx = { tolerance_s = 300, api_base = "https://api.telnyx.com", send_attempts = 5, timeout_ms = 10000,
                sweep_interval_s = 5 },
     metrics = { allow = "127.0.0.0/8,::1" },
-    spool = { dir = "var/spool", after_ms = 1000, replay_interval_s = 1 },
+    spool = { dir = "var/spool", after_ms = 1000, replay_interval_s = 1, give_up_s = 3600 },
     bench = {},
 }
 
@@ -84,7 +84,7 @@ local LATER_KEYS = {
     { "telnyx.api_base", false }, { "telnyx.send_attempts", true }, { "telnyx.timeout_ms", true },
     { "telnyx.sweep_interval_s", true }, { "metrics.allow", true }, { "spool.dir", false },
     { "spool.after_ms", true },
-    { "spool.replay_interval_s", true },
+    { "spool.replay_interval_s", true }, { "spool.give_up_s", true },
 }
 local LATER_NAMES = {}
 for i, k in ipairs(LATER_KEYS) do LATER_NAMES[i] = k[1] end
@@ -131,7 +131,7 @@ describe("conf", function()
             for _, k in ipairs(LATER_NAMES) do expected[#expected + 1] = k end
             expected[#expected + 1] = "bench.plain_path"
             assert.same(expected, keys)
-            assert.equal(57, #conf.schema)
+            assert.equal(58, #conf.schema)
         end)
 
         it("looks entries up by key", function()
@@ -200,7 +200,7 @@ describe("conf", function()
                                api_base = "http://127.0.0.1:9", send_attempts = 2, timeout_ms = 500,
                                sweep_interval_s = 1 },
                     metrics = { allow = "10.1.2.3" },
-                    spool = { dir = "s", after_ms = 50, replay_interval_s = 0.5 },
+                    spool = { dir = "s", after_ms = 50, replay_interval_s = 0.5, give_up_s = 2 },
                     bench = { plain_path = "/plain" },
                 }
             ]]))
@@ -224,7 +224,7 @@ describe("conf", function()
                 telnyx = { public_key = SPEC_KEY, tolerance_s = 60, api_key = "k", api_base = "http://127.0.0.1:9",
                            send_attempts = 2, timeout_ms = 500, sweep_interval_s = 1 },
                 metrics = { allow = "10.1.2.3" },
-                spool = { dir = "s", after_ms = 50, replay_interval_s = 0.5 },
+                spool = { dir = "s", after_ms = 50, replay_interval_s = 0.5, give_up_s = 2 },
                 bench = { plain_path = "/plain" },
             }, cfg)
         end)
@@ -392,6 +392,7 @@ describe("conf", function()
             { "limits.json_max_depth", 1, 1000, "must be between 1 and 1000" },
             { "tenants.max_provisioning", 1, 1000, "must be between 1 and 1000" },
             { "auth.ipv6_prefix", 1, 128, "must be between 1 and 128" },
+            { "spool.give_up_s", 0, 2592000, "must be between 0 and 2592000" },
         }
 
         local function file_for(key, value)

@@ -6,4 +6,5 @@ return {
     "0003_messaging.sql",
     "0004_conversation_counters.sql",
     "0005_refresh_token_families.sql",
+    "0006_outbound_sending.sql",
 }
