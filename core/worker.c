@@ -4,6 +4,7 @@
 #include "clock.h"
 #include "log.h"
 #include "lua_host.h"
+#include "http_conn.h"
 #include "http_reply.h"
 #include "request.h"
 #include "threadpool.h"
@@ -90,14 +91,18 @@ static struct bufferevent *new_connection(struct event_base *base, void *arg)
 {
     struct worker *w = arg;
     conn_guard_accepted(w->guard);
-    return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    return http_conns_bufferevent(w->conns);
 }
 
 static void apply_limits(struct worker *w, const struct config_limits *lim)
 {
     if (w->http == NULL) /* a command-line worker */
         return;
-    evhttp_set_max_body_size(w->http, lim->body_bytes);
+    /* the framer (http_framer.h) reads bodies and enforces both limits with
+     * JSON answers; evhttp only ever sees header blocks within them, so any
+     * body reaching evhttp is a bug it refuses */
+    http_conns_set_limits(w->conns, lim->header_bytes, lim->body_bytes);
+    evhttp_set_max_body_size(w->http, 0);
     evhttp_set_max_headers_size(w->http, lim->header_bytes);
     evhttp_set_timeout(w->http, (int)(lim->read_timeout_s + 0.999));
     double t = lim->request_timeout_s;
@@ -222,7 +227,9 @@ static int setup_tick(struct worker *w)
 static int setup_http(struct worker *w, int fd)
 {
     w->http = evhttp_new(w->base);
-    if (w->http == NULL)
+    w->conns = http_conns_new(w->base, w->cfg.limits.header_bytes, w->cfg.limits.body_bytes,
+                              request_body_limit, w);
+    if (w->http == NULL || w->conns == NULL)
         return -1;
     evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                              EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
@@ -264,6 +271,7 @@ static void teardown(struct worker *w)
     w->http_client = NULL;
     if (w->http)
         evhttp_free(w->http); /* closes the connections and the listener */
+    http_conns_free(w->conns); /* after evhttp_free: what its connections left */
     threadpool_free(w->pool);
     spool_free(w->spool); /* appends still queued complete with "stopping" */
     w->spool = NULL;

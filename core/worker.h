@@ -12,6 +12,7 @@ struct event_base;
 struct evhttp;
 struct evconnlistener;
 struct conn_guard;
+struct http_conns;
 struct threadpool;
 struct watchdog;
 struct pg_cluster;
@@ -32,6 +33,7 @@ struct worker {
     struct evhttp *http;
     struct evconnlistener *listener;
     struct conn_guard *guard;
+    struct http_conns *conns; /* client connections, read through a framer */
     struct threadpool *pool;
     struct watchdog *watchdog;
     struct pg_cluster *cluster; /* database servers and pools */
