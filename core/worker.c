@@ -294,6 +294,26 @@ static void teardown(struct worker *w)
     event_base_free(w->base);
 }
 
+/* The parts of a worker made from its configuration. Returns 0, or
+ * WORKER_EXIT_FATAL when the configuration is at fault (err says how), or
+ * WORKER_EXIT_FAILED (a spool another process still holds, out of memory). */
+static int configure(struct worker *w, char *err, size_t errlen)
+{
+    const struct config *cfg = &w->cfg;
+    if ((w->cluster = db_cluster_new(w->base, cfg, err, errlen)) == NULL)
+        return WORKER_EXIT_FAILED;
+    if (spool_prepare_dir(cfg->spool_dir, err, errlen) != 0)
+        return WORKER_EXIT_FATAL;
+    w->spool = spool_open(w->base, cfg->spool_dir, w->index, cfg->workers, err, errlen);
+    if (w->spool == NULL)
+        return WORKER_EXIT_FAILED;
+    if (worker_reload(w) != 0) { /* logged with the file and line */
+        snprintf(err, errlen, "the scripts or the config file do not load");
+        return WORKER_EXIT_FATAL;
+    }
+    return setup_tick(w) != 0 ? WORKER_EXIT_FAILED : 0;
+}
+
 int worker_main(int index, const struct config *cfg, const char *lua_dir,
                 const char *config_path)
 {
@@ -317,15 +337,17 @@ int worker_main(int index, const struct config *cfg, const char *lua_dir,
         (w.pool = threadpool_new(w.base, cfg->threads, cfg->threads * POOL_QUEUE_PER_THREAD)) ==
             NULL ||
         (w.watchdog = watchdog_start(WATCHDOG_PERIOD_S, WATCHDOG_KILL_AFTER_S, request_overrun)) ==
-            NULL ||
-        (w.cluster = db_cluster_new(w.base, cfg, err, sizeof err)) == NULL ||
-        (w.spool = spool_open(w.base, cfg->spool_dir, index, cfg->workers, err, sizeof err)) ==
-            NULL ||
-        worker_reload(&w) != 0 || setup_tick(&w) != 0) {
+            NULL) {
         log_error("worker %d could not start: %s", index, err[0] ? err : "out of memory");
         if (w.base)
             teardown(&w);
-        return 2;
+        return WORKER_EXIT_FAILED;
+    }
+    int status = configure(&w, err, sizeof err);
+    if (status != 0) {
+        log_error("worker %d could not start: %s", index, err[0] ? err : "out of memory");
+        teardown(&w);
+        return status;
     }
     log_info("worker %d serving on %s:%d", index, cfg->listen, cfg->port);
     event_base_dispatch(w.base);

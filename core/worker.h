@@ -59,6 +59,14 @@ struct worker {
  * -1 with a message in err. */
 int worker_listen_socket(const char *listen_addr, int port, char *err, size_t errlen);
 
+/* A worker's exit statuses besides 0: it could not start (the master starts
+ * it again, with back-off), or it cannot start because of its configuration
+ * (a spool directory it cannot create or write, scripts or a config file
+ * that do not load, such as a bad key), which starting again would not
+ * change: the master then stops the server. */
+#define WORKER_EXIT_FAILED 2
+#define WORKER_EXIT_FATAL 3
+
 /* Runs worker `index` until it is told to stop; returns the exit status. */
 int worker_main(int index, const struct config *cfg, const char *lua_dir,
                 const char *config_path);
