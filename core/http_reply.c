@@ -50,6 +50,8 @@ static const char *generic_message(const char *code)
 {
     if (strcmp(code, "service_unavailable") == 0)
         return "The service is temporarily unavailable. Try again shortly.";
+    if (strcmp(code, "bad_request") == 0)
+        return "The request could not be read.";
     return "Something went wrong. Use the request id when reporting this.";
 }
 

@@ -98,6 +98,12 @@ static int load_app(lua_State *L)
     ss->tick_ref = t == LUA_TFUNCTION ? luaL_ref(L, LUA_REGISTRYINDEX) : LUA_NOREF;
     if (t == LUA_TNIL)
         lua_pop(L, 1);
+    t = lua_getfield(L, -1, "body_limit"); /* app body_limit */
+    if (t != LUA_TFUNCTION && t != LUA_TNIL)
+        return luaL_error(L, "app.body_limit must be a function");
+    ss->body_limit_ref = t == LUA_TFUNCTION ? luaL_ref(L, LUA_REGISTRYINDEX) : LUA_NOREF;
+    if (t == LUA_TNIL)
+        lua_pop(L, 1);
     lua_pop(L, 1);
     if (luaL_loadbuffer(L, lock_globals, sizeof lock_globals - 1, "=lock_globals") != LUA_OK)
         return lua_error(L);
@@ -119,6 +125,7 @@ struct script_state *script_state_new(struct worker *w, char *err, size_t errlen
     lua_gc(L, LUA_GCGEN, 0, 0); /* requests make short-lived garbage */
     ss->handler_ref = LUA_NOREF;
     ss->tick_ref = LUA_NOREF;
+    ss->body_limit_ref = LUA_NOREF;
     lua_pushlightuserdata(L, w);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &worker_key);
     script_open_libs(L, w->lua_dir);

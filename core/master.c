@@ -9,6 +9,7 @@
 #include "lua_host.h"
 #include "metrics.h"
 #include "ratelimit.h"
+#include "spool.h"
 #include "worker.h"
 
 #include <dirent.h>
@@ -48,6 +49,7 @@ struct master {
     int sfd;   /* signalfd */
     int ifd;   /* inotify, or -1 */
     int stopping;
+    int failed; /* a worker could not start for a reason a restart cannot fix */
     double kill_at;
     double reload_at; /* debounced --watch reload, 0 = none */
 };
@@ -83,6 +85,17 @@ static void signal_workers(struct master *m, int sig)
             kill(m->slots[i].pid, sig);
 }
 
+/* Tells the workers to finish and exit (SIGTERM, or a fatal worker exit). */
+static void stop(struct master *m)
+{
+    if (m->stopping)
+        return;
+    log_info("stopping");
+    m->stopping = 1;
+    m->kill_at = clock_mono() + m->cfg->shutdown_timeout_s + 5.0;
+    signal_workers(m, SIGTERM);
+}
+
 static void reap(struct master *m)
 {
     int status;
@@ -95,6 +108,14 @@ static void reap(struct master *m)
             s->pid = 0;
             if (m->stopping)
                 break;
+            if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_FATAL) {
+                log_error("worker %d (pid %d) cannot start with this configuration (see its "
+                          "message above), and starting it again would not help: stopping",
+                          i, (int)pid);
+                m->failed = 1;
+                stop(m);
+                break;
+            }
             double now = clock_mono();
             if (now - s->started >= STABLE_AFTER_S)
                 s->backoff = 0;
@@ -132,12 +153,7 @@ static void on_signal(struct master *m, int sig)
         break;
     case SIGTERM:
     case SIGINT:
-        if (!m->stopping) {
-            log_info("stopping");
-            m->stopping = 1;
-            m->kill_at = clock_mono() + m->cfg->shutdown_timeout_s + 5.0;
-            signal_workers(m, SIGTERM);
-        }
+        stop(m);
         break;
     default:
         break;
@@ -256,6 +272,18 @@ static int check_scripts(const struct config *cfg, const char *lua_dir, const ch
     return 0;
 }
 
+/* Creates the spool directory (and its parents) before any worker needs it,
+ * so that a path no worker could use stops start-up with one message. */
+static int check_spool_dir(const struct config *cfg)
+{
+    char err[512];
+    if (spool_prepare_dir(cfg->spool_dir, err, sizeof err) != 0) {
+        log_error("spool.dir: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
 static int check_listen(const struct config *cfg)
 {
     char err[256];
@@ -295,7 +323,8 @@ int master_main(const struct config *cfg, const char *lua_dir, const char *confi
                 int watch)
 {
     struct master m = {.cfg = cfg, .lua_dir = lua_dir, .config_path = config_path, .ifd = -1};
-    if (check_scripts(cfg, lua_dir, config_path) != 0 || check_listen(cfg) != 0)
+    if (check_scripts(cfg, lua_dir, config_path) != 0 || check_listen(cfg) != 0 ||
+        check_spool_dir(cfg) != 0)
         return 1;
     raise_fd_limit(cfg);
     if (metrics_init(cfg->workers) != 0 || ratelimit_init(RATELIMIT_DEFAULT_SLOTS) != 0) {
@@ -320,7 +349,9 @@ int master_main(const struct config *cfg, const char *lua_dir, const char *confi
     for (int i = 0; i < cfg->workers; i++)
         spawn(&m, i);
     int rc = loop(&m);
-    log_info("stopped");
+    if (m.failed)
+        rc = 1;
+    log_info(m.failed ? "stopped: a worker could not start" : "stopped");
     free(m.slots);
     close(m.sfd);
     if (m.ifd >= 0)

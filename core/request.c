@@ -3,6 +3,7 @@
 #include "clock.h"
 #include "conn_guard.h"
 #include "crypto.h"
+#include "http_conn.h"
 #include "http_reply.h"
 #include "log.h"
 #include "lua_host.h"
@@ -18,6 +19,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <lauxlib.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -26,7 +28,8 @@
 struct request {
     struct worker *w;
     struct evhttp_request *req; /* NULL once evhttp has freed it */
-    struct evhttp_connection *evcon;
+    struct http_conn *conn;     /* its connection; NULL once gone */
+    int refused;                /* the framer refused it: 400 or 413 (http_framer.h) */
     struct script_state *ss;
     lua_State *co;
     int co_ref;
@@ -125,8 +128,8 @@ static void request_end(struct request *r, int reset)
     struct worker *w = r->w;
     if (r->deadline_armed)
         event_del(&r->deadline_ev);
-    if (r->req)
-        evhttp_connection_set_closecb(r->evcon, NULL, NULL);
+    if (r->conn)
+        http_conn_watch(r->conn, NULL, NULL);
     if (!r->task)
         conn_guard_idle(w->guard, r->fd);
     if (r->co != NULL && reset)
@@ -207,22 +210,31 @@ static void record(struct request *r, int status, const char *route, const char 
 }
 
 /* evhttp finished writing a response (not called when the connection broke
- * first; a stopping worker then waits for its shutdown timeout). */
+ * first; a stopping worker then waits for its shutdown timeout): the
+ * connection's next request may be read. */
 static void on_reply_written(struct evhttp_request *req, void *arg)
 {
     struct worker *w = arg;
     w->writing--;
+    http_conns_answered(w->conns, req);
     worker_request_ended(w);
+}
+
+static void on_plain_written(struct evhttp_request *req, void *arg)
+{
+    struct worker *w = arg;
+    http_conns_answered(w->conns, req);
 }
 
 /* Sends a response if the client is still there, then ends the request. */
 static void respond(struct request *r, const struct http_reply *reply, int reset)
 {
     if (r->req != NULL) {
-        evhttp_connection_set_closecb(r->evcon, NULL, NULL);
+        http_conn_watch(r->conn, NULL, NULL);
         evhttp_request_set_on_complete_cb(r->req, on_reply_written, r->w);
         r->w->writing++;
-        if (http_reply_send(r->req, reply, r->id, r->w->stopping) != 0)
+        /* a refused request's body was not read: the connection must close */
+        if (http_reply_send(r->req, reply, r->id, r->w->stopping || r->refused) != 0)
             log_msg(LOG_ERROR, r->id, "could not build the response");
         r->req = NULL; /* evhttp owns it again */
     }
@@ -490,11 +502,11 @@ static void push_request_table(lua_State *L, struct request *r)
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = evhttp_uri_get_path(uri);
     const char *query = evhttp_uri_get_query(uri);
-    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    struct evbuffer *body = http_conn_body(r->conn);
     size_t blen = evbuffer_get_length(body);
     char *host = NULL;
     ev_uint16_t port = 0;
-    evhttp_connection_get_peer(r->evcon, &host, &port);
+    evhttp_connection_get_peer(evhttp_request_get_connection(req), &host, &port);
 
     lua_createtable(L, 0, 12); /* room for what app.lua adds */
     lua_pushstring(L, r->id);
@@ -511,6 +523,11 @@ static void push_request_table(lua_State *L, struct request *r)
     lua_setfield(L, -2, "headers");
     lua_pushlstring(L, blen ? (const char *)evbuffer_pullup(body, -1) : "", blen);
     lua_setfield(L, -2, "body");
+    evbuffer_drain(body, blen); /* Lua has its copy */
+    if (r->refused == 413) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "body_too_large"); /* app.lua answers 413 once routed */
+    }
 }
 
 /* Sets up the coroutine, reusing a finished one when the state has one:
@@ -537,6 +554,48 @@ static int prepare(lua_State *L)
     return 0;
 }
 
+/* ---- body limits --------------------------------------------------------- */
+
+struct limit_call {
+    struct script_state *ss;
+    const char *method, *path;
+    long limit;
+};
+
+/* Under pcall on the main state: app.body_limit(method, path). */
+static int call_body_limit(lua_State *L)
+{
+    struct limit_call *c = lua_touserdata(L, 1);
+    int isnum = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ss->body_limit_ref); /* fn */
+    lua_pushstring(L, c->method);
+    lua_pushstring(L, c->path);
+    lua_call(L, 2, 1); /* limit */
+    lua_Integer n = lua_tointegerx(L, -1, &isnum);
+    if (!isnum || n <= 0 || n > LONG_MAX)
+        return luaL_error(L, "app.body_limit returned %s, not a positive integer",
+                          luaL_typename(L, -1));
+    c->limit = (long)n;
+    return 0;
+}
+
+long request_body_limit(void *arg, const char *method, const char *path)
+{
+    struct worker *w = arg;
+    struct script_state *ss = w->scripts;
+    if (ss == NULL || ss->body_limit_ref == LUA_NOREF)
+        return 0;
+    struct limit_call c = {ss, method, path, 0};
+    lua_State *L = ss->L;
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, call_body_limit);
+    lua_pushlightuserdata(L, &c);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+        log_error("app.body_limit failed; using limits.body_bytes: %s", lua_tostring(L, -1));
+    lua_settop(L, top);
+    return c.limit;
+}
+
 /* ---- evhttp callbacks ---------------------------------------------------- */
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
@@ -550,31 +609,37 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     fail(r, "the handler was still waiting at the request deadline");
 }
 
-static void on_client_close(struct evhttp_connection *evcon, void *arg)
+static void on_client_close(void *arg)
 {
-    (void)evcon;
     struct request *r = arg;
     r->req = NULL; /* evhttp frees it */
+    r->conn = NULL;
     cancel_pending(r);
     log_msg(LOG_INFO, r->id, "client closed the connection before the response");
     record(r, 499, remember_route(r), NULL);
     request_end(r, 1);
 }
 
-static int start(struct request *r)
+/* Makes r an in-flight request of the current scripts, with no coroutine yet. */
+static void begin(struct request *r)
 {
-    struct worker *w = r->w;
-    r->ss = w->scripts;
+    r->ss = r->w->scripts;
     script_state_ref(r->ss);
     r->co_ref = LUA_NOREF;
     r->req_ref = LUA_NOREF;
-    link_inflight(w, r);
+    link_inflight(r->w, r);
+}
+
+static int start(struct request *r)
+{
+    struct worker *w = r->w;
+    begin(r);
     r->deadline = r->started + w->cfg.limits.request_timeout_s;
     if (evtimer_assign(&r->deadline_ev, w->base, on_deadline, r) != 0 ||
         evtimer_add(&r->deadline_ev, w->request_timeout_tv) != 0)
         return -1;
     r->deadline_armed = 1;
-    evhttp_connection_set_closecb(r->evcon, on_client_close, r);
+    http_conn_watch(r->conn, on_client_close, r);
     lua_State *L = r->ss->L;
     lua_pushcfunction(L, prepare);
     lua_pushlightuserdata(L, r);
@@ -586,10 +651,20 @@ static int start(struct request *r)
     return 0;
 }
 
+/* Answers at once, without running the scripts. */
+static void answer_now(struct request *r, int status, const char *code)
+{
+    begin(r);
+    respond_error(r, status, code, 0);
+}
+
 void request_handle(struct evhttp_request *req, void *arg)
 {
     struct worker *w = arg;
-    if (w->cfg.plain_path[0] && http_plain_route(req, w->cfg.plain_path))
+    struct http_conn *conn = http_conns_find(w->conns, req);
+    evhttp_request_set_on_complete_cb(req, on_plain_written, w);
+    if (w->cfg.plain_path[0] && conn && !http_conn_refused(conn) &&
+        http_plain_route(req, w->cfg.plain_path))
         return;
     struct request *r = calloc(1, sizeof *r);
     if (r == NULL) {
@@ -598,12 +673,22 @@ void request_handle(struct evhttp_request *req, void *arg)
     }
     r->w = w;
     r->req = req;
-    r->evcon = evhttp_request_get_connection(req);
-    r->fd = bufferevent_getfd(evhttp_connection_get_bufferevent(r->evcon));
+    r->conn = conn;
+    r->refused = conn ? http_conn_refused(conn) : 0;
+    r->fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evhttp_request_get_connection(req)));
     r->started = clock_mono();
     r->method = http_method_name(evhttp_request_get_command(req));
     http_request_id(req, r->id);
     conn_guard_busy(w->guard, r->fd);
+    if (conn == NULL) { /* out of memory when it was accepted: not read by a framer */
+        answer_now(r, 503, "service_unavailable");
+        return;
+    }
+    if (r->refused == 400) {
+        log_msg(LOG_INFO, r->id, "refused a request: %s", http_conn_why(conn));
+        answer_now(r, 400, "bad_request");
+        return;
+    }
     if (start(r) != 0) {
         respond_error(r, 500, "internal_error", 1);
         return;

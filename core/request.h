@@ -35,6 +35,12 @@ void request_suspend(struct request *r, void (*cleanup)(void *data), void *data)
  * from the operation's event callback; r may be freed when it returns. */
 void request_resume(struct request *r, request_retval_fn retval, void *data);
 
+/* The largest body to read for a request to method and path: app.body_limit
+ * of the current scripts (a route's own limit), or 0 (limits.body_bytes)
+ * when the scripts have none or it fails. arg is the worker; the signature
+ * is http_conn.h's http_path_limit_fn. */
+long request_body_limit(void *arg, const char *method, const char *path);
+
 /* The worker a request belongs to. */
 struct worker *request_worker(const struct request *r);
 

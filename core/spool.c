@@ -805,12 +805,58 @@ static int load(struct spool *s, const char *dir, char *err, size_t errlen)
     return 0;
 }
 
-static int open_dir(struct spool *s, const char *dir, char *err, size_t errlen)
+/* mkdir() that accepts a directory already there. */
+static int make_dir(const char *path, mode_t mode, char *err, size_t errlen)
 {
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+    if (mkdir(path, mode) == 0 || errno == EEXIST)
+        return 0;
+    snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+    return -1;
+}
+
+int spool_prepare_dir(const char *dir, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--; /* "var/spool/" is var/spool itself, not a parent of it */
+    if (n == 0 || n >= sizeof path) {
+        snprintf(err, errlen, "the spool directory's path is empty or too long");
         return -1;
     }
+    memcpy(path, dir, n);
+    path[n] = '\0';
+    for (char *p = path + 1; *p; p++) { /* the parents, as mkdir -p makes them */
+        if (*p != '/' || p[-1] == '/')
+            continue;
+        *p = '\0';
+        int rc = make_dir(path, 0755, err, errlen);
+        *p = '/';
+        if (rc != 0)
+            return -1;
+    }
+    struct stat st;
+    if (make_dir(path, 0700, err, errlen) != 0)
+        return -1;
+    if (stat(path, &st) != 0) {
+        snprintf(err, errlen, "cannot use %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "%s is not a directory", path);
+        return -1;
+    }
+    if (access(path, W_OK | X_OK) != 0) {
+        snprintf(err, errlen, "cannot write to %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int open_dir(struct spool *s, const char *dir, char *err, size_t errlen)
+{
+    if (spool_prepare_dir(dir, err, errlen) != 0)
+        return -1;
     s->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (s->dirfd < 0) {
         snprintf(err, errlen, "cannot open %s: %s", dir, strerror(errno));

@@ -53,7 +53,15 @@ struct spool_stats {
  * left on device" or "stopping". The callback must not call spool_free. */
 typedef void (*spool_cb)(void *arg, const char *err);
 
-/* Opens (creating it 0700 if missing; not its parents) the spool directory
+/* Makes sure dir is a directory this process can write: creates it (mode
+ * 0700) and its missing parents (0755, as mkdir -p; other users' servers,
+ * such as PostgreSQL in var/, may live beside it). Returns 0, or -1 with a
+ * message naming the path in err (a bad path or permissions, which a retry
+ * will not mend). */
+int spool_prepare_dir(const char *dir, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Opens (spool_prepare_dir first) the spool directory
  * for worker `worker` of `nworkers`, validates its segments and, for worker
  * 0, adopts those of workers >= nworkers. Torn or corrupt records end their
  * segment's valid part and are logged (log_warn). Starts the writer thread.

@@ -4,6 +4,7 @@
 #include "clock.h"
 #include "log.h"
 #include "lua_host.h"
+#include "http_conn.h"
 #include "http_reply.h"
 #include "request.h"
 #include "threadpool.h"
@@ -90,14 +91,18 @@ static struct bufferevent *new_connection(struct event_base *base, void *arg)
 {
     struct worker *w = arg;
     conn_guard_accepted(w->guard);
-    return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    return http_conns_bufferevent(w->conns);
 }
 
 static void apply_limits(struct worker *w, const struct config_limits *lim)
 {
     if (w->http == NULL) /* a command-line worker */
         return;
-    evhttp_set_max_body_size(w->http, lim->body_bytes);
+    /* the framer (http_framer.h) reads bodies and enforces both limits with
+     * JSON answers; evhttp only ever sees header blocks within them, so any
+     * body reaching evhttp is a bug it refuses */
+    http_conns_set_limits(w->conns, lim->header_bytes, lim->body_bytes);
+    evhttp_set_max_body_size(w->http, 0);
     evhttp_set_max_headers_size(w->http, lim->header_bytes);
     evhttp_set_timeout(w->http, (int)(lim->read_timeout_s + 0.999));
     double t = lim->request_timeout_s;
@@ -222,7 +227,9 @@ static int setup_tick(struct worker *w)
 static int setup_http(struct worker *w, int fd)
 {
     w->http = evhttp_new(w->base);
-    if (w->http == NULL)
+    w->conns = http_conns_new(w->base, w->cfg.limits.header_bytes, w->cfg.limits.body_bytes,
+                              request_body_limit, w);
+    if (w->http == NULL || w->conns == NULL)
         return -1;
     evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                              EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
@@ -264,6 +271,7 @@ static void teardown(struct worker *w)
     w->http_client = NULL;
     if (w->http)
         evhttp_free(w->http); /* closes the connections and the listener */
+    http_conns_free(w->conns); /* after evhttp_free: what its connections left */
     threadpool_free(w->pool);
     spool_free(w->spool); /* appends still queued complete with "stopping" */
     w->spool = NULL;
@@ -304,6 +312,26 @@ static void declare_metrics(struct worker *w)
     metrics_count("steeple_script_reloads_total", "result=\"error\"", 0);
 }
 
+/* The parts of a worker made from its configuration. Returns 0, or
+ * WORKER_EXIT_FATAL when the configuration is at fault (err says how), or
+ * WORKER_EXIT_FAILED (a spool another process still holds, out of memory). */
+static int configure(struct worker *w, char *err, size_t errlen)
+{
+    const struct config *cfg = &w->cfg;
+    if ((w->cluster = db_cluster_new(w->base, cfg, err, errlen)) == NULL)
+        return WORKER_EXIT_FAILED;
+    if (spool_prepare_dir(cfg->spool_dir, err, errlen) != 0)
+        return WORKER_EXIT_FATAL;
+    w->spool = spool_open(w->base, cfg->spool_dir, w->index, cfg->workers, err, errlen);
+    if (w->spool == NULL)
+        return WORKER_EXIT_FAILED;
+    if (worker_reload(w) != 0) { /* logged with the file and line */
+        snprintf(err, errlen, "the scripts or the config file do not load");
+        return WORKER_EXIT_FATAL;
+    }
+    return setup_tick(w) != 0 ? WORKER_EXIT_FAILED : 0;
+}
+
 int worker_main(int index, const struct config *cfg, const char *lua_dir,
                 const char *config_path)
 {
@@ -324,15 +352,17 @@ int worker_main(int index, const struct config *cfg, const char *lua_dir,
         (w.pool = threadpool_new(w.base, cfg->threads, cfg->threads * POOL_QUEUE_PER_THREAD)) ==
             NULL ||
         (w.watchdog = watchdog_start(WATCHDOG_PERIOD_S, WATCHDOG_KILL_AFTER_S, request_overrun)) ==
-            NULL ||
-        (w.cluster = db_cluster_new(w.base, cfg, err, sizeof err)) == NULL ||
-        (w.spool = spool_open(w.base, cfg->spool_dir, index, cfg->workers, err, sizeof err)) ==
-            NULL ||
-        worker_reload(&w) != 0 || setup_tick(&w) != 0) {
+            NULL) {
         log_error("worker %d could not start: %s", index, err[0] ? err : "out of memory");
         if (w.base)
             teardown(&w);
-        return 2;
+        return WORKER_EXIT_FAILED;
+    }
+    int status = configure(&w, err, sizeof err);
+    if (status != 0) {
+        log_error("worker %d could not start: %s", index, err[0] ? err : "out of memory");
+        teardown(&w);
+        return status;
     }
     pg_cluster_declare_metrics(w.cluster);
     log_info("worker %d serving on %s:%d", index, cfg->listen, cfg->port);

@@ -12,6 +12,7 @@ struct event_base;
 struct evhttp;
 struct evconnlistener;
 struct conn_guard;
+struct http_conns;
 struct threadpool;
 struct watchdog;
 struct pg_cluster;
@@ -32,6 +33,7 @@ struct worker {
     struct evhttp *http;
     struct evconnlistener *listener;
     struct conn_guard *guard;
+    struct http_conns *conns; /* client connections, read through a framer */
     struct threadpool *pool;
     struct watchdog *watchdog;
     struct pg_cluster *cluster; /* database servers and pools */
@@ -56,6 +58,14 @@ struct worker {
 /* Creates a non-blocking SO_REUSEPORT listening socket; returns the fd, or
  * -1 with a message in err. */
 int worker_listen_socket(const char *listen_addr, int port, char *err, size_t errlen);
+
+/* A worker's exit statuses besides 0: it could not start (the master starts
+ * it again, with back-off), or it cannot start because of its configuration
+ * (a spool directory it cannot create or write, scripts or a config file
+ * that do not load, such as a bad key), which starting again would not
+ * change: the master then stops the server. */
+#define WORKER_EXIT_FAILED 2
+#define WORKER_EXIT_FATAL 3
 
 /* Runs worker `index` until it is told to stop; returns the exit status. */
 int worker_main(int index, const struct config *cfg, const char *lua_dir,

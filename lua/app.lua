@@ -127,7 +127,18 @@ local function media_type_ok(req)
     return find(ct, "^%s*application/json%s*$") ~= nil or find(ct, "^%s*application/json%s*;") ~= nil
 end
 
+-- The largest body the core reads for a request to method and path, asked
+-- when its header block is complete: the route's own body_bytes (see
+-- router.lua), else limits.body_bytes.
+function M.body_limit(method, path)
+    if method == "HEAD" then method = "GET" end
+    local handler, _, _, body_bytes = r:match(method, path)
+    return handler and body_bytes or config.limits.body_bytes
+end
+
 -- Handles one request; returns status, body, header lines, route, tenant.
+-- req.body_too_large: the core refused to read its body (over the route's
+-- limit); it gets 413 once routing has found a route.
 function M.handle(req)
     setmetatable(req, Request)
     local method = req.method == "HEAD" and "GET" or req.method
@@ -141,6 +152,9 @@ function M.handle(req)
     end
     req.params = params
     req.route = pattern -- read by the core when the handler fails
+    if req.body_too_large then
+        return send(errors.response(req.id, "payload_too_large"), pattern, req)
+    end
     if BODY_METHODS[method] and not media_type_ok(req) then
         return send(errors.response(req.id, "unsupported_media_type"), pattern, req)
     end

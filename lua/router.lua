@@ -7,12 +7,19 @@
 -- tried first; the other branch is tried only when the literal one cannot
 -- serve the request. Paths are matched exactly: no trailing-slash or
 -- double-slash folding, and the query string must already be removed.
+--
+-- Beside its methods a pattern may carry options, in lower case:
+--   body_bytes = n   the largest request body its routes accept (an integer,
+--                    1 B to 1 GiB), instead of limits.body_bytes.
 
 local type, pairs, ipairs, error, setmetatable, tostring = type, pairs, ipairs, error, setmetatable, tostring
+local mathtype = math.type
 local find, sub, match, format = string.find, string.sub, string.match, string.format
 local sort, concat = table.sort, table.concat
 
 local M = {}
+
+local BODY_BYTES_MAX <const> = 1073741824 -- as limits.body_bytes
 
 local Router = {}
 Router.__index = Router
@@ -55,27 +62,40 @@ local function parse_pattern(pattern)
     return segs
 end
 
--- Copies a {METHOD = handler} table after checking it; returns the copy and
--- the sorted method names. Raises on bad input.
+-- Checks a route option; returns it.
+local function check_option(pattern, name, value)
+    if name ~= "body_bytes" then
+        error(format("router: unknown option '%s' for '%s'", name, pattern), 4)
+    elseif mathtype(value) ~= "integer" or value < 1 or value > BODY_BYTES_MAX then
+        error(format("router: body_bytes for '%s' must be an integer from 1 to %d", pattern, BODY_BYTES_MAX), 4)
+    end
+    return value
+end
+
+-- Copies a {METHOD = handler} table after checking it; returns the copy,
+-- the sorted method names and the options. Raises on bad input.
 local function check_methods(pattern, methods)
     if type(methods) ~= "table" then
         error(format("router: methods for '%s' must be a table", pattern), 3)
     end
-    local copy, names = {}, {}
+    local copy, names, options = {}, {}, {}
     for name, handler in pairs(methods) do
-        if type(name) ~= "string" or not match(name, "^%u+$") then
+        if type(name) == "string" and match(name, "^%l[%l_]*$") then
+            options[name] = check_option(pattern, name, handler)
+        elseif type(name) ~= "string" or not match(name, "^%u+$") then
             error(format("router: bad method name '%s' for '%s'", tostring(name), pattern), 3)
         elseif type(handler) ~= "function" then
             error(format("router: handler for %s '%s' must be a function", name, pattern), 3)
+        else
+            copy[name] = handler
+            names[#names + 1] = name
         end
-        copy[name] = handler
-        names[#names + 1] = name
     end
     if #names == 0 then
         error(format("router: no methods for '%s'", pattern), 3)
     end
     sort(names)
-    return copy, names
+    return copy, names, options
 end
 
 -- Registers pattern with its {METHOD = handler} table. Returns nothing;
@@ -83,7 +103,7 @@ end
 -- registered (parameter names do not distinguish patterns).
 function Router:add(pattern, methods)
     local segs = parse_pattern(pattern)
-    local handlers, names = check_methods(pattern, methods)
+    local handlers, names, options = check_methods(pattern, methods)
     local node, params = self.root, {}
     for _, seg in ipairs(segs) do
         if seg.literal then
@@ -104,7 +124,7 @@ function Router:add(pattern, methods)
     end
     node.route = {
         pattern = pattern, handlers = handlers, methods = names,
-        params = params, allow = concat(names, ", "),
+        params = params, allow = concat(names, ", "), body_bytes = options.body_bytes,
     }
     self.list[#self.list + 1] = node.route
     if #params == 0 then self.static[pattern] = node.route end
@@ -166,12 +186,15 @@ local function allow_for(root, path, pos)
     return concat(names, ", ")
 end
 
--- Returns handler, params, pattern for method and path, where params maps
--- parameter names to raw segment values (a fresh table). Otherwise returns
+-- Returns handler, params, pattern, body_bytes for method and path, where
+-- params maps parameter names to raw segment values (a fresh table) and
+-- body_bytes is the route's own body limit or nil. Otherwise returns
 -- nil, "not_found" or nil, "method_not_allowed", allow (e.g. "GET, POST").
 function Router:match(method, path)
     local static = self.static[path] -- parameterless patterns: one lookup
-    if static and static.handlers[method] then return static.handlers[method], {}, static.pattern end
+    if static and static.handlers[method] then
+        return static.handlers[method], {}, static.pattern, static.body_bytes
+    end
     if type(path) ~= "string" or sub(path, 1, 1) ~= "/" then return nil, "not_found" end
     local pos = path ~= "/" and 2 or nil
     local vals = {}
@@ -179,7 +202,7 @@ function Router:match(method, path)
     if route then
         local params = {}
         for i, name in ipairs(route.params) do params[name] = vals[i] end
-        return route.handlers[method], params, route.pattern
+        return route.handlers[method], params, route.pattern, route.body_bytes
     end
     local allow = allow_for(self.root, path, pos)
     if allow then return nil, "method_not_allowed", allow end

@@ -774,6 +774,37 @@ static void acknowledged_records_survive_kill_9(void)
     rm_dir(dir);
 }
 
+/* spool_prepare_dir: missing parents are made (0755), the directory 0700;
+ * a path that cannot be a directory is refused with a message naming it. */
+static void prepare_dir_makes_parents_and_refuses_files(void)
+{
+    char err[256], path[256], parent[128];
+    struct stat st;
+    mode_t mask = umask(0);
+    umask(mask);
+    const char *dir = new_dir(); /* <tmp>/spool, not there yet */
+    snprintf(parent, sizeof parent, "%s", dir);
+    *strrchr(parent, '/') = '\0';
+    snprintf(path, sizeof path, "%s/a/b/", dir);
+    CHECK(spool_prepare_dir(path, err, sizeof err) == 0);
+    CHECK(stat(dir, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == (0755 & ~mask));
+    snprintf(path, sizeof path, "%s/a/b", dir);
+    CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0700);
+    CHECK(spool_prepare_dir(path, err, sizeof err) == 0); /* already there */
+    snprintf(path, sizeof path, "%s/file", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (f)
+        fclose(f);
+    CHECK(spool_prepare_dir(path, err, sizeof err) != 0);
+    CHECK(strstr(err, "/file is not a directory") != NULL);
+    snprintf(path, sizeof path, "%s/file/spool", dir);
+    CHECK(spool_prepare_dir(path, err, sizeof err) != 0);
+    CHECK(strstr(err, "file/spool: Not a directory") != NULL);
+    CHECK(spool_prepare_dir("", err, sizeof err) != 0);
+    rm_dir(dir);
+}
+
 static const struct tap_case cases[] = {
     {"CRC-32C matches the check value", crc32c_check_value},
     {"a burst shares fsyncs and replays in order with exact bytes",
@@ -798,6 +829,8 @@ static const struct tap_case cases[] = {
     {"segments rotate past 8 MiB", segments_rotate_past_8_mib},
     {"a worker's files are used by one spool at a time", one_process_per_worker},
     {"acknowledged records survive kill -9 mid-burst", acknowledged_records_survive_kill_9},
+    {"the directory is made with its parents; a file in its place is refused",
+     prepare_dir_makes_parents_and_refuses_files},
 };
 
 TAP_MAIN(cases)

@@ -2,8 +2,8 @@
  * (core/request.c, core/lua_host.c) and the application's router and routes.
  *
  * An in-process worker shell built like worker_main's (core/worker.c): an
- * event_base, an evhttp with the worker's allowed methods, limits, bevcb and
- * generic callback, a conn_guard, a thread pool, a watchdog, a database
+ * event_base, an evhttp with the worker's allowed methods, limits, bevcb (the
+ * framer's connections, core/http_conn.c) and generic callback, a conn_guard, a thread pool, a watchdog, a database
  * cluster whose only server refuses connections (127.0.0.1:1: every query is
  * "unavailable", 503), a spool, and the real script state (lua/app.lua and all
  * routes), listening on 127.0.0.1 (an ephemeral port). Each input is written
@@ -20,7 +20,7 @@
  *   - before() checks the request table request.c built against evhttp's
  *     parse: method, path ("/" for an empty one), query ("" when none),
  *     remote, id (a valid X-Request-Id echoed, else a fresh 24-hex one), body
- *     bytes, and headers: names lower-cased, repeated ones joined with ", ",
+ *     bytes (the framer's decoded body: evhttp never reads one), and headers: names lower-cased, repeated ones joined with ", ",
  *     names of 256+ bytes dropped, nothing else added or changed;
  *   - after() checks app.handle's results against request.c's contract
  *     (integer status 100-599, string-or-nil body, header lines that
@@ -31,8 +31,8 @@
  *     route; a path matched only under other methods gets 405 with Allow.
  * On the client side every response is parsed: a valid status line, header
  * lines and a complete blank line; one response per handled request at
- * least (then maybe one of evhttp's own errors), each handled one carrying
- * X-Request-Id. At the end no request may be left in flight, and no status
+ * least (then maybe one of evhttp's own errors; 1xx interim ones aside), each
+ * handled one carrying X-Request-Id. At the end no request may be left in flight, and no status
  * may be 500 (FUZZ_ALLOW_500=1 relaxes that) — with the database down,
  * every route must still answer cleanly (4xx or 503).
  *
@@ -42,6 +42,7 @@
 #include "conn_guard.h"
 #include "db_config.h"
 #include "fuzz_app.h"
+#include "http_conn.h"
 #include "http_reply.h"
 #include "metrics.h"
 #include "pg_pool.h"
@@ -74,6 +75,7 @@
 static struct worker w;
 static struct sockaddr_in server; /* where the worker's evhttp listens */
 static struct evhttp_request *current; /* the request request_handle is starting */
+static struct evbuffer *current_body;   /* a copy of its body, as the framer decoded it */
 static int handled, checked, status_500;
 static char handled_method[MAX_HANDLED][8];
 
@@ -217,10 +219,11 @@ static int before(lua_State *L)
                        "request id \"%s\"", s);
     }
 
-    struct evbuffer *body = evhttp_request_get_input_buffer(req);
-    size_t blen = evbuffer_get_length(body);
+    FUZZ_CHECK(evbuffer_get_length(evhttp_request_get_input_buffer(req)) == 0,
+               "evhttp read a body itself");
+    size_t blen = evbuffer_get_length(current_body);
     s = field(L, 1, "body", &len);
-    same("body", s, len, blen ? (const char *)evbuffer_pullup(body, -1) : "", blen);
+    same("body", s, len, blen ? (const char *)evbuffer_pullup(current_body, -1) : "", blen);
 
     if (lua_getfield(L, 1, "headers") != LUA_TTABLE)
         fuzz_fail("req.headers is not a table");
@@ -381,6 +384,12 @@ static void on_request(struct evhttp_request *req, void *arg)
         snprintf(handled_method[handled], sizeof handled_method[0], "%s", m ? m : "?");
     handled++;
     current = req;
+    struct http_conn *conn = http_conns_find(w.conns, req);
+    evbuffer_drain(current_body, evbuffer_get_length(current_body));
+    struct evbuffer *body = conn ? http_conn_body(conn) : NULL;
+    size_t blen = body ? evbuffer_get_length(body) : 0;
+    if (blen > 0 && evbuffer_add(current_body, evbuffer_pullup(body, -1), blen) != 0)
+        abort();
     request_handle(req, arg);
     current = NULL;
 }
@@ -389,13 +398,14 @@ static struct bufferevent *new_connection(struct event_base *base, void *arg)
 {
     struct worker *wk = arg;
     conn_guard_accepted(wk->guard);
-    return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    return http_conns_bufferevent(wk->conns);
 }
 
 static void apply_limits(void)
 {
     const struct config_limits *lim = &w.cfg.limits;
-    evhttp_set_max_body_size(w.http, lim->body_bytes);
+    http_conns_set_limits(w.conns, lim->header_bytes, lim->body_bytes);
+    evhttp_set_max_body_size(w.http, 0);
     evhttp_set_max_headers_size(w.http, lim->header_bytes);
     evhttp_set_timeout(w.http, (int)(lim->read_timeout_s + 0.999));
     double t = lim->request_timeout_s;
@@ -445,7 +455,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     struct script_state *ss = fuzz_app_state(&w, config);
     char err[256];
     w.http = evhttp_new(w.base);
-    if (w.http == NULL)
+    w.conns = http_conns_new(w.base, ss->cfg.limits.header_bytes, ss->cfg.limits.body_bytes,
+                             request_body_limit, &w);
+    current_body = evbuffer_new();
+    if (w.http == NULL || w.conns == NULL || current_body == NULL)
         abort();
     evhttp_set_allowed_methods(w.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
@@ -594,6 +607,10 @@ static void check_responses(const struct out *o)
         FUZZ_CHECK(hn > 0, "an incomplete response head (%zu bytes)", o->n - pos);
         FUZZ_CHECK(status != 500 || getenv("FUZZ_ALLOW_500") != NULL,
                    "a 500 response (see the log line above for the handler's error)");
+        if (status < 200) { /* 100 Continue: an interim answer, not one of its own */
+            pos += hn;
+            continue;
+        }
         if (k < handled && k < checked)
             FUZZ_CHECK(has_id, "response %d to a handled request has no X-Request-Id", k);
         pos += hn;

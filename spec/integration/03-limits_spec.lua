@@ -1,9 +1,16 @@
 -- Limits: body and header sizes, malformed and abandoned requests, slow
 -- clients, hostile JSON and the per-request deadline.
+--
+-- Bodies and header blocks over their limits get API.md's JSON error body
+-- (413 payload_too_large, 400 bad_request) with the request id, after the
+-- route is checked (404/405 first), and the connection closes: what the
+-- client sent after the refused request's headers is never read as a request.
 local server = require "support.server"
 local http = require "support.http"
 
 local BODY_LIMIT <const> = 65536
+local HEADER_LIMIT <const> = 8192
+local ROUTE_LIMIT <const> = 4 * 65536 -- /test/bigecho's own body_bytes (fixtures/test_routes.lua)
 local READ_TIMEOUT <const> = 2
 local REQUEST_TIMEOUT <const> = 2
 -- How long past read_timeout_s a close is waited for: the sweep acts within
@@ -19,7 +26,7 @@ describe("limits", function()
                 workers = 1,
                 limits = {
                     body_bytes = BODY_LIMIT,
-                    header_bytes = 8192,
+                    header_bytes = HEADER_LIMIT,
                     read_timeout_s = READ_TIMEOUT,
                     request_timeout_s = REQUEST_TIMEOUT,
                 },
@@ -68,6 +75,47 @@ describe("limits", function()
         return err == "closed" or tostring(err):find("reset", 1, true) ~= nil
     end
 
+    -- Sends text on a new connection (a peer that answers and closes before
+    -- all of it is sent is fine) and reads responses until the server closes
+    -- the connection: returns them and how reading ended.
+    local function exchange(text)
+        local sock = assert(http.raw(srv.port))
+        local conn = http.reader(sock)
+        conn:send(text, 5)
+        local responses = {}
+        local res, err
+        repeat
+            res, err = conn:response(5)
+            responses[#responses + 1] = res
+        until not res
+        sock:close()
+        return responses, err
+    end
+
+    -- An API error with its request id in the body and the header, on a
+    -- response that closes the connection.
+    local function assert_error(res, status, code, id)
+        assert.is_table(res, "no response")
+        assert.equal(status, res.status)
+        assert.is_table(res.json, "the body is not JSON: " .. tostring(res.body))
+        assert.equal(code, res.json.error.code)
+        assert.equal(id, res.json.error.requestId)
+        assert.equal(id, res.headers["x-request-id"])
+        assert.equal("close", res.headers.connection)
+    end
+
+    local function post_head(path, id, framing, method)
+        return (method or "POST") .. " " .. path .. " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            .. "X-Request-Id: " .. id .. "\r\n" .. framing .. "\r\n"
+    end
+
+    -- A request that must never be answered: it hides in a refused body.
+    local SMUGGLED <const> = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    local function chunk(data)
+        return string.format("%x\r\n%s\r\n", #data, data)
+    end
+
     it("accepts a body of exactly limits.body_bytes", function()
         local body = body_of(BODY_LIMIT)
         assert.equal(BODY_LIMIT, #body)
@@ -77,21 +125,144 @@ describe("limits", function()
         assert.same({}, srv:unexpected_errors())
     end)
 
-    it("answers a body one byte over limits.body_bytes with 413 and keeps serving", function()
-        local body = body_of(BODY_LIMIT + 1)
+    it("answers a Content-Length one byte over limits.body_bytes with 413 JSON, from the headers alone", function()
         local sock = assert(http.raw(srv.port))
-        assert(sock:send("POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            .. "Content-Length: " .. #body .. "\r\n\r\n"))
-        -- The answer may come from the headers alone; send the body only if it does not.
-        local res, err = http.read_response(sock, 1)
-        if not res and err == "timeout" then
-            sock:settimeout(5)
-            sock:send(body)
-            res, err = http.read_response(sock, 5)
-        end
+        assert(sock:send(post_head("/test/echo", "clover", "Content-Length: " .. (BODY_LIMIT + 1) .. "\r\n")))
+        local res, err = http.read_response(sock, 5)
         sock:close()
-        assert.is_table(res, "no response: " .. tostring(err))
-        assert.equal(413, res.status)
+        assert.is_table(res, "no response before the body: " .. tostring(err))
+        assert_error(res, 413, "payload_too_large", "clover")
+        assert_serving()
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("answers a Content-Length over the limit with 413 and never reads its body as a request", function()
+        local body = SMUGGLED .. string.rep("x", BODY_LIMIT + 1 - #SMUGGLED)
+        local responses, err = exchange(post_head("/test/echo", "clbody", "Content-Length: " .. #body .. "\r\n")
+            .. body)
+        assert.equal(1, #responses)
+        assert_error(responses[1], 413, "payload_too_large", "clbody")
+        assert.is_true(is_closed(err), "the connection stayed open: " .. tostring(err))
+        assert_serving()
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("answers a chunked body that grows past limits.body_bytes with 413 and closes the connection", function()
+        local piece = string.rep("c", 8192)
+        local chunks = {}
+        for i = 1, BODY_LIMIT // #piece + 1 do chunks[i] = chunk(piece) end
+        local text = post_head("/test/echo", "chunkover", "Transfer-Encoding: chunked\r\n")
+            .. table.concat(chunks) .. chunk(SMUGGLED) .. "0\r\n\r\n" .. SMUGGLED
+        local responses, err = exchange(text)
+        assert.equal(1, #responses)
+        assert_error(responses[1], 413, "payload_too_large", "chunkover")
+        assert.is_true(is_closed(err), "the connection stayed open: " .. tostring(err))
+        assert_serving()
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("answers a chunk declared larger than the limit with 413 before its data comes", function()
+        local sock = assert(http.raw(srv.port))
+        assert(sock:send(post_head("/test/echo", "chunkbig", "Transfer-Encoding: chunked\r\n")
+            .. string.format("%x\r\n", 64 * 1024 * 1024)))
+        local res, err = http.read_response(sock, 5)
+        sock:close()
+        assert.is_table(res, "no response before the data: " .. tostring(err))
+        assert_error(res, 413, "payload_too_large", "chunkbig")
+        assert_serving()
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("accepts a chunked body of exactly limits.body_bytes", function()
+        local body = body_of(BODY_LIMIT)
+        local text = post_head("/test/echo", "chunkfits", "Transfer-Encoding: chunked\r\nConnection: close\r\n")
+            .. chunk(body:sub(1, 1000)) .. chunk(body:sub(1001)) .. "0\r\n\r\n"
+        local responses = exchange(text)
+        assert.equal(1, #responses)
+        assert.equal(200, responses[1].status)
+        assert.equal(BODY_LIMIT - 8, #responses[1].json.a)
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("keeps a keep-alive connection in step: the request before is answered, nothing after", function()
+        local body = string.rep("x", BODY_LIMIT + 1)
+        local text = "GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: before\r\n\r\n"
+            .. post_head("/test/echo", "keepover", "Content-Length: " .. #body .. "\r\n") .. body .. SMUGGLED
+        local responses, err = exchange(text)
+        assert.equal(2, #responses)
+        assert.equal(200, responses[1].status)
+        assert.equal("before", responses[1].headers["x-request-id"])
+        assert_error(responses[2], 413, "payload_too_large", "keepover")
+        assert.is_true(is_closed(err), "the connection stayed open: " .. tostring(err))
+        assert_serving()
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("checks the route first: 404 and 405 before 413", function()
+        local over = "Content-Length: " .. (BODY_LIMIT + 1) .. "\r\n"
+        local responses = exchange(post_head("/test/nothing-here", "over404", over))
+        assert.equal(1, #responses)
+        assert_error(responses[1], 404, "not_found", "over404")
+        responses = exchange(post_head("/test/echo", "over405", over, "PUT"))
+        assert.equal(1, #responses)
+        assert_error(responses[1], 405, "method_not_allowed", "over405")
+        assert.equal("POST", responses[1].headers.allow)
+        assert_serving()
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("lets a route set its own body limit", function()
+        local responses = exchange(post_head("/test/echo", "defaultover", "Content-Length: " .. (BODY_LIMIT * 2)
+            .. "\r\n"))
+        assert_error(responses[1], 413, "payload_too_large", "defaultover")
+        local res = assert(http.request {
+            port = srv.port, method = "POST", path = "/test/bigecho", body = body_of(ROUTE_LIMIT),
+            headers = { ["Content-Type"] = "application/json" },
+        })
+        assert.equal(200, res.status)
+        assert.equal(ROUTE_LIMIT - 8, #res.json.a)
+        responses = exchange(post_head("/test/bigecho", "routeover", "Content-Length: " .. (ROUTE_LIMIT + 1)
+            .. "\r\n"))
+        assert_error(responses[1], 413, "payload_too_large", "routeover")
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("answers Expect: 100-continue with 100 Continue, then the request", function()
+        local body = '{"asked":true}'
+        local sock = assert(http.raw(srv.port))
+        local conn = http.reader(sock)
+        assert(conn:send(post_head("/test/echo", "continue", "Content-Length: " .. #body
+            .. "\r\nExpect: 100-continue\r\n")))
+        local interim = conn:response(5)
+        assert.is_table(interim, "no 100 Continue")
+        assert.equal(100, interim.status)
+        assert(conn:send(body))
+        local res = conn:response(5)
+        sock:close()
+        assert.is_table(res)
+        assert.equal(200, res.status)
+        assert.same({ asked = true }, res.json)
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("serves pipelined requests in order", function()
+        local body = '{"n":2}'
+        local text = "GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: pipe1\r\n\r\n"
+            .. post_head("/test/echo", "pipe2", "Content-Length: " .. #body .. "\r\n") .. body
+            .. "GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: pipe3\r\nConnection: close\r\n\r\n"
+        local responses = exchange(text)
+        assert.equal(3, #responses)
+        for i, res in ipairs(responses) do assert.equal("pipe" .. i, res.headers["x-request-id"]) end
+        assert.same({ n = 2 }, responses[2].json)
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("answers framing it cannot trust with 400 bad_request and closes", function()
+        local responses, err = exchange(post_head("/test/echo", "twoframes",
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n") .. "0\r\n\r\n" .. SMUGGLED)
+        assert.equal(1, #responses)
+        assert_error(responses[1], 400, "bad_request", "twoframes")
+        assert.is_true(is_closed(err), "the connection stayed open: " .. tostring(err))
         assert_serving()
         assert.same({}, srv:unexpected_errors())
     end)
@@ -104,15 +275,25 @@ describe("limits", function()
         assert.same({}, srv:unexpected_errors())
     end)
 
-    it("refuses a 100 KB header block with a 4xx or by closing, and keeps serving", function()
-        local res, err = send_raw("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " .. string.rep("a", 100 * 1024)
-            .. "\r\n\r\n")
-        if res then
-            assert.is_truthy(res.status == 400 or res.status == 413 or res.status == 431,
-                "unexpected status " .. res.status)
-        else
-            assert.is_true(is_closed(err), "neither an answer nor a close: " .. tostring(err))
-        end
+    it("answers a 100 KB header block with 400 bad_request JSON, and keeps serving", function()
+        local responses, err = exchange("GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: hdrbig\r\nX-Big: "
+            .. string.rep("a", 100 * 1024) .. "\r\n\r\n" .. SMUGGLED)
+        assert.equal(1, #responses)
+        assert_error(responses[1], 400, "bad_request", "hdrbig")
+        assert.is_true(is_closed(err), "the connection stayed open: " .. tostring(err))
+        assert_serving()
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("answers a header block just over limits.header_bytes on a keep-alive connection with 400", function()
+        local head = "GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: hdrover\r\nX-Pad: "
+        local text = head .. string.rep("p", HEADER_LIMIT - #head - 4 + 1) .. "\r\n\r\n"
+        assert.equal(HEADER_LIMIT + 1, #text)
+        local responses, err = exchange("GET /health HTTP/1.1\r\nHost: x\r\n\r\n" .. text .. SMUGGLED)
+        assert.equal(2, #responses)
+        assert.equal(200, responses[1].status)
+        assert_error(responses[2], 400, "bad_request", "hdrover")
+        assert.is_true(is_closed(err), "the connection stayed open: " .. tostring(err))
         assert_serving()
         assert.same({}, srv:unexpected_errors())
     end)

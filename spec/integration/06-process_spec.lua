@@ -170,6 +170,26 @@ describe("process", function()
             end)
         end
 
+        local unusable_spool = {
+            { what = "a regular file", path = function(dir) return dir .. "/file" end,
+              expect = "/file is not a directory" },
+            { what = "a path under a regular file", path = function(dir) return dir .. "/file/spool" end,
+              expect = "cannot create %s: Not a directory" },
+        }
+        for _, case in ipairs(unusable_spool) do
+            it("exits with status 1 and a clear message when the spool directory is " .. case.what, function()
+                local dir = server.tmpdir()
+                server.write_file(dir .. "/file", "not a directory\n")
+                local path = case.path(dir)
+                local status, stderr = serve({ workers = 2 }, { STEEPLE_SPOOL_DIR = path })
+                assert.equal(1, status)
+                local expect = case.expect:find("%s", 1, true) and case.expect:format(path) or case.expect
+                assert.is_truthy(stderr:find("spool.dir: ", 1, true), "stderr does not name the key: " .. stderr)
+                assert.is_truthy(stderr:find(expect, 1, true), "stderr does not say why: " .. stderr)
+                assert.is_falsy(stderr:find("restarting", 1, true), "a worker was started again: " .. stderr)
+            end)
+        end
+
         it("exits with status 1 and a clear message when the port is in use", function()
             local holder = assert(socket.bind("127.0.0.1", 0))
             local _, port = holder:getsockname()
@@ -178,6 +198,39 @@ describe("process", function()
             assert.equal(1, status)
             assert.is_truthy(stderr:find("127.0.0.1:" .. port, 1, true), "stderr does not name the address: " .. stderr)
             assert.is_truthy(stderr:lower():find("in use", 1, true), "stderr does not say why: " .. stderr)
+        end)
+    end)
+
+    describe("the spool directory", function()
+        it("is made with its missing parents, mode 0700, on a fresh checkout", function()
+            local dir = server.tmpdir() .. "/var/nested/spool"
+            local srv = server.start { env = { STEEPLE_SPOOL_DIR = dir } }
+            assert.is_true((health_ok(srv.port)))
+            assert.equal("700 directory", server.capture("stat -c '%a %F' " .. server.quote(dir)):gsub("%s+$", ""))
+            srv:assert_stops_cleanly()
+        end)
+
+        it("stops the server, once, when a restarted worker cannot use it", function()
+            local dir = server.tmpdir() .. "/spool"
+            local srv = server.start { config = { workers = 2 }, env = { STEEPLE_SPOOL_DIR = dir } }
+            srv:mark()
+            -- a file takes the directory's place while the server runs (the
+            -- workers keep the directory they opened); a worker then dies
+            assert.equal("", server.capture("mv " .. server.quote(dir) .. " " .. server.quote(dir .. ".old")
+                .. " && touch " .. server.quote(dir)))
+            local pids = poll(5, function()
+                local p = srv:worker_pids()
+                return #p == 2 and p or nil
+            end)
+            assert.is_table(pids, "two workers never ran:\n" .. srv:log_text())
+            assert.is_true(srv:signal("KILL", pids[1]), "cannot kill worker " .. pids[1] .. ":\n" .. srv:log_text())
+            local status = srv:wait_exit(20 * server.SLOW)
+            assert.equal(1, status)
+            assert.is_string(srv:log_contains("worker %d could not start: " .. dir:gsub("%p", "%%%0")
+                .. " is not a directory"))
+            assert.is_string(srv:log_contains("cannot start with this configuration"))
+            assert.equal(1, srv:log_count("restarting in"))
+            assert.same({}, srv:unexpected_errors { "could not start", "cannot start with this configuration" })
         end)
     end)
 

@@ -6,6 +6,8 @@
 --   http.connect(port) -> conn; conn:request{...} reuses one socket; conn:close()
 --   http.raw(port)     -> a connected luasocket tcp object (blocking, 5 s timeout)
 --   http.read_response(sock, timeout) parses one response from any socket
+--   http.reader(sock)  -> reader:send(data), reader:response(timeout): several
+--       responses from one raw socket
 --   http.run{ f1, f2, ... } runs functions as coroutines; inside them every
 --       request of this module (and http.sleep) waits without blocking the
 --       others. Returns { { ok =, value = | err = }, ... } in the same order.
@@ -305,6 +307,19 @@ end
 -- response, or nil, "closed" when the peer closed without answering.
 function M.read_response(sock, timeout, method)
     return read_response(new_stream(sock), method or "GET", now() + (timeout or 5))
+end
+
+-- Reads successive responses from one raw socket (made non-blocking), with
+-- no byte lost between them: reader:send(data, timeout) -> true or nil, err;
+-- reader:response(timeout, method) -> the next response, or nil, err.
+function M.reader(sock)
+    local stream = new_stream(sock)
+    return {
+        send = function(_, data, timeout) return stream:send(data, now() + (timeout or 5)) end,
+        response = function(_, timeout, method)
+            return read_response(stream, method or "GET", now() + (timeout or 5))
+        end,
+    }
 end
 
 -- Waits until the peer closes sock (or sends something). Returns "closed",

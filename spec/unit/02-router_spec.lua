@@ -241,6 +241,46 @@ describe("router", function()
         end)
     end)
 
+    describe("body_bytes", function()
+        local ok = handler("ok")
+
+        it("is returned with the match of every method of the pattern", function()
+            local r = router.new()
+            r:add("/import", { POST = ok, PUT = ok, body_bytes = 5242880 })
+            r:add("/items/{id}", { POST = ok, body_bytes = 10 })
+            r:add("/plain", { POST = ok })
+            assert.equal(5242880, select(4, r:match("POST", "/import")))
+            assert.equal(5242880, select(4, r:match("PUT", "/import")))
+            assert.equal(10, select(4, r:match("POST", "/items/7")))
+            assert.is_nil(select(4, r:match("POST", "/plain")))
+        end)
+
+        it("is not a method", function()
+            local r = router.new()
+            r:add("/import", { POST = ok, body_bytes = 100 })
+            assert.same({ nil, "method_not_allowed", "POST" }, { r:match("GET", "/import") })
+            assert.same({ { pattern = "/import", methods = { "POST" } } }, r:routes())
+        end)
+
+        local bad = {
+            { 0, "zero" },
+            { 1073741825, "over 1 GiB" },
+            { 1.5, "not an integer" },
+            { "100", "a string" },
+        }
+        for _, case in ipairs(bad) do
+            it("raises when it is " .. case[2], function()
+                assert.has_error(function() router.new():add("/x", { POST = ok, body_bytes = case[1] }) end,
+                    "router: body_bytes for '/x' must be an integer from 1 to 1073741824")
+            end)
+        end
+
+        it("raises on an unknown option", function()
+            assert.has_error(function() router.new():add("/x", { POST = ok, body_size = 1 }) end,
+                "router: unknown option 'body_size' for '/x'")
+        end)
+    end)
+
     describe("routes", function()
         it("lists patterns sorted, with sorted method names", function()
             local r = build({
