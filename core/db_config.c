@@ -1,5 +1,6 @@
 /* db_config.c — servers from the configuration (see db_config.h). */
 #include "db_config.h"
+#include "pg_budget.h"
 #include "pg_pool.h"
 
 #include <libpq-fe.h>
@@ -46,8 +47,14 @@ static struct pg_settings settings_of(const struct config *cfg)
     return s;
 }
 
-static int add_tenant_servers(struct pg_cluster *cl, const struct config *cfg, int cap,
-                              char *err, size_t errlen)
+/* Calls fn(ctx, key, url) for every URL of STEEPLE_TENANT_DATABASE_URLS, with
+ * the key "main" for one that names main's server. Returns 0, or -1 with a
+ * message (a URL that does not parse, or fn's). */
+typedef int (*tenant_server_fn)(void *ctx, const char *key, const char *url, char *err,
+                                size_t errlen);
+
+static int each_tenant_server(const struct config *cfg, tenant_server_fn fn, void *ctx, char *err,
+                              size_t errlen)
 {
     char main_key[256] = "";
     if (db_server_key(cfg->db.url, main_key, sizeof main_key) != 0) {
@@ -69,16 +76,25 @@ static int add_tenant_servers(struct pg_cluster *cl, const struct config *cfg, i
         if (db_server_key(url, key, sizeof key) != 0) {
             snprintf(err, errlen, "STEEPLE_TENANT_DATABASE_URLS: a URL does not parse");
             rc = -1;
-        } else if (strcmp(key, main_key) == 0) { /* main is already there */
-            rc = pg_cluster_hold_tenants(cl, "main");
         } else {
-            rc = pg_cluster_add_server(cl, key, url, cap, err, errlen);
-            if (rc == 0)
-                rc = pg_cluster_hold_tenants(cl, key);
+            rc = fn(ctx, strcmp(key, main_key) == 0 ? "main" : key, url, err, errlen);
         }
     }
     free(list);
     return rc;
+}
+
+struct adding {
+    struct pg_cluster *cl;
+    int cap;
+};
+
+static int add_tenant_server(void *ctx, const char *key, const char *url, char *err, size_t errlen)
+{
+    struct adding *a = ctx;
+    if (strcmp(key, "main") != 0 && pg_cluster_add_server(a->cl, key, url, a->cap, err, errlen) != 0)
+        return -1; /* main is already there */
+    return pg_cluster_hold_tenants(a->cl, key);
 }
 
 struct pg_cluster *db_cluster_new(struct event_base *base, const struct config *cfg, char *err,
@@ -92,15 +108,36 @@ struct pg_cluster *db_cluster_new(struct event_base *base, const struct config *
     }
     if (cfg->db.url[0] == '\0')
         return cl;
-    int workers = cfg->workers > 0 ? cfg->workers : 1;
-    int cap = cfg->db.server_max_connections / workers;
-    if (cap < 1)
-        cap = 1;
-    if (pg_cluster_add_server(cl, "main", cfg->db.url, cap, err, errlen) != 0 ||
-        (cfg->db.tenant_urls[0] ? add_tenant_servers(cl, cfg, cap, err, errlen)
+    struct adding a = {cl, cfg->db.server_max_connections};
+    if (pg_cluster_add_server(cl, "main", cfg->db.url, a.cap, err, errlen) != 0 ||
+        (cfg->db.tenant_urls[0] ? each_tenant_server(cfg, add_tenant_server, &a, err, errlen)
                                 : pg_cluster_hold_tenants(cl, "main")) != 0) {
         pg_cluster_free(cl);
         return NULL;
     }
     return cl;
+}
+
+static int register_server(void *ctx, const char *key, const char *url, char *err, size_t errlen)
+{
+    (void)url;
+    if (pg_budget_server(key, *(const int *)ctx) >= 0)
+        return 0;
+    snprintf(err, errlen, "too many database servers for the connection budget (at most %d)",
+             PG_BUDGET_MAX_SERVERS);
+    return -1;
+}
+
+int db_budget_init(const struct config *cfg, char *err, size_t errlen)
+{
+    if (pg_budget_init(cfg->workers) != 0) {
+        snprintf(err, errlen, "cannot map the shared connection budget");
+        return -1;
+    }
+    int cap = cfg->db.server_max_connections;
+    if (cfg->db.url[0] == '\0')
+        return 0;
+    if (register_server(&cap, "main", cfg->db.url, err, errlen) != 0)
+        return -1;
+    return cfg->db.tenant_urls[0] ? each_tenant_server(cfg, register_server, &cap, err, errlen) : 0;
 }

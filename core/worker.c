@@ -9,6 +9,7 @@
 #include "threadpool.h"
 #include "watchdog.h"
 #include "db_config.h"
+#include "pg_budget.h"
 #include "pg_pool.h"
 #include "spool.h"
 #include "http_client.h"
@@ -298,6 +299,7 @@ int worker_main(int index, const struct config *cfg, const char *lua_dir,
     log_set_worker(index);
     http_request_ids_init();
     metrics_attach_worker(index);
+    pg_budget_attach(index); /* what a predecessor held died with it */
     metrics_count("steeple_script_reloads_total", "result=\"ok\"", 0);
     metrics_count("steeple_script_reloads_total", "result=\"error\"", 0);
     if (metrics_histogram_init(&w.request_seconds, "steeple_http_request_duration_seconds", "") != 0)
