@@ -21,7 +21,7 @@
 # the largest.
 #
 #   RUN_S=10 WARM_S=5 CHURCHES=1000 SEED_JOBS=4 SCENARIOS="1:0 20:0 200:0 1000:0 1000:1.0" \
-#   KEEP=1 bash spec/bench/bench_tenants.sh
+#   BIN=build/steeple KEEP=1 bash spec/bench/bench_tenants.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUN_S=${RUN_S:-10}
@@ -29,7 +29,7 @@ WARM_S=${WARM_S:-5}
 CHURCHES=${CHURCHES:-1000}
 SEED_JOBS=${SEED_JOBS:-4}
 SCENARIOS=${SCENARIOS:-1:0 20:0 200:0 1000:0 1000:1.0}
-BIN=$PWD/build/steeple
+BIN=${BIN:-$PWD/build/steeple}
 PGDIR=var/bench-pg
 PASSWORD=bench-password-123
 mkdir -p var
