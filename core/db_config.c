@@ -1,5 +1,6 @@
 /* db_config.c — servers from the configuration (see db_config.h). */
 #include "db_config.h"
+#include "pg_budget.h"
 #include "pg_pool.h"
 
 #include <libpq-fe.h>
@@ -65,9 +66,16 @@ static char *split_entry(char *entry, const char **name)
     return ok ? eq + 1 : NULL;
 }
 
-/* Adds the n-th entry (from 1) of db.tenant_urls. */
-static int add_tenant_server(struct pg_cluster *cl, char *entry, int n, const char *main_key,
-                             int cap, char *err, size_t errlen)
+/* Called for each server of db.tenant_urls with how it is known; id->key is
+ * "main" for an entry on main's server. */
+typedef int (*tenant_server_fn)(void *ctx, const struct pg_server_names *id, const char *url,
+                                char *err, size_t errlen);
+
+/* Names the n-th entry (from 1) of db.tenant_urls and calls fn for it. A
+ * named server is recorded by its name and still found by its address; an
+ * unnamed one is recorded by its address, as before names existed. */
+static int visit_entry(char *entry, int n, const char *main_key, tenant_server_fn fn, void *ctx,
+                       char *err, size_t errlen)
 {
     const char *name;
     char *url = split_entry(entry, &name);
@@ -87,21 +95,20 @@ static int add_tenant_server(struct pg_cluster *cl, char *entry, int n, const ch
                      "which is named main", n);
             return -1;
         }
-        return pg_cluster_hold_tenants(cl, "main");
+        struct pg_server_names main_id = {.key = "main"};
+        return fn(ctx, &main_id, url, err, errlen);
     }
     snprintf(neutral, sizeof neutral, "tenant%d", n);
-    /* a named server is recorded by its name and still found by its address;
-     * an unnamed one is recorded by its address, as before names existed */
     struct pg_server_names id = {.key = name ? name : address,
                                  .alias = name ? address : NULL,
                                  .name = name ? name : neutral};
-    if (pg_cluster_add_server(cl, &id, url, cap, err, errlen) != 0)
-        return -1;
-    return pg_cluster_hold_tenants(cl, id.key);
+    return fn(ctx, &id, url, err, errlen);
 }
 
-static int add_tenant_servers(struct pg_cluster *cl, const struct config *cfg, int cap,
-                              char *err, size_t errlen)
+/* Calls fn for every entry of STEEPLE_TENANT_DATABASE_URLS. Returns 0, or -1
+ * with a message (an entry that does not parse, or fn's). */
+static int each_tenant_server(const struct config *cfg, tenant_server_fn fn, void *ctx, char *err,
+                              size_t errlen)
 {
     char main_key[256] = "";
     if (db_server_key(cfg->db.url, main_key, sizeof main_key) != 0) {
@@ -118,10 +125,25 @@ static int add_tenant_servers(struct pg_cluster *cl, const struct config *cfg, i
          entry = strtok_r(NULL, ",", &save)) {
         entry += strspn(entry, " ");
         if (*entry != '\0')
-            rc = add_tenant_server(cl, entry, ++n, main_key, cap, err, errlen);
+            rc = visit_entry(entry, ++n, main_key, fn, ctx, err, errlen);
     }
     free(list);
     return rc;
+}
+
+struct adding {
+    struct pg_cluster *cl;
+    int cap;
+};
+
+static int add_tenant_server(void *ctx, const struct pg_server_names *id, const char *url,
+                             char *err, size_t errlen)
+{
+    struct adding *a = ctx;
+    if (strcmp(id->key, "main") != 0 &&
+        pg_cluster_add_server(a->cl, id, url, a->cap, err, errlen) != 0)
+        return -1; /* main is already there */
+    return pg_cluster_hold_tenants(a->cl, id->key);
 }
 
 struct pg_cluster *db_cluster_new(struct event_base *base, const struct config *cfg, char *err,
@@ -135,16 +157,39 @@ struct pg_cluster *db_cluster_new(struct event_base *base, const struct config *
     }
     if (cfg->db.url[0] == '\0')
         return cl;
-    int workers = cfg->workers > 0 ? cfg->workers : 1;
-    int cap = cfg->db.server_max_connections / workers;
-    if (cap < 1)
-        cap = 1;
+    struct adding a = {cl, cfg->db.server_max_connections};
     struct pg_server_names main_id = {.key = "main"};
-    if (pg_cluster_add_server(cl, &main_id, cfg->db.url, cap, err, errlen) != 0 ||
-        (cfg->db.tenant_urls[0] ? add_tenant_servers(cl, cfg, cap, err, errlen)
+    if (pg_cluster_add_server(cl, &main_id, cfg->db.url, a.cap, err, errlen) != 0 ||
+        (cfg->db.tenant_urls[0] ? each_tenant_server(cfg, add_tenant_server, &a, err, errlen)
                                 : pg_cluster_hold_tenants(cl, "main")) != 0) {
         pg_cluster_free(cl);
         return NULL;
     }
     return cl;
+}
+
+static int register_server(void *ctx, const struct pg_server_names *id, const char *url,
+                           char *err, size_t errlen)
+{
+    (void)url;
+    if (pg_budget_server(id->key, *(const int *)ctx) >= 0)
+        return 0;
+    snprintf(err, errlen, "too many database servers for the connection budget (at most %d)",
+             PG_BUDGET_MAX_SERVERS);
+    return -1;
+}
+
+int db_budget_init(const struct config *cfg, char *err, size_t errlen)
+{
+    if (pg_budget_init(cfg->workers) != 0) {
+        snprintf(err, errlen, "cannot map the shared connection budget");
+        return -1;
+    }
+    int cap = cfg->db.server_max_connections;
+    if (cfg->db.url[0] == '\0')
+        return 0;
+    struct pg_server_names main_id = {.key = "main"};
+    if (register_server(&cap, &main_id, cfg->db.url, err, errlen) != 0)
+        return -1;
+    return cfg->db.tenant_urls[0] ? each_tenant_server(cfg, register_server, &cap, err, errlen) : 0;
 }

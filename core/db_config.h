@@ -22,11 +22,18 @@
 struct event_base;
 struct pg_cluster;
 
-/* The cluster for cfg (every server's cap is its share of
- * db.server_max_connections over cfg->workers), or NULL with a message. A
- * configuration without db.url gives a cluster with no servers. */
+/* The cluster for cfg (each server's connection budget is
+ * db.server_max_connections, shared by the node's workers: see pg_budget.h),
+ * or NULL with a message. A configuration without db.url gives a cluster with
+ * no servers. */
 struct pg_cluster *db_cluster_new(struct event_base *base, const struct config *cfg, char *err,
                                   size_t errlen) __attribute__((warn_unused_result));
+
+/* Maps the node's shared connection budget for cfg->workers workers and
+ * registers every configured server in it. The master calls this before it
+ * forks. Returns 0, or -1 with a message. */
+int db_budget_init(const struct config *cfg, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* The key of the server a URL names ("host:port"), into out. Returns 0, or -1
  * when the URL does not parse. */

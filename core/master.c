@@ -5,9 +5,11 @@
  * with --watch, an inotify descriptor. */
 #include "master.h"
 #include "clock.h"
+#include "db_config.h"
 #include "log.h"
 #include "lua_host.h"
 #include "metrics.h"
+#include "pg_budget.h"
 #include "ratelimit.h"
 #include "spool.h"
 #include "worker.h"
@@ -331,6 +333,11 @@ int master_main(const struct config *cfg, const char *lua_dir, const char *confi
         log_error("cannot map the shared metrics and rate-limit regions");
         return 1;
     }
+    char err[256];
+    if (db_budget_init(cfg, err, sizeof err) != 0) {
+        log_error("%s", err);
+        return 1;
+    }
     sigset_t set;
     sigemptyset(&set);
     int sigs[] = {SIGCHLD, SIGHUP, SIGTERM, SIGINT};
@@ -358,5 +365,6 @@ int master_main(const struct config *cfg, const char *lua_dir, const char *confi
         close(m.ifd);
     metrics_shutdown();
     ratelimit_shutdown();
+    pg_budget_shutdown();
     return rc;
 }

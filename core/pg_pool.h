@@ -4,9 +4,13 @@
  * Every connection is in exactly one state list of its pool (connecting,
  * idle, active); pg_pool moves it with one function. Idle lists are LIFO;
  * waiters queue FIFO with a deadline and a released connection goes to the
- * first of them. Each server caps the connections of all its pools and has a
- * circuit breaker: after `breaker_failures` consecutive failed connects it
- * fails fast for `breaker_open_s`, then lets one probe through. Pools are
+ * first of them. The connections of a server, over all pools and all the
+ * node's workers, spend one budget (pg_budget.h): a pool waits for its own
+ * connections rather than open more, room is made only for a pool that has
+ * none, and connections rotate between pools only when the busy ones
+ * outnumber the budget (see pg_pool.c and README "Databases"). Each server
+ * has a circuit breaker: after `breaker_failures` consecutive failed connects
+ * it fails fast for `breaker_open_s`, then lets one probe through. Pools are
  * kept in LRU order up to `capacity`; the least recently used beyond it is
  * retired (its connections close as they come back). */
 #ifndef STEEPLE_PG_POOL_H
@@ -38,17 +42,20 @@ struct pg_cluster *pg_cluster_new(struct event_base *base, const struct pg_setti
 /* Closes every connection (queries in flight are abandoned) and frees. */
 void pg_cluster_free(struct pg_cluster *cl);
 
-/* How a server is known. `key` is what the registry records and what
- * pg_cluster_pool() and the other calls take; `alias` (NULL: none) finds the
- * server too (the address that registrations recorded before it was given a
- * name); `name` (NULL: the key) is how metrics and logs call it. */
+/* How a server is known. `key` is what the registry records, what
+ * pg_cluster_pool() and the other calls take, and its slot in the shared
+ * budget; `alias` (NULL: none) finds the server too (the address that
+ * registrations recorded before it was given a name); `name` (NULL: the key)
+ * is how metrics and logs call it. */
 struct pg_server_names {
     const char *key, *alias, *name;
 };
 
-/* Adds a server from a libpq URL or keyword string; `cap` is this worker's
- * share of its connection limit. Returns 0, or -1 with a message (a key,
- * alias or name that another server has is refused). */
+/* Adds a server from a libpq URL or keyword string; `cap` is its connection
+ * budget over all the node's workers (the slot of its key in the shared
+ * budget, registered with cap unless the master did already). Returns 0, or
+ * -1 with a message (a key, alias or name that another server has is
+ * refused). */
 int pg_cluster_add_server(struct pg_cluster *cl, const struct pg_server_names *id,
                           const char *url, int cap, char *err, size_t errlen)
     __attribute__((warn_unused_result));

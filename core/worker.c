@@ -10,6 +10,7 @@
 #include "threadpool.h"
 #include "watchdog.h"
 #include "db_config.h"
+#include "pg_budget.h"
 #include "pg_pool.h"
 #include "spool.h"
 #include "http_client.h"
@@ -344,6 +345,7 @@ int worker_main(int index, const struct config *cfg, const char *lua_dir,
     log_set_worker(index);
     http_request_ids_init();
     metrics_attach_worker(index);
+    pg_budget_attach(index); /* what a predecessor held died with it */
     declare_metrics(&w);
 
     int fd = worker_listen_socket(cfg->listen, cfg->port, err, sizeof err);

@@ -4,6 +4,7 @@ local tenants = require "tenants"
 local migrate = require "migrate"
 local steeple = require "steeple"
 local config = require "steeple.config"
+local tokens = require "auth.tokens"
 
 return {
     -- n one-row queries in a row through steeple.db; returns the seconds
@@ -24,6 +25,20 @@ return {
         GET = function(req)
             tenants.get(req.params.id):query("SELECT 1")
             return { status = 200, json = {} }
+        end,
+    },
+    -- access tokens of one owner (?admin=id) for every church whose name
+    -- starts with ?prefix=, one a line, in the order of their names
+    ["/bench/tokens"] = {
+        GET = function(req)
+            local args, out = req:args(), {}
+            local rows = db.registry():query(
+                "SELECT id FROM tenants WHERE starts_with(church_name, $1) ORDER BY church_name", args.prefix)
+            for i, row in ipairs(rows) do
+                out[i] = tokens.access { id = args.admin, tenant_id = row.id, role = "owner" }
+            end
+            return { status = 200, headers = { ["Content-Type"] = "text/plain" },
+                     body = table.concat(out, "\n") .. "\n" }
         end,
     },
     -- create a database from the template, or empty and migrated; seconds

@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# Many churches under one connection budget, in one run on a private cluster
+# (var/bench-pg), against a server in its default configuration (2 workers,
+# db.server_max_connections 80, db.pool_max 4):
+#  - GET /api/me and GET /api/conversations, wrk with 64 connections for
+#    RUN_S seconds after WARM_S seconds of warm-up, with access tokens spread
+#    uniformly over 1, 20, 200 and 1,000 churches, and over 1,000 churches
+#    with Zipf-distributed activity (s = 1.0: church k is picked with weight
+#    1/k). For each: req/s, p99, responses that are not 2xx, and the server's
+#    connects per second (steeple_db_connects_total, over the measured run),
+#    with requests per connect and the ratio to the first scenario's rate
+#    (x1st: the 1-church run by default);
+#  - pgbench -C (a new connection per transaction, -S, 64 clients) on the same
+#    cluster: the connects per second the cluster manages, to compare with the
+#    runs bound by connection set-up.
+# Churches are made fast: one registered through the API, the other
+# CHURCHES - 1 copied from its database in SQL (CREATE DATABASE ... TEMPLATE,
+# SEED_JOBS sessions at once) and entered in the registry; their owners'
+# access tokens are minted by a bench route. The seeding time is printed.
+#
+# SCENARIOS lists them as churches:s (s = 0: uniform); CHURCHES must cover
+# the largest.
+#
+#   RUN_S=10 WARM_S=5 CHURCHES=1000 SEED_JOBS=4 SCENARIOS="1:0 20:0 200:0 1000:0 1000:1.0" \
+#   BIN=build/steeple KEEP=1 bash spec/bench/bench_tenants.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+RUN_S=${RUN_S:-10}
+WARM_S=${WARM_S:-5}
+CHURCHES=${CHURCHES:-1000}
+SEED_JOBS=${SEED_JOBS:-4}
+SCENARIOS=${SCENARIOS:-1:0 20:0 200:0 1000:0 1000:1.0}
+BIN=${BIN:-$PWD/build/steeple}
+PGDIR=var/bench-pg
+PASSWORD=bench-password-123
+mkdir -p var
+work=$(mktemp -d "$PWD/var/bench-tenants.XXXXXX")
+pid=''
+stop_server() {
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    pid=
+}
+cleanup() {
+    stop_server
+    bash scripts/pg.sh --dir "$PGDIR" --port 5439 destroy >/dev/null 2>&1 || true
+    [ -n "${KEEP:-}" ] && echo "kept $work" >&2 || rm -rf "$work"
+}
+trap cleanup EXIT
+server_log() { [ -f "$work/log" ] && { echo "--- last lines of the server log ($work/log):" >&2; tail -20 "$work/log" >&2; }; return 0; }
+die() { echo "bench_tenants: $*" >&2; server_log; exit 1; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
+
+bash scripts/pg.sh --dir "$PGDIR" --port 5439 start
+export DATABASE_URL
+DATABASE_URL=$(bash scripts/pg.sh --dir "$PGDIR" --port 5439 url)
+export STEEPLE_TENANT_DATABASE_URLS=
+export STEEPLE_JWT_SECRET=steeple-bench-jwt-secret-of-at-least-32-bytes
+export STEEPLE_DATA_KEY=c3RlZXBsZS1iZW5jaC1kYXRhLWtleS0zMi1ieXRlcyE= # "steeple-bench-data-key-32-bytes!"
+export STEEPLE_AUTH_RATE_PER_MIN=0
+export STEEPLE_SPOOL_DIR=$work/spool
+"$BIN" migrate registry >/dev/null
+"$BIN" migrate tenants >/dev/null
+
+db_url() { # database → its URL on the bench cluster
+    local base=${DATABASE_URL%%\?*}
+    echo "${base%/*}/$1?${DATABASE_URL#*\?}"
+}
+sql() { # database sql → unaligned rows
+    psql "$(db_url "$1")" -XAtq -v ON_ERROR_STOP=1 -c "$2"
+}
+
+# The server runs the scripts of a copy of lua/ with the bench routes.
+cp -r lua "$work/lua"
+cp spec/bench/bench_routes.lua "$work/lua/routes/bench.lua"
+sed -i 's/^    "ops",$/    "ops", "bench",/' "$work/lua/routes/init.lua"
+port=$(lua5.4 -e 's=require("socket").bind("127.0.0.1",0); local _, p = s:getsockname(); print(p); s:close()')
+base=http://127.0.0.1:$port
+cat > "$work/config.lua" <<CFG
+return { port = $port, log = { level = "warn" }, auth = { access_ttl_s = 86400 } }
+CFG
+start_server() {
+    "$BIN" serve --config "$work/config.lua" --scripts "$work/lua" 2>>"$work/log" &
+    pid=$!
+    for _ in $(seq 100); do
+        curl -sf "$base/health" >/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || die "the server exited at start-up"
+        sleep 0.1
+    done
+    die "the server did not start"
+}
+
+# --- churches -------------------------------------------------------------------
+start_server
+curl -s -o "$work/reg" -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data \
+    "{\"churchName\":\"Bench Church 0001\",\"email\":\"owner-$$@bench.example\",\"password\":\"$PASSWORD\",\"adminName\":\"Bench Owner\",\"phoneNumber\":\"+15557770001\"}" \
+    "$base/api/auth/register" > "$work/reg_status"
+[ "$(cat "$work/reg_status")" = 201 ] || die "registering church 1 answered $(cat "$work/reg_status"): $(cat "$work/reg")"
+stop_server # no connection may stay on the database copied below
+seed_db=$(sql steeple "SELECT db_name FROM tenants WHERE church_name = 'Bench Church 0001'")
+admin=$(sql "$seed_db" "SELECT id FROM admins LIMIT 1")
+for _ in $(seq 100); do # the stopped server's backends are gone
+    [ "$(sql steeple "SELECT count(*) FROM pg_stat_activity WHERE datname = '$seed_db'")" = 0 ] && break
+    sleep 0.1
+done
+t0=$(date +%s.%N)
+for i in $(seq 2 "$CHURCHES"); do
+    printf 'CREATE DATABASE tenant_bt%04d TEMPLATE %s;\n' "$i" "$seed_db"
+done | split -n "r/$SEED_JOBS" - "$work/create."
+for f in "$work"/create.*; do psql "$DATABASE_URL" -XAtq -v ON_ERROR_STOP=1 -f "$f" >/dev/null & done
+wait
+sql steeple "INSERT INTO tenants (church_name, status, db_server, db_name)
+    SELECT 'Bench Church ' || lpad(i::text, 4, '0'), 'active', 'main', 'tenant_bt' || lpad(i::text, 4, '0')
+    FROM generate_series(2, $CHURCHES) AS i" >/dev/null
+t1=$(date +%s.%N)
+made=$(sql steeple "SELECT count(*) FROM tenants WHERE starts_with(church_name, 'Bench Church ')")
+[ "$made" = "$CHURCHES" ] || die "expected $CHURCHES churches, found $made"
+awk -v a="$t0" -v b="$t1" -v n="$CHURCHES" -v j="$SEED_JOBS" 'BEGIN {
+    printf "seeded %d churches: 1 registered, %d copied from its database (%d sessions) in %.1f s\n", n, n - 1, j, b - a }'
+
+start_server
+curl -sf "$base/bench/tokens?prefix=Bench%20Church%20&admin=$admin" > "$work/tokens" || die "cannot mint tokens"
+[ "$(wc -l < "$work/tokens")" = "$CHURCHES" ] || die "expected $CHURCHES tokens"
+curl -sf -H "Authorization: Bearer $(head -1 "$work/tokens")" "$base/api/me" >/dev/null || die "GET /api/me failed"
+
+# --- wrk ------------------------------------------------------------------------
+# BENCH_TOKENS: a file of tokens; BENCH_ZIPF: s (0: uniform). done() prints
+# "status CODE COUNT" per status and "timeouts N". wrk runs LuaJIT (Lua 5.1).
+cat > "$work/tenants.lua" <<'LUA'
+local file, s = os.getenv("BENCH_TOKENS"), tonumber(os.getenv("BENCH_ZIPF") or "0")
+local threads = {}
+function setup(thread)
+    thread:set("tid", #threads + 1)
+    threads[#threads + 1] = thread
+end
+local tokens, cum, n = {}, {}, 0
+function init()
+    statuses = {}
+    for line in io.lines(file) do
+        n = n + 1
+        tokens[n] = { Authorization = "Bearer " .. line }
+    end
+    local total = 0
+    for k = 1, n do
+        total = total + (s > 0 and 1 / k ^ s or 1)
+        cum[k] = total
+    end
+    for k = 1, n do cum[k] = cum[k] / total end
+    math.randomseed(os.time() * 100 + tid)
+end
+local function pick()
+    local r, lo, hi = math.random(), 1, n
+    while lo < hi do
+        local mid = math.floor((lo + hi) / 2)
+        if cum[mid] < r then lo = mid + 1 else hi = mid end
+    end
+    return tokens[lo]
+end
+function request()
+    return wrk.format(nil, nil, pick())
+end
+function response(status)
+    statuses[status] = (statuses[status] or 0) + 1
+end
+function done(summary)
+    local total = {}
+    for _, t in ipairs(threads) do
+        for code, c in pairs(t:get("statuses")) do total[code] = (total[code] or 0) + c end
+    end
+    for code, c in pairs(total) do print("status " .. code .. " " .. c) end
+    print("timeouts " .. summary.errors.timeout)
+end
+LUA
+
+# wrk output → "req_per_s p99_ms requests non2xx detail"
+wrk_summary() {
+    awk 'function ms(v) {
+            if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
+            if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
+            if (v ~ /m$/)  { sub(/m$/, "", v);  return v * 60000 }
+            if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
+            return v + 0 }
+         $1 == "99%" { p99 = ms($2) }
+         $1 == "status" { n[$2] = $3 }
+         $1 == "timeouts" { to = $2 }
+         /^Requests\/sec:/ { rps = $2 }
+         END {
+             bad = 0; all = 0; detail = ""
+             for (c in n) { all += n[c]; if (c < 200 || c > 299) { bad += n[c]; detail = detail " " c "x" n[c] } }
+             if (to > 0) { bad += to; detail = detail " timeouts x" to }
+             printf "%.1f %.2f %d %d%s\n", rps, p99, all, bad, detail
+         }' "$1"
+}
+connects() { # the server's connects so far, every reason
+    curl -sf "$base/metrics" | awk '/^steeple_db_connects_total\{/ { n += $2 } END { print n + 0 }'
+}
+run_wrk() { # out seconds tokens zipf path
+    BENCH_TOKENS=$3 BENCH_ZIPF=$4 wrk -t2 -c64 -d"$2s" --timeout 10s --latency -s "$work/tenants.lua" "$base$5" \
+        > "$1" 2>&1 || die "wrk failed: $(cat "$1")"
+}
+
+read -r -a scenarios <<< "$SCENARIOS"
+for sc in "${scenarios[@]}"; do
+    [ "${sc%%:*}" -le "$CHURCHES" ] || die "scenario $sc needs more than CHURCHES=$CHURCHES churches"
+done
+echo "wrk: 64 connections, 2 threads, ${WARM_S} s warm-up then ${RUN_S} s measured; default configuration (2 workers," \
+     "server_max_connections 80, pool_max 4)"
+printf '%-26s %-18s %9s %9s %8s %10s %9s %8s\n' "path" "churches" "req/s" "p99 ms" "non-2xx" "connects/s" "req/conn" "x1st"
+results=()
+for path in /api/me /api/conversations; do
+    one=''
+    for sc in "${scenarios[@]}"; do
+        n=${sc%%:*} s=${sc#*:}
+        head -n "$n" "$work/tokens" > "$work/tokens_$n"
+        run_wrk "$work/warm" "$WARM_S" "$work/tokens_$n" "$s" "$path"
+        c0=$(connects)
+        out="$work/wrk_${path//\//_}_${n}_$s"
+        run_wrk "$out" "$RUN_S" "$work/tokens_$n" "$s" "$path"
+        c1=$(connects)
+        read -r rps p99 all bad detail < <(wrk_summary "$out")
+        cps=$(awk -v a="$c0" -v b="$c1" -v t="$RUN_S" 'BEGIN { printf "%.1f", (b - a) / t }')
+        per=$(ratio "$all" "$((c1 - c0))")
+        [ -n "$one" ] || one=$rps
+        label="$n uniform"
+        [ "$s" = 0 ] || label="$n Zipf s=$s"
+        printf '%-26s %-18s %9s %9s %8s %10s %9s %8s%s\n' "$path" "$label" "$rps" "$p99" "$bad" "$cps" "$per" \
+            "$(ratio "$rps" "$one")" "${detail:+ ($detail )}"
+        results+=("$path|$label|$rps|$p99|$bad|$all|$cps|$per")
+    done
+done
+stop_server
+
+# --- pgbench -C -----------------------------------------------------------------
+sql steeple "CREATE DATABASE bench_pgbench" >/dev/null
+pgbench -i -q -s 1 "$(db_url bench_pgbench)" >/dev/null 2>&1 || die "pgbench -i failed"
+pgbench -n -C -S -c 64 -j 2 -T "$RUN_S" "$(db_url bench_pgbench)" > "$work/pgbench_c" 2>&1 ||
+    die "pgbench -C failed: $(cat "$work/pgbench_c")"
+ctps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench_c")
+pgbench -n -S -c 64 -j 2 -T "$RUN_S" "$(db_url bench_pgbench)" > "$work/pgbench_s" 2>&1 ||
+    die "pgbench failed: $(cat "$work/pgbench_s")"
+stps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench_s")
+echo "pgbench -S, 64 clients: $ctps tps with a new connection per transaction (-C), $stps tps without"
+
+errors=$(grep -c '"level":"error"' "$work/log" || true)
+warns=$(grep -c '"level":"warn"' "$work/log" || true)
+echo "server log: $errors error lines, $warns warn lines"
+if [ "$errors" != 0 ] || [ "$warns" != 0 ]; then # their messages, most frequent first
+    grep -E '"level":"(warn|error)"' "$work/log" | sed -E 's/.*"level":"([a-z]+)".*"msg":"(([^"\\]|\\.)*)".*/\1: \2/' |
+        sort | uniq -c | sort -rn | head -5
+fi
+
+echo "--- summary ---"
+for r in "${results[@]}"; do
+    IFS='|' read -r path label rps p99 bad all cps per <<< "$r"
+    line="$path, $label: $rps req/s, p99 $p99 ms, $bad non-2xx of $all, $cps connects/s"
+    case $label in
+        "1 uniform") ;;
+        "20 uniform") line="$line (targets: >= 0.8x the 1-church rate, connects/s near 0, no non-2xx)" ;;
+        *)
+            line="$line, $per requests per connect; connects/s / pgbench -C tps: $(ratio "$cps" "$ctps")"
+            line="$line (target when bound by connection set-up: <= 1% non-2xx)" ;;
+    esac
+    echo "$line"
+done
