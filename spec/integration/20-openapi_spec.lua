@@ -108,7 +108,8 @@ describe("openapi.json against the server", function()
 
     -- One request of operation key. opts: method/path come from key unless
     -- opts.path is given (a concrete path); body (table or text), token,
-    -- content_type (default application/json for a body), headers, address.
+    -- content_type (default application/json for a body), headers, address,
+    -- source (the local address to connect from).
     local function call(key, opts)
         opts = opts or {}
         local method, pattern = key:match("^(%u+) (.+)$")
@@ -119,7 +120,7 @@ describe("openapi.json against the server", function()
         if opts.token then headers.Authorization = "Bearer " .. opts.token end
         for k, v in pairs(opts.headers or {}) do headers[k] = v end
         local res = assert(http.request { port = srv.port, method = method, path = opts.path or pattern,
-            headers = headers, body = body, timeout = 60 })
+            headers = headers, body = body, timeout = 60, source = opts.source })
         if type(res.json) == "table" then secrets.add(res.json.accessToken, res.json.refreshToken) end
         return observe(key, res)
     end
@@ -172,6 +173,7 @@ describe("openapi.json against the server", function()
                 tenants = { cache_ttl_s = 0 },
                 auth = { max_failures = 2, trusted_proxies = "127.0.0.1" },
                 telnyx = { send_attempts = 1 },
+                metrics = { allow = "127.0.0.1" },
             },
             env = {
                 DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false,
@@ -237,6 +239,8 @@ describe("openapi.json against the server", function()
         assert.equal(200, call("GET /health").status)
         assert.equal(200, call("GET /ready").status)
         assert.equal(200, call("GET /metrics").status)
+        -- metrics.allow is 127.0.0.1 alone here: another client gets 404
+        assert.equal(404, call("GET /metrics", { source = "127.0.0.2" }).status)
         for _, key in ipairs { "GET /health", "GET /ready", "GET /metrics" } do assert_all_seen(key) end
         assert.same({}, srv:unexpected_errors())
     end)

@@ -1,6 +1,7 @@
 -- A small HTTP/1.1 client for the integration specs, on luasocket.
 --
---   http.request{ port =, method =, path =, headers =, body =, timeout = }
+--   http.request{ port =, method =, path =, headers =, body =, timeout =, source = }
+--       (source: the local address to connect from, e.g. "127.0.0.2")
 --       -> { status =, reason =, headers = { lower-case name = value }, body =, json = }
 --          or nil, message ("closed", "timeout", ...)
 --   http.connect(port) -> conn; conn:request{...} reuses one socket; conn:close()
@@ -144,10 +145,12 @@ function Stream:send(data, deadline)
     return true
 end
 
-local function connect(port, host, deadline)
+local function connect(port, host, deadline, source)
     local sock = socket.tcp()
     sock:settimeout(math.max(0.01, deadline - now()))
-    local ok, err = sock:connect(host or HOST, port)
+    local ok, err = true, nil
+    if source then ok, err = sock:bind(source, 0) end
+    if ok then ok, err = sock:connect(host or HOST, port) end
     if not ok then
         sock:close()
         return nil, err
@@ -247,7 +250,7 @@ end
 function M.request(spec)
     local started = now()
     local deadline = started + (spec.timeout or DEFAULT_TIMEOUT)
-    local sock, err = connect(spec.port, spec.host, deadline)
+    local sock, err = connect(spec.port, spec.host, deadline, spec.source)
     if not sock then return nil, "connect: " .. tostring(err) end
     local stream = new_stream(sock)
     local ok
