@@ -4,4 +4,5 @@ return {
     "0001_tenants.sql",
     "0002_admin_emails.sql",
     "0003_messaging.sql",
+    "0004_church_settings.sql",
 }

@@ -7,4 +7,5 @@ return {
     "0004_conversation_counters.sql",
     "0005_refresh_token_families.sql",
     "0006_outbound_sending.sql",
+    "0007_contacts.sql",
 }
