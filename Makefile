@@ -39,12 +39,10 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(CWARNS) $(CFLAGS) $(PKG_CFLAGS)
 LUA_STATIC := /usr/lib/x86_64-linux-gnu/liblua5.4-cjson.a /usr/lib/x86_64-linux-gnu/liblua5.4.a
 LDLIBS  = $(LUA_STATIC) $(PKG_LIBS) -lpthread -lm -ldl
 
-CORE_OBJS := log.o metrics.o threadpool.o watchdog.o crypto.o conn_guard.o http_reply.o http_framer.o http_conn.o \
-             pg_conn.o pg_budget.o pg_pool.o db_config.o devkeys.o ratelimit.o jwt.o spool.o http_client.o \
-             config_load.o lua_host.o request.o worker.o master.o \
-             lmod_core.o lmod_log.o lmod_metrics.o lmod_crypto.o lmod_db.o lmod_ratelimit.o lmod_spool.o lmod_http.o
+# Every core/*.c but main.c is part of the core; every spec/c/test_*.c is a test.
+CORE_OBJS := $(patsubst core/%.c,%.o,$(filter-out core/main.c,$(sort $(wildcard core/*.c))))
 MAIN_OBJ  := main.o
-C_TESTS   := test_log test_metrics test_threadpool test_http_reply test_watchdog test_ratelimit test_crypto test_jwt test_spool test_http_client test_http_framer test_pg_budget
+C_TESTS   := $(patsubst spec/c/%.c,%,$(sort $(wildcard spec/c/test_*.c)))
 
 BUILD ?= build
 OBJS  := $(addprefix $(BUILD)/obj/,$(CORE_OBJS))
