@@ -8,11 +8,11 @@
  * node's workers, spend one budget (pg_budget.h): a pool waits for its own
  * connections rather than open more, room is made only for a pool that has
  * none, and connections rotate between pools only when the busy ones
- * outnumber the budget (see pg_pool.c and README "Databases"). Each server
- * has a circuit breaker: after `breaker_failures` consecutive failed connects
- * it fails fast for `breaker_open_s`, then lets one probe through. Pools are
- * kept in LRU order up to `capacity`; the least recently used beyond it is
- * retired (its connections close as they come back). */
+ * outnumber the budget (see pg_pool_budget.c and README "Databases"). Each
+ * server has a circuit breaker: after `breaker_failures` consecutive failed
+ * connects it fails fast for `breaker_open_s`, then lets one probe through.
+ * Pools are kept in LRU order up to `capacity`; the least recently used
+ * beyond it is retired (its connections close as they come back). */
 #ifndef STEEPLE_PG_POOL_H
 #define STEEPLE_PG_POOL_H
 
