@@ -122,7 +122,8 @@ static void close_idle(struct pg_server *srv, const struct pg_settings *s, doubl
 static void sweep(struct pg_cluster *cl)
 {
     double now = clock_mono();
-    for (struct pg_server *srv = cl->servers; srv; srv = srv->next)
+    struct pg_server *srv;
+    TAILQ_FOREACH(srv, &cl->servers, link)
         close_idle(srv, &cl->s, now);
     struct pg_pool *p = TAILQ_FIRST(&cl->pools);
     while (p) {
@@ -133,7 +134,7 @@ static void sweep(struct pg_cluster *cl)
         pool_free_if_done(p);
         p = next;
     }
-    for (struct pg_server *srv = cl->servers; srv; srv = srv->next)
+    TAILQ_FOREACH(srv, &cl->servers, link)
         server_offer(srv, cl); /* idle connections closed: room */
 }
 
@@ -142,7 +143,8 @@ static void sweep(struct pg_cluster *cl)
 void pg_cluster_report(struct pg_cluster *cl)
 {
     static const char *const names[PC_NSTATES] = {"connecting", "idle", "active"};
-    for (struct pg_server *s = cl->servers; s; s = s->next) {
+    struct pg_server *s;
+    TAILQ_FOREACH(s, &cl->servers, link) {
         int counts[PC_NSTATES] = {0, 0, 0}, waiters = 0;
         struct pg_pool *p;
         TAILQ_FOREACH(p, &cl->pools, lru) {
@@ -191,7 +193,8 @@ void pg_cluster_declare_metrics(struct pg_cluster *cl)
         if (metrics_describe(families[i].family, families[i].kind, families[i].help) != 0)
             log_warn("metrics table full: %s not declared", families[i].family);
     metrics_series("steeple_tenant_pool_evictions_total", "", "", METRIC_COUNTER);
-    for (struct pg_server *s = cl->servers; s; s = s->next)
+    struct pg_server *s;
+    TAILQ_FOREACH(s, &cl->servers, link)
         metrics_series("steeple_db_acquire_timeouts_total", "", s->m.label, METRIC_COUNTER);
     pg_cluster_report(cl);
 }
@@ -222,14 +225,14 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     struct pg_cluster *cl = arg;
     double now = clock_mono();
     struct pg_server *srv;
-    for (srv = cl->servers; srv; srv = srv->next)
+    TAILQ_FOREACH(srv, &cl->servers, link)
         srv->busy = 0;
     struct pg_pool *p;
     TAILQ_FOREACH(p, &cl->pools, lru)
         if (!p->retired && (p->nwait > 0 || p->n[PC_ACTIVE] > 0 ||
                             now - p->last_used < PG_HYSTERESIS_S))
             p->server->busy++;
-    for (srv = cl->servers; srv; srv = srv->next) {
+    TAILQ_FOREACH(srv, &cl->servers, link) {
         server_shed(srv, now);
         server_offer(srv, cl);
     }
@@ -240,7 +243,8 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct pg_cluster *cl = arg;
-    for (struct pg_server *srv = cl->servers; srv; srv = srv->next)
+    struct pg_server *srv;
+    TAILQ_FOREACH(srv, &cl->servers, link)
         if (!TAILQ_EMPTY(&srv->waiting))
             server_offer(srv, cl);
 }
@@ -267,6 +271,7 @@ struct pg_cluster *pg_cluster_new(struct event_base *base, const struct pg_setti
     cl->base = base;
     cl->s = *s;
     TAILQ_INIT(&cl->pools);
+    TAILQ_INIT(&cl->servers);
     snprintf(cl->options, sizeof cl->options, "-c statement_timeout=%lld",
              (long long)(s->statement_timeout_s * 1000));
     if (add_timer(cl, &cl->sweep, EV_PERSIST, 1.0, on_sweep) != 0 ||
@@ -291,9 +296,9 @@ void pg_cluster_free(struct pg_cluster *cl)
         TAILQ_REMOVE(&cl->pools, p, lru);
         pool_free(p);
     }
-    while (cl->servers) {
-        struct pg_server *s = cl->servers;
-        cl->servers = s->next;
+    while (!TAILQ_EMPTY(&cl->servers)) {
+        struct pg_server *s = TAILQ_FIRST(&cl->servers);
+        TAILQ_REMOVE(&cl->servers, s, link);
         server_free(s);
     }
     struct event *evs[] = {cl->sweep, cl->tick, cl->poll};

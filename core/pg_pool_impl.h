@@ -66,6 +66,7 @@ struct pg_waiter {
 };
 TAILQ_HEAD(waiter_list, pg_waiter);
 TAILQ_HEAD(pool_list, pg_pool);
+TAILQ_HEAD(server_list, pg_server);
 
 struct server_metrics {
     int opened[OPEN_NREASONS];
@@ -93,7 +94,7 @@ struct pg_server {
     int probing;
     int tenants; /* holds tenant databases */
     struct server_metrics m;
-    struct pg_server *next;
+    TAILQ_ENTRY(pg_server) link; /* the cluster's servers, in the order added */
 };
 
 struct pg_pool {
@@ -120,7 +121,7 @@ struct pg_pool {
 struct pg_cluster {
     struct event_base *base;
     struct pg_settings s;
-    struct pg_server *servers;
+    struct server_list servers; /* in the order added */
     struct pool_list pools; /* most recently used first */
     int npools;             /* not retired */
     struct event *sweep;    /* every second: idle timeouts, unused pools, gauges */

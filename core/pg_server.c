@@ -63,7 +63,8 @@ void server_breaker_result(struct pg_server *srv, const struct pg_settings *s, i
 
 struct pg_server *server_find(const struct pg_cluster *cl, const char *key)
 {
-    for (struct pg_server *s = cl->servers; s; s = s->next)
+    struct pg_server *s;
+    TAILQ_FOREACH(s, &cl->servers, link)
         if (strcmp(s->key, key) == 0 || (s->alias[0] && strcmp(s->alias, key) == 0))
             return s;
     return NULL;
@@ -170,8 +171,9 @@ static int names_free(const struct pg_cluster *cl, const struct pg_server_names 
     const char *taken = server_find(cl, id->key) ? id->key
                         : id->alias && server_find(cl, id->alias) ? id->alias
                                                                    : NULL;
-    for (const struct pg_server *s = cl->servers; s && taken == NULL; s = s->next)
-        if (strcmp(s->name, name) == 0)
+    const struct pg_server *s;
+    TAILQ_FOREACH(s, &cl->servers, link)
+        if (taken == NULL && strcmp(s->name, name) == 0)
             taken = name;
     if (taken)
         snprintf(err, errlen, "database server '%s' is configured twice", taken);
@@ -204,10 +206,7 @@ int pg_cluster_add_server(struct pg_cluster *cl, const struct pg_server_names *i
         return -1;
     }
     server_metrics_init(s);
-    struct pg_server **tail = &cl->servers;
-    while (*tail)
-        tail = &(*tail)->next;
-    *tail = s;
+    TAILQ_INSERT_TAIL(&cl->servers, s, link);
     return 0;
 }
 
@@ -236,8 +235,9 @@ int pg_cluster_server_keys(const struct pg_cluster *cl, const char **keys, int m
                            int tenants_only)
 {
     int n = 0;
-    for (struct pg_server *s = cl->servers; s && n < max; s = s->next)
-        if (!tenants_only || s->tenants)
+    const struct pg_server *s;
+    TAILQ_FOREACH(s, &cl->servers, link)
+        if (n < max && (!tenants_only || s->tenants))
             keys[n++] = s->key;
     return n;
 }
