@@ -50,7 +50,6 @@
 #define BYTEA_MT "steeple.db.bytea"
 #define ERROR_MT "steeple.db.error"
 #define NAME_MAX_LEN 63
-#define DDL_SQL_MAX 256
 
 static const char decode_key = 'j'; /* registry[&decode_key] = cjson.decode */
 
@@ -65,15 +64,6 @@ struct handle {
 /* A pinned connection (h:acquire()); NULL until filled and once released. */
 struct conn_ud {
     struct pg_pin *pin;
-};
-
-/* CREATE or DROP DATABASE: kept after the op; the SQL is built on the
- * connection it runs on. */
-struct ddl_spec {
-    int kind; /* 'c' or 'd' */
-    char name[NAME_MAX_LEN + 1];
-    char tmpl[NAME_MAX_LEN + 1];
-    char sql[DDL_SQL_MAX];
 };
 
 /* ---- errors -------------------------------------------------------------- */
@@ -320,28 +310,15 @@ static struct pg_op *new_op(lua_State *L, int sql_idx, int first)
     int top = lua_gettop(L), n = top >= first ? top - first + 1 : 0;
     luaL_argcheck(L, n <= 256, first, "too many parameters");
     char nums[256][32];
-    size_t total = sqllen + 1;
+    size_t total = 0;
     for (int i = 0; i < n; i++)
         total += param_size(L, first + i, nums[i]) + 1;
-    total += (size_t)n * (sizeof(Oid) + sizeof(char *) + 2 * sizeof(int));
-    struct pg_op *op = pg_op_new(total);
+    char *p;
+    struct pg_op *op = pg_op_new_statement(sql, sqllen, n, total, &p);
     if (op == NULL) {
         luaL_error(L, "out of memory");
         return NULL;
     }
-    char *p = (char *)(op + 1); /* widest alignment first */
-    op->nparams = n;
-    op->values = (char **)p;
-    p += (size_t)n * sizeof(char *);
-    op->types = (Oid *)p;
-    p += (size_t)n * sizeof(Oid);
-    op->lengths = (int *)p;
-    p += (size_t)n * sizeof(int);
-    op->formats = (int *)p;
-    p += (size_t)n * sizeof(int);
-    op->sql = p;
-    memcpy(p, sql, sqllen + 1);
-    p += sqllen + 1;
     for (int i = 0; i < n; i++) /* nothing below raises */
         p += param_copy(L, first + i, nums[i], op, i, p);
     return op;
@@ -387,19 +364,6 @@ static double pool_timeout(struct pg_pool *pool)
 {
     return pg_op_timeout(pg_cluster_settings(pg_pool_cluster(pool)));
 }
-
-/* A statement's limit: `limit`, or less when the request set a database
- * deadline (db.deadline). Returns 0 when that deadline has passed. */
-static double within_deadline(const struct request *r, double limit)
-{
-    double left = request_db_time_left(r);
-    if (left < limit)
-        return left > 0 ? left : 0;
-    return limit;
-}
-
-/* The message of an operation refused because the request's deadline passed. */
-#define DEADLINE_PASSED "the request's database deadline has passed"
 
 /* Ties op to the request: the request's deadline bounds its waits, and the
  * outcome resumes it. */
@@ -466,30 +430,33 @@ static int handle_query(lua_State *L)
     struct pg_op *op = new_op(L, 2, 3);
     bind_request(op, r);
     op->pool = pool;
-    op->timeout = within_deadline(r, pool_timeout(pool));
-    if (op->timeout == 0) {
-        snprintf(op->err, sizeof op->err, DEADLINE_PASSED);
+    if (pg_op_limit(op, pool_timeout(pool)) != 0) /* db.deadline passed */
         return fail_now(L, op);
-    }
     return started(L, r, op, pg_op_start(op));
 }
 
-/* Continuation of h:acquire(): fills the connection userdata on the stack. */
+/* Pins conn into the connection userdata on the top of the stack. */
+static int pin_into(lua_State *L, struct pg_conn *conn)
+{
+    struct conn_ud *c = lua_touserdata(L, -1); /* created before the wait */
+    c->pin = pg_pin_new(conn);
+    if (c->pin == NULL) {
+        pg_pool_release(conn, 1);
+        return luaL_error(L, "out of memory");
+    }
+    return 1;
+}
+
+/* Continuation of h:acquire(): fills the connection userdata. */
 static int acquired(lua_State *L, int status, lua_KContext ctx)
 {
     (void)status;
     struct pg_op *op = (struct pg_op *)ctx;
     if (op->unavailable)
         return raise_error(L, op);
-    struct conn_ud *c = lua_touserdata(L, -1); /* created before the wait */
-    c->pin = pg_pin_new(op->conn);
-    if (c->pin == NULL) {
-        pg_pool_release(op->conn, 1);
-        op->conn = NULL;
-        return luaL_error(L, "out of memory");
-    }
+    struct pg_conn *conn = op->conn;
     op->conn = NULL;
-    return 1;
+    return pin_into(L, conn);
 }
 
 /* h:acquire(): a connection kept until conn:release(). */
@@ -508,20 +475,15 @@ static int handle_acquire(lua_State *L)
     bind_request(op, r);
     op->pool = pool;
     op->acquire_only = 1;
-    switch (pg_op_start(op)) {
-    case PG_OP_DONE:
-        c->pin = pg_pin_new(op->conn);
-        if (c->pin == NULL)
-            pg_pool_release(op->conn, 1);
+    enum pg_op_start how = pg_op_start(op);
+    if (how == PG_OP_DONE) {
+        struct pg_conn *conn = op->conn;
         pg_op_free(op);
-        if (c->pin == NULL)
-            return luaL_error(L, "out of memory");
-        return 1;
-    case PG_OP_REFUSED:
-        return fail_now(L, op);
-    default:
-        return park(L, r, op, acquired);
+        return pin_into(L, conn);
     }
+    if (how == PG_OP_REFUSED)
+        return fail_now(L, op);
+    return park(L, r, op, acquired);
 }
 
 static const luaL_Reg handle_methods[] = {
@@ -564,11 +526,8 @@ static int run_pinned(lua_State *L, int script)
     bind_request(op, r);
     op->pin = pin;
     const struct pg_settings *s = pg_cluster_settings(script_worker(L)->cluster);
-    op->timeout = within_deadline(r, pin->timeout > 0 ? pin->timeout : pg_op_timeout(s));
-    if (op->timeout == 0) {
-        snprintf(op->err, sizeof op->err, DEADLINE_PASSED);
+    if (pg_op_limit(op, pin->timeout > 0 ? pin->timeout : pg_op_timeout(s)) != 0)
         return fail_now(L, op);
-    }
     return started(L, r, op, pg_op_start(op));
 }
 
@@ -702,50 +661,6 @@ static int l_bytea(lua_State *L)
     return 1;
 }
 
-/* Names CREATE/DROP DATABASE accept: tenant_ then lower-case letters and
- * digits, the template and the name it is built under, or doctor's scratch
- * databases. */
-static int ddl_name_ok(const char *s, size_t n)
-{
-    const char *rest = NULL;
-    if (n > NAME_MAX_LEN)
-        return 0;
-    if (strncmp(s, "tenant_", 7) == 0)
-        rest = s + 7;
-    else if (strncmp(s, "steeple_doctor_", 15) == 0)
-        rest = s + 15;
-    else
-        return strcmp(s, "steeple_template") == 0 || strcmp(s, "steeple_template_new") == 0;
-    if (*rest == '\0')
-        return 0;
-    for (; *rest; rest++)
-        if (!((*rest >= 'a' && *rest <= 'z') || (*rest >= '0' && *rest <= '9')))
-            return 0;
-    return 1;
-}
-
-/* Writes the statement of a ddl_spec, its names quoted with
- * PQescapeIdentifier on the connection it runs on. */
-static int build_ddl(struct pg_op *op, PGconn *pg)
-{
-    struct ddl_spec *d = (struct ddl_spec *)(op + 1);
-    char *name = PQescapeIdentifier(pg, d->name, strlen(d->name));
-    char *tmpl = d->tmpl[0] ? PQescapeIdentifier(pg, d->tmpl, strlen(d->tmpl)) : NULL;
-    int rc = -1;
-    if (name && (tmpl || !d->tmpl[0])) {
-        if (d->kind == 'c' && tmpl)
-            snprintf(d->sql, sizeof d->sql, "CREATE DATABASE %s TEMPLATE %s", name, tmpl);
-        else if (d->kind == 'c')
-            snprintf(d->sql, sizeof d->sql, "CREATE DATABASE %s", name);
-        else
-            snprintf(d->sql, sizeof d->sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
-        rc = 0;
-    }
-    PQfreemem(name);
-    PQfreemem(tmpl);
-    return rc;
-}
-
 /* db.create_database(server, name [, template]) / db.drop_database(server,
  * name): on a connection to the server's maintenance database. Names are
  * checked before any SQL and quoted with PQescapeIdentifier. Returns true. */
@@ -755,8 +670,8 @@ static int ddl(lua_State *L, int kind)
     const char *server = luaL_checklstring(L, 1, &sn);
     const char *name = luaL_checklstring(L, 2, &nn);
     const char *tmpl = kind == 'c' ? luaL_optlstring(L, 3, NULL, &tn) : NULL;
-    luaL_argcheck(L, ddl_name_ok(name, nn), 2, "not a database name steeple creates");
-    luaL_argcheck(L, tmpl == NULL || ddl_name_ok(tmpl, tn), 3, "not a template steeple made");
+    luaL_argcheck(L, pg_op_ddl_name_ok(name, nn), 2, "not a database name steeple creates");
+    luaL_argcheck(L, tmpl == NULL || pg_op_ddl_name_ok(tmpl, tn), 3, "not a template steeple made");
     struct request *r = request_check(L, kind == 'c' ? "db.create_database" : "db.drop_database");
     struct worker *w = script_worker(L);
     const char *maint = w->cluster ? pg_cluster_server_dbname(w->cluster, server) : NULL;
@@ -768,15 +683,9 @@ static int ddl(lua_State *L, int kind)
     struct pg_pool *pool = pool_of(L, &h);
     if (kind == 'd')
         pg_cluster_close_database(w->cluster, server, name);
-    struct pg_op *op = pg_op_new(sizeof(struct ddl_spec));
+    struct pg_op *op = pg_op_new_ddl(kind, name, tmpl);
     if (op == NULL)
         return luaL_error(L, "out of memory");
-    struct ddl_spec *d = (struct ddl_spec *)(op + 1);
-    d->kind = kind;
-    snprintf(d->name, sizeof d->name, "%s", name);
-    snprintf(d->tmpl, sizeof d->tmpl, "%s", tmpl ? tmpl : "");
-    op->sql = d->sql;
-    op->build = build_ddl;
     bind_request(op, r);
     op->pool = pool;
     op->timeout = pool_timeout(pool);

@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* ---- pinned connections -------------------------------------------------- */
 
@@ -44,9 +45,111 @@ void pg_op_free(struct pg_op *op)
     free(op);
 }
 
+struct pg_op *pg_op_new_statement(const char *sql, size_t sqllen, int n, size_t text,
+                                  char **text_at)
+{
+    size_t arrays = (size_t)n * (sizeof(Oid) + sizeof(char *) + 2 * sizeof(int));
+    struct pg_op *op = pg_op_new(arrays + sqllen + 1 + text);
+    if (op == NULL)
+        return NULL;
+    char *p = (char *)(op + 1); /* widest alignment first */
+    op->nparams = n;
+    op->values = (char **)p;
+    p += (size_t)n * sizeof(char *);
+    op->types = (Oid *)p;
+    p += (size_t)n * sizeof(Oid);
+    op->lengths = (int *)p;
+    p += (size_t)n * sizeof(int);
+    op->formats = (int *)p;
+    p += (size_t)n * sizeof(int);
+    op->sql = p;
+    memcpy(p, sql, sqllen);
+    p[sqllen] = '\0';
+    *text_at = p + sqllen + 1;
+    return op;
+}
+
+/* ---- CREATE and DROP DATABASE -------------------------------------------- */
+
+#define DDL_NAME_MAX 63
+
+/* Kept after the op; the SQL is written on the connection it runs on. */
+struct ddl_spec {
+    int kind; /* 'c' or 'd' */
+    char name[DDL_NAME_MAX + 1];
+    char tmpl[DDL_NAME_MAX + 1];
+    char sql[256];
+};
+
+int pg_op_ddl_name_ok(const char *s, size_t n)
+{
+    const char *rest = NULL;
+    if (n > DDL_NAME_MAX)
+        return 0;
+    if (strncmp(s, "tenant_", 7) == 0)
+        rest = s + 7;
+    else if (strncmp(s, "steeple_doctor_", 15) == 0)
+        rest = s + 15;
+    else
+        return strcmp(s, "steeple_template") == 0 || strcmp(s, "steeple_template_new") == 0;
+    if (*rest == '\0')
+        return 0;
+    for (; *rest; rest++)
+        if (!((*rest >= 'a' && *rest <= 'z') || (*rest >= '0' && *rest <= '9')))
+            return 0;
+    return 1;
+}
+
+/* Writes the statement, its names quoted with PQescapeIdentifier. */
+static int build_ddl(struct pg_op *op, PGconn *pg)
+{
+    struct ddl_spec *d = (struct ddl_spec *)(op + 1);
+    char *name = PQescapeIdentifier(pg, d->name, strlen(d->name));
+    char *tmpl = d->tmpl[0] ? PQescapeIdentifier(pg, d->tmpl, strlen(d->tmpl)) : NULL;
+    int rc = -1;
+    if (name && (tmpl || !d->tmpl[0])) {
+        if (d->kind == 'c' && tmpl)
+            snprintf(d->sql, sizeof d->sql, "CREATE DATABASE %s TEMPLATE %s", name, tmpl);
+        else if (d->kind == 'c')
+            snprintf(d->sql, sizeof d->sql, "CREATE DATABASE %s", name);
+        else
+            snprintf(d->sql, sizeof d->sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
+        rc = 0;
+    }
+    PQfreemem(name);
+    PQfreemem(tmpl);
+    return rc;
+}
+
+struct pg_op *pg_op_new_ddl(int kind, const char *name, const char *tmpl)
+{
+    struct pg_op *op = pg_op_new(sizeof(struct ddl_spec));
+    if (op == NULL)
+        return NULL;
+    struct ddl_spec *d = (struct ddl_spec *)(op + 1);
+    d->kind = kind;
+    snprintf(d->name, sizeof d->name, "%s", name);
+    snprintf(d->tmpl, sizeof d->tmpl, "%s", tmpl ? tmpl : "");
+    op->sql = d->sql;
+    op->build = build_ddl;
+    return op;
+}
+
+/* ---- running it ---------------------------------------------------------- */
+
 double pg_op_timeout(const struct pg_settings *s)
 {
     return s->statement_timeout_s * 1.25 + 1.0;
+}
+
+int pg_op_limit(struct pg_op *op, double limit)
+{
+    double left = op->deadline - clock_mono();
+    op->timeout = left < limit ? (left > 0 ? left : 0) : limit;
+    if (op->timeout > 0)
+        return 0;
+    snprintf(op->err, sizeof op->err, "the request's database deadline has passed");
+    return -1;
 }
 
 /* The outcome is in: `done` reads it, then the operation is gone. */

@@ -78,6 +78,24 @@ struct pg_op {
 /* A zeroed operation with `extra` bytes after it (for the SQL and the
  * parameters, suitably aligned for pointers), or NULL. */
 struct pg_op *pg_op_new(size_t extra) __attribute__((warn_unused_result));
+/* An operation for sql (sqllen bytes) with n parameters whose values take
+ * `text` bytes in all (with their NULs): the SQL is copied and the parameter
+ * arrays laid out zeroed (NULLs, text format) in one block; *text is where
+ * the values go. NULL when out of memory. */
+struct pg_op *pg_op_new_statement(const char *sql, size_t sqllen, int n, size_t text,
+                                  char **text_at) __attribute__((warn_unused_result));
+
+/* Names CREATE/DROP DATABASE accept: tenant_ then lower-case letters and
+ * digits, the template and the name it is built under (steeple_template,
+ * steeple_template_new), or doctor's scratch databases (steeple_doctor_...). */
+int pg_op_ddl_name_ok(const char *s, size_t n);
+/* An operation that runs CREATE DATABASE name [TEMPLATE tmpl] (kind 'c') or
+ * DROP DATABASE IF EXISTS name WITH (FORCE) (kind 'd'), the names (checked
+ * by pg_op_ddl_name_ok) quoted on the connection it runs on. NULL when out
+ * of memory. */
+struct pg_op *pg_op_new_ddl(int kind, const char *name, const char *tmpl)
+    __attribute__((warn_unused_result));
+
 /* Frees an operation that was never started or was refused. */
 void pg_op_free(struct pg_op *op);
 
@@ -96,6 +114,10 @@ enum pg_op_start pg_op_wait(struct pg_op *op);
 /* The caller gives up on op before `done`: a wait ends at once, a running
  * statement is left to finish and then gives its connection back. */
 void pg_op_cancel(struct pg_op *op);
+
+/* Sets op->timeout to `limit` seconds, or less when op->deadline is nearer.
+ * Returns 0, or -1 with err set when the deadline has passed. */
+int pg_op_limit(struct pg_op *op, double limit);
 
 /* The core's own limit on a statement, seconds: the server's
  * statement_timeout fires first (a clean SQL error on a connection that stays

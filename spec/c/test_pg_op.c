@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define WAIT_S 20.0 /* a generous bound on any wait below: never a timing check */
 
@@ -102,11 +103,10 @@ static struct pg_pool *main_pool(void)
 /* An operation running sql without parameters on pool p. */
 static struct pg_op *query_op(struct pg_pool *p, const char *sql, struct outcome *o)
 {
-    struct pg_op *op = pg_op_new(strlen(sql) + 1);
+    char *text;
+    struct pg_op *op = pg_op_new_statement(sql, strlen(sql), 0, 0, &text);
     if (op == NULL)
         return NULL;
-    op->sql = (char *)(op + 1);
-    memcpy(op->sql, sql, strlen(sql) + 1);
     op->pool = p;
     op->timeout = pg_op_timeout(pg_cluster_settings(cl));
     op->deadline = INFINITY;
@@ -123,16 +123,24 @@ static void runs_a_statement_with_parameters(void)
     }
     struct pg_pool *p = main_pool();
     struct outcome o = {0};
-    struct pg_op *op = query_op(p, "SELECT $1::int + $2::int", &o);
-    char a[] = "40", b[] = "2";
-    char *values[] = {a, b};
-    Oid types[2] = {0, 0};
-    int lengths[2] = {2, 1}, formats[2] = {0, 0};
-    op->nparams = 2;
-    op->values = values;
-    op->types = types;
-    op->lengths = lengths;
-    op->formats = formats;
+    const char *sql = "SELECT $1::int + $2::int";
+    char *text;
+    struct pg_op *op = pg_op_new_statement(sql, strlen(sql), 2, 5, &text);
+    CHECK(op != NULL && strcmp(op->sql, sql) == 0);
+    if (op == NULL) {
+        teardown();
+        return;
+    }
+    memcpy(text, "40\0" "2", 5);
+    op->values[0] = text;
+    op->values[1] = text + 3;
+    op->lengths[0] = 2;
+    op->lengths[1] = 1;
+    op->pool = p;
+    op->timeout = pg_op_timeout(pg_cluster_settings(cl));
+    op->deadline = INFINITY;
+    op->done = on_done;
+    op->arg = &o;
     CHECK(pg_op_start(op) == PG_OP_PENDING); /* no connection yet: it waits */
     CHECK(run_until(&o.calls));
     CHECK(o.calls == 1);
@@ -398,7 +406,76 @@ static void a_pin_hands_over_at_the_end(void)
     teardown();
 }
 
+/* A statement's limit shrinks to the deadline; past it, the op is refused. */
+static void limits_a_statement_to_the_deadline(void)
+{
+    struct pg_op *op = pg_op_new(0);
+    if (op == NULL) {
+        CHECK(0);
+        return;
+    }
+    op->deadline = INFINITY;
+    CHECK(pg_op_limit(op, 30) == 0 && op->timeout == 30);
+    op->deadline = clock_mono() + 1000;
+    CHECK(pg_op_limit(op, 30) == 0 && op->timeout == 30);
+    CHECK(pg_op_limit(op, 5000) == 0 && op->timeout > 0 && op->timeout <= 1000);
+    op->deadline = clock_mono() - 1;
+    CHECK(pg_op_limit(op, 30) == -1 && op->timeout == 0);
+    CHECK(strstr(op->err, "deadline has passed") != NULL);
+    pg_op_free(op);
+}
+
+static void accepts_only_names_steeple_creates(void)
+{
+    const char *ok[] = {"tenant_abc123", "steeple_template", "steeple_template_new",
+                        "steeple_doctor_x1"};
+    const char *bad[] = {"tenant_", "tenant_ABC", "tenant_a-b", "postgres", "steeple_doctor_",
+                         "tenant_a\"; DROP", "steeple_template2"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        CHECK(pg_op_ddl_name_ok(ok[i], strlen(ok[i])));
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK(!pg_op_ddl_name_ok(bad[i], strlen(bad[i])));
+    char longname[80];
+    memset(longname, 'a', sizeof longname);
+    memcpy(longname, "tenant_", 7);
+    longname[64] = '\0';
+    CHECK(!pg_op_ddl_name_ok(longname, 64));
+}
+
+/* CREATE DATABASE then DROP DATABASE, the SQL written on the connection. */
+static void creates_and_drops_a_database(void)
+{
+    if (setup(2) != 0) {
+        CHECK(0);
+        return;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "steeple_doctor_pgop%ld", (long)getpid());
+    const int kinds[] = {'d', 'c', 'd'}; /* a leftover of an earlier run goes first */
+    for (int i = 0; i < 3; i++) {
+        struct outcome o = {0};
+        struct pg_op *op = pg_op_new_ddl(kinds[i], name, NULL);
+        CHECK(op != NULL);
+        if (op == NULL)
+            break;
+        op->pool = main_pool();
+        op->timeout = pg_op_timeout(pg_cluster_settings(cl));
+        op->deadline = INFINITY;
+        op->done = on_done;
+        op->arg = &o;
+        CHECK(pg_op_wait(op) == PG_OP_PENDING);
+        CHECK(run_until(&o.calls));
+        CHECK(!o.unavailable && o.status == PGRES_COMMAND_OK);
+        if (o.status != PGRES_COMMAND_OK)
+            printf("# %s\n", o.err);
+    }
+    teardown();
+}
+
 static const struct tap_case cases[] = {
+    {"limits a statement to the deadline", limits_a_statement_to_the_deadline},
+    {"accepts only names steeple creates", accepts_only_names_steeple_creates},
+    {"creates and drops a database", creates_and_drops_a_database},
     {"runs a statement with parameters and gives the connection back",
      runs_a_statement_with_parameters},
     {"an SQL error is a result, not unavailable", an_sql_error_is_a_result},
