@@ -486,6 +486,9 @@ static int handle_acquire(lua_State *L)
     return park(L, r, op, acquired);
 }
 
+/* The handle's methods: one line each. A method finds its handle with
+ * check_handle(), the pool with pool_of(), and gets a connection through a
+ * pg_op (acquire_only: op->conn; pg_conn_libpq() gives its PGconn). */
 static const luaL_Reg handle_methods[] = {
     {"query", handle_query},
     {"acquire", handle_acquire},

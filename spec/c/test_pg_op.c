@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define WAIT_S 20.0 /* a generous bound on any wait below: never a timing check */
+#define WAIT_S 120.0 /* a generous bound on any wait below: never a timing check */
 
 static struct event_base *base;
 static struct pg_cluster *cl;
@@ -39,6 +39,8 @@ static void on_done(struct pg_op *op, void *arg)
     snprintf(o->err, sizeof o->err, "%s", op->err);
     if (op->res) {
         o->status = PQresultStatus(op->res);
+        if (o->status == PGRES_FATAL_ERROR)
+            snprintf(o->err, sizeof o->err, "%s", PQresultErrorMessage(op->res));
         if (PQntuples(op->res) > 0 && PQnfields(op->res) > 0)
             snprintf(o->value, sizeof o->value, "%s", PQgetvalue(op->res, 0, 0));
     }
@@ -51,7 +53,7 @@ static int run_until(const int *flag)
 {
     double end = clock_mono() + WAIT_S;
     while (!*flag && clock_mono() < end)
-        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        event_base_loop(base, EVLOOP_ONCE); /* the cluster's tick wakes it */
     return *flag;
 }
 
@@ -62,7 +64,7 @@ static struct pg_conn *idle_conn(struct pg_pool *p)
     double end = clock_mono() + WAIT_S;
     struct pg_conn *c;
     while ((c = pg_pool_try_acquire(p)) == NULL && clock_mono() < end)
-        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        event_base_loop(base, EVLOOP_ONCE);
     return c;
 }
 
@@ -72,7 +74,7 @@ static int setup(int pool_max)
     const char *url = getenv("DATABASE_URL");
     struct pg_settings s = {
         .pool_max = pool_max, .min_idle = 0, .acquire_timeout_s = WAIT_S,
-        .connect_timeout_s = 10, .statement_timeout_s = 10, .idle_timeout_s = 60,
+        .connect_timeout_s = 10, .statement_timeout_s = WAIT_S, .idle_timeout_s = 60,
         .breaker_failures = 5, .breaker_open_s = 1, .capacity = 8, .pool_idle_s = 60,
     };
     char err[256];
@@ -442,40 +444,46 @@ static void accepts_only_names_steeple_creates(void)
     CHECK(!pg_op_ddl_name_ok(longname, 64));
 }
 
-/* CREATE DATABASE then DROP DATABASE, the SQL written on the connection. */
-static void creates_and_drops_a_database(void)
+/* Runs a CREATE/DROP DATABASE operation to its end. */
+static void run_ddl(int kind, const char *name, const char *tmpl, struct outcome *o)
+{
+    struct pg_op *op = pg_op_new_ddl(kind, name, tmpl);
+    CHECK(op != NULL);
+    if (op == NULL)
+        return;
+    op->pool = main_pool();
+    op->timeout = pg_op_timeout(pg_cluster_settings(cl));
+    op->deadline = INFINITY;
+    op->done = on_done;
+    op->arg = o;
+    CHECK(pg_op_wait(op) == PG_OP_PENDING);
+    CHECK(run_until(&o->calls));
+}
+
+/* The statements are written on the connection and run: neither creates
+ * nor drops a database here (that waits for checkpoints). */
+static void writes_create_and_drop_database(void)
 {
     if (setup(2) != 0) {
         CHECK(0);
         return;
     }
-    char name[64];
+    char name[64], tmpl[64];
     snprintf(name, sizeof name, "steeple_doctor_pgop%ld", (long)getpid());
-    const int kinds[] = {'d', 'c', 'd'}; /* a leftover of an earlier run goes first */
-    for (int i = 0; i < 3; i++) {
-        struct outcome o = {0};
-        struct pg_op *op = pg_op_new_ddl(kinds[i], name, NULL);
-        CHECK(op != NULL);
-        if (op == NULL)
-            break;
-        op->pool = main_pool();
-        op->timeout = pg_op_timeout(pg_cluster_settings(cl));
-        op->deadline = INFINITY;
-        op->done = on_done;
-        op->arg = &o;
-        CHECK(pg_op_wait(op) == PG_OP_PENDING);
-        CHECK(run_until(&o.calls));
-        CHECK(!o.unavailable && o.status == PGRES_COMMAND_OK);
-        if (o.status != PGRES_COMMAND_OK)
-            printf("# %s\n", o.err);
-    }
+    snprintf(tmpl, sizeof tmpl, "steeple_doctor_nosuch%ld", (long)getpid());
+    struct outcome dropped = {0}, created = {0};
+    run_ddl('d', name, NULL, &dropped); /* IF EXISTS: nothing to drop */
+    CHECK(!dropped.unavailable && dropped.status == PGRES_COMMAND_OK);
+    run_ddl('c', name, tmpl, &created);
+    CHECK(!created.unavailable && created.status == PGRES_FATAL_ERROR);
+    CHECK(strstr(created.err, tmpl) != NULL); /* the template named, quoted */
     teardown();
 }
 
 static const struct tap_case cases[] = {
     {"limits a statement to the deadline", limits_a_statement_to_the_deadline},
     {"accepts only names steeple creates", accepts_only_names_steeple_creates},
-    {"creates and drops a database", creates_and_drops_a_database},
+    {"writes CREATE and DROP DATABASE on the connection", writes_create_and_drop_database},
     {"runs a statement with parameters and gives the connection back",
      runs_a_statement_with_parameters},
     {"an SQL error is a result, not unavailable", an_sql_error_is_a_result},
