@@ -124,10 +124,10 @@ describe("validate", function()
         end)
 
         it("reports every bad field at once", function()
-            local out, fields = message:check { text = "toolong", urls = "https://x.example", ids = { "nope" } }
+            local out, bad = message:check { text = "toolong", urls = "https://x.example", ids = { "nope" } }
             assert.is_nil(out)
             assert.same({ text = "must be at most 5 characters", urls = "must be an array of at most 2 URLs",
-                ids = "item 1 must be an id" }, fields)
+                ids = "item 1 must be an id" }, bad)
         end)
 
         it("refuses objects, sparse tables, long arrays and bad items", function()
@@ -138,9 +138,9 @@ describe("validate", function()
                 { urls = { json.null } }, { urls = { "https://x\1y" } }, { urls = 7 },
             }
             for i, t in ipairs(bad) do
-                local out, fields = message:check(t)
+                local out, bad_fields = message:check(t)
                 assert.is_nil(out, i)
-                assert.is_string(fields.urls, i)
+                assert.is_string(bad_fields.urls, i)
             end
             local many = {}
             for i = 1, 100000 do many[i] = "https://x" end
