@@ -61,6 +61,14 @@ local function placeholder(n)
     return "$" .. n
 end
 
+-- A function that appends a value to params and returns its placeholder.
+local function binder(params)
+    return function(value)
+        params[#params + 1] = value
+        return placeholder(#params)
+    end
+end
+
 -- The conditions joined by AND. Each is SQL text of constants and
 -- placeholders: values travel as parameters.
 local function where_sql(conditions)
@@ -74,11 +82,7 @@ end
 
 -- The WHERE conditions of a q search, each a prefix match an index serves
 -- (contacts_phone_prefix, contacts_*_name_prefix); adds its parameters.
-local function search_terms(q, params)
-    local function param(value)
-        params[#params + 1] = value
-        return placeholder(#params)
-    end
+local function search_terms(q, param)
     local terms = {}
     local digits = match(q, "^%+?(%d+)$")
     if digits then
@@ -101,10 +105,7 @@ end
 
 function M.page(handle, limit, cursor, filter)
     local params, where = {}, { "c.deleted_at IS NULL" }
-    local function param(value)
-        params[#params + 1] = value
-        return placeholder(#params)
-    end
+    local param = binder(params)
     if cursor then
         local time, id = paging.decode_cursor(cursor)
         where[#where + 1] = "(c.created_at, c.id) > (" .. param(time) .. "::timestamptz, " .. param(id) .. "::uuid)"
@@ -114,7 +115,7 @@ function M.page(handle, limit, cursor, filter)
             .. " AND m.contact_id = c.id)"
     end
     if filter.consent then where[#where + 1] = "c.consent = " .. param(filter.consent) end
-    if filter.q then where[#where + 1] = search_terms(filter.q, params) end
+    if filter.q then where[#where + 1] = search_terms(filter.q, param) end
     local sql = "SELECT " .. COLUMNS .. " FROM contacts c WHERE " .. where_sql(where)
         .. " ORDER BY c.created_at, c.id LIMIT " .. placeholder(#params + 1)
     local rows, next_cursor = paging.query(handle, limit, "created_at", sql, unpack(params))
@@ -178,13 +179,26 @@ local function name(value)
     return value
 end
 
--- The consent a contact takes when it is created or found again: the
--- admin's opt-in, an opt-out that stands for its number, or unknown.
+-- The consent a contact takes when it is created, found again or deleted:
+-- an opt-out that stands for its number, the admin's opt-in, or unknown.
 local CONSENT_OF_NEW <const> = [[
     SELECT CASE WHEN s.source IS NOT NULL THEN 'opted_out' WHEN $2 THEN 'opted_in' ELSE 'unknown' END AS consent,
            CASE WHEN s.source IS NOT NULL THEN s.source WHEN $2 THEN 'admin' END AS source,
            CASE WHEN s.source IS NOT NULL THEN s.created_at WHEN $2 THEN now() END AS at
     FROM (SELECT 1) one LEFT JOIN suppressions s ON s.phone_number = $1]]
+
+-- The consent of a contact whose consent was old_consent (nil for a new
+-- one): { consent, source, at }. A contact's own opt-out stands too, its
+-- source and time kept (source and at nil).
+local function standing_consent(tx, phone, old_consent, opt_in)
+    if old_consent == "opted_out" then return { consent = "opted_out" } end
+    return tx:query(CONSENT_OF_NEW, phone, opt_in)[1]
+end
+
+-- Sets the consent of standing_consent(): source and time change only with the state.
+local SET_CONSENT <const> = [[
+    consent = $2, consent_source = CASE WHEN $2 = consent THEN consent_source ELSE $3 END,
+    consent_at = CASE WHEN $2 = consent THEN consent_at ELSE $4 END]]
 
 -- A POST with the number of a deleted contact brings that contact back
 -- (new names, created now); its number's consent history stays. With
@@ -197,13 +211,13 @@ local function create_in(tx, input)
     if old and not old.deleted then errors.raise("contact_exists") end
     if opt_in and (suppressed(tx, phone) or (old and old.consent == "opted_out")) then errors.raise("opted_out") end
     M.lists_exist(tx, input.lists or {})
-    local c = tx:query(CONSENT_OF_NEW, phone, opt_in)[1]
+    local c = standing_consent(tx, phone, old and old.consent, opt_in)
     local id
     if old then
-        tx:query([[
-            UPDATE contacts SET first_name = $2, last_name = $3, consent = $4, consent_source = $5, consent_at = $6,
-                deleted_at = NULL, created_at = now(), updated_at = now()
-            WHERE id = $1]], old.id, name(input.firstName), name(input.lastName), c.consent, c.source, c.at)
+        tx:query("UPDATE contacts SET " .. SET_CONSENT .. [[,
+                first_name = $5, last_name = $6, deleted_at = NULL, created_at = now(), updated_at = now()
+            WHERE id = $1]], old.id, c.consent, c.source or db.null, c.at or db.null, name(input.firstName),
+            name(input.lastName))
         id = old.id
     else
         local new = tx:query([[
@@ -249,17 +263,15 @@ function M.update(handle, id, input)
 end
 
 -- Marks the contact deleted: names and memberships cleared, consent unknown
--- unless its number is suppressed (then the opt-out stands).
+-- unless it or its number opted out (then the opt-out stands).
 local function delete_in(tx, id)
     local old = tx:query("SELECT phone_number, consent FROM contacts WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
         id)[1]
     if old == nil then return nil end
-    local c = tx:query(CONSENT_OF_NEW, old.phone_number, false)[1]
-    tx:query([[
-        UPDATE contacts SET deleted_at = now(), updated_at = now(), first_name = NULL, last_name = NULL,
-            consent = $2, consent_source = CASE WHEN $2 = consent THEN consent_source ELSE $3 END,
-            consent_at = CASE WHEN $2 = consent THEN consent_at ELSE $4 END
-        WHERE id = $1]], id, c.consent, c.source, c.at)
+    local c = standing_consent(tx, old.phone_number, old.consent, false)
+    tx:query("UPDATE contacts SET " .. SET_CONSENT .. [[,
+            deleted_at = now(), updated_at = now(), first_name = NULL, last_name = NULL
+        WHERE id = $1]], id, c.consent, c.source or db.null, c.at or db.null)
     tx:query("DELETE FROM list_members WHERE contact_id = $1", id)
     if c.consent == "unknown" and old.consent ~= "unknown" then
         record_consent(tx, id, old.phone_number, old.consent, c.consent)
@@ -284,7 +296,5 @@ function M.consent_events(handle, id)
     end
     return array(list)
 end
-
-M.like_escape = like_escape
 
 return M

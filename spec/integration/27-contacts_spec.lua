@@ -176,6 +176,15 @@ describe("contacts", function()
         local fresh = create(church, { phoneNumber = "+15554200004" })
         assert.same({ "opted_out", "carrier" }, { fresh.consent, fresh.consentSource })
         assert.equal("0", sql(church, "SELECT count(*) FROM consent_events WHERE phone_number = '+15554200004'"))
+        -- a contact's own opt-out stands through delete and re-create, even without a suppression
+        local own = create(church, { phoneNumber = "+15554200005" })
+        sql(church, "UPDATE contacts SET consent = 'opted_out', consent_source = 'carrier', consent_at = now() "
+            .. "WHERE id = '" .. own.id .. "'")
+        assert.equal(204, call("DELETE", "/api/contacts/" .. own.id, church.token).status)
+        res = call("POST", "/api/contacts", church.token, { phoneNumber = "+15554200005", consent = "opted_in" })
+        assert.equal("opted_out", res.json.error.code)
+        local kept = create(church, { phoneNumber = "+15554200005", firstName = "Kept" })
+        assert.same({ own.id, "opted_out", "carrier", "Kept" }, { kept.id, kept.consent, kept.consentSource, kept.firstName })
         assert.same({}, srv:unexpected_errors())
     end)
 
