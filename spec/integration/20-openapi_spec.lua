@@ -584,6 +584,11 @@ describe("openapi.json against the server", function()
                 assert.equal(204, call(key, { token = owner.access, path = path }).status)
                 assert.equal(404, call(key, { token = owner.access, path = missing }).status)
                 unauthorized_and_suspended(key, { path = path })
+                if key:match("^PUT") then
+                    assert.equal(415, call(key, { token = owner.access, path = path, body = "{}",
+                        content_type = "text/plain" }).status)
+                    oversized(key, path)
+                end
                 assert_all_seen(key)
             end
             assert.equal(0, call("GET /api/lists/{id}", { token = owner.access, path = "/api/lists/" .. list.id })
