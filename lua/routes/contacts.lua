@@ -22,6 +22,7 @@ local NULL <const> = json.null
 local PADDING_MAX <const> = 1024
 local KEYWORD_MESSAGE <const> = "must be 2 to 20 letters or digits"
 local Q <const> = v.text { min = 0, max = 100 }
+local CONSENT_FILTER <const> = v.one_of { values = { "opted_in", "opted_out", "unknown" } }
 
 -- Keywords that mean STOP, START or HELP (see Consent in the API).
 local RESERVED <const> = {
@@ -77,11 +78,12 @@ local function contact_filter(s, args)
         filter.list = args.list
     end
     if args.consent ~= nil then
-        if args.consent ~= "opted_in" and args.consent ~= "opted_out" and args.consent ~= "unknown" then
+        local consent, err = CONSENT_FILTER.rule(args.consent)
+        if consent == nil then
             fields = fields or {}
-            fields.consent = "must be one of: opted_in, opted_out, unknown"
+            fields.consent = err
         end
-        filter.consent = args.consent
+        filter.consent = consent
     end
     if args.q ~= nil then
         local q, err = Q.rule(args.q)
