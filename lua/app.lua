@@ -155,7 +155,8 @@ function M.handle(req)
     if req.body_too_large then
         return send(errors.response(req.id, "payload_too_large"), pattern, req)
     end
-    if BODY_METHODS[method] and not media_type_ok(req) then
+    -- a PUT without a body (adding a list member) has no content type to check
+    if BODY_METHODS[method] and not media_type_ok(req) and not (method == "PUT" and (req.body or "") == "") then
         return send(errors.response(req.id, "unsupported_media_type"), pattern, req)
     end
     local ok, res = xpcall(handler, on_error, req)
