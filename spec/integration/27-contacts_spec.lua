@@ -2,7 +2,6 @@
 -- and its history, keyset pages and filters, isolation between churches,
 -- the opted-out rule of conversation messages, and PATCH /api/church.
 local server = require "support.server"
-local http = require "support.http"
 local pg = require "support.pg"
 local auth = require "support.auth"
 local telnyx = require "support.telnyx"
@@ -18,12 +17,8 @@ describe("contacts", function()
     local reg, srv, tx
     local church, other -- { id, token, db, number }
 
-    -- One request with a bearer token; body: a table (sent as JSON) or nil.
     local function call(method, path, token, body)
-        local headers = { Authorization = token and ("Bearer " .. token) or nil }
-        if body ~= nil then headers["Content-Type"] = "application/json" end
-        return assert(http.request { port = srv.port, method = method, path = path, headers = headers, timeout = 30,
-            body = body ~= nil and (type(body) == "string" and body or cjson.encode(body)) or nil })
+        return auth.call(srv, method, path, token, body)
     end
 
     local function sql(c, text)
@@ -31,10 +26,7 @@ describe("contacts", function()
     end
 
     local function register(name, number)
-        local res = auth.post(srv, "/api/auth/register", auth.church(name, { phoneNumber = number }))
-        assert.equal(201, res.status, res.body)
-        return { id = res.json.tenantId, token = res.json.accessToken, number = number, registered = res.json,
-            db = (psql(reg.url, "SELECT db_name FROM tenants WHERE id = '" .. res.json.tenantId .. "'")) }
+        return reg:church(srv, name, { phoneNumber = number })
     end
 
     local function create(c, body)
@@ -49,12 +41,7 @@ describe("contacts", function()
         return res.json.list
     end
 
-    -- The fields of a 400 validation_failed answer.
-    local function fields(res)
-        assert.equal(400, res.status, res.body)
-        assert.equal("validation_failed", res.json.error.code)
-        return res.json.error.fields
-    end
+    local fields = auth.fields
 
     local function field_names(res)
         local names = {}

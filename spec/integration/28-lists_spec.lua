@@ -2,7 +2,6 @@
 -- reserved words, one per church whatever the case), members added and
 -- removed one by one, and isolation between churches.
 local server = require "support.server"
-local http = require "support.http"
 local pg = require "support.pg"
 local auth = require "support.auth"
 local cjson = require "cjson"
@@ -16,19 +15,12 @@ describe("lists", function()
     local reg, srv
     local church, other -- { id, token, db }
 
-    -- One request with a bearer token; body: a table (sent as JSON), a string or nil.
     local function call(method, path, token, body)
-        local headers = { Authorization = token and ("Bearer " .. token) or nil }
-        if body ~= nil then headers["Content-Type"] = "application/json" end
-        return assert(http.request { port = srv.port, method = method, path = path, headers = headers, timeout = 30,
-            body = body ~= nil and (type(body) == "string" and body or cjson.encode(body)) or nil })
+        return auth.call(srv, method, path, token, body)
     end
 
     local function register(name)
-        local res = auth.post(srv, "/api/auth/register", auth.church(name))
-        assert.equal(201, res.status, res.body)
-        return { id = res.json.tenantId, token = res.json.accessToken,
-            db = (psql(reg.url, "SELECT db_name FROM tenants WHERE id = '" .. res.json.tenantId .. "'")) }
+        return reg:church(srv, name)
     end
 
     local function new_list(c, body)
@@ -43,11 +35,7 @@ describe("lists", function()
         return res.json.contact
     end
 
-    local function fields(res)
-        assert.equal(400, res.status, res.body)
-        assert.equal("validation_failed", res.json.error.code)
-        return res.json.error.fields
-    end
+    local fields = auth.fields
 
     setup(function()
         reg = auth.registry("listspec")
