@@ -122,7 +122,8 @@ local function help(_, church)
 end
 
 local function join(tx, church, contact, message_id, word)
-    local list = tx:query("SELECT id, name FROM lists WHERE keyword = $1 FOR SHARE", word)[1]
+    -- kept from being deleted meanwhile; KEY SHARE lets other joins move its member count
+    local list = tx:query("SELECT id, name FROM lists WHERE keyword = $1 FOR KEY SHARE", word)[1]
     if list == nil then return nil end
     set_state(tx, contact.phone, "opted_in", "keyword", message_id)
     unsuppress(tx, contact.phone)
