@@ -14,7 +14,8 @@
 #   - X.o uses a symbol that Y.o defines (nm on OBJ_DIR, default build/obj;
 #     left out when the objects are not built), so that a prototype copied
 #     into a C file instead of an include is seen too.
-# --graph prints the edges (module -> modules) before the verdict.
+# --graph prints the edges (module -> modules) before the verdict. The
+# verdict is one TAP line (spec/run.sh runs this with the C tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -228,10 +229,10 @@ for _, c in ipairs(cycles) do
     end
 end
 if #cycles > 0 then
-    print(("check_includes: %d circles among the modules of core/"):format(#cycles))
+    print(("not ok - check_includes: %d circles among the modules of core/"):format(#cycles))
     os.exit(1)
 end
-print(("check_includes: %d modules, no circles"):format(#names))
+print(("ok - check_includes: %d modules, no circles"):format(#names))
 LUA
 )
 lua5.4 -e "FACTS='$tmp' GRAPH=$graph CORE='$core'" -e "$prog"
