@@ -28,12 +28,12 @@
  * bytea as a binary string, json/jsonb decoded. Failures raise an error table
  * { kind = "sql"|"unavailable", sqlstate =, message =, detail =,
  *   constraint =, retry_after = } (see lua/db.lua for helpers). */
+#include "host.h"
 #include "lmod.h"
 #include "lua_host.h"
 #include "pg_conn.h"
 #include "pg_pool.h"
 #include "request.h"
-#include "worker.h"
 
 #include <lauxlib.h>
 #include <math.h>
@@ -565,7 +565,7 @@ static int park(lua_State *L, struct request *r, struct db_op *op)
 static struct pg_pool *pool_of(lua_State *L, const struct handle *h)
 {
     char err[160];
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     struct pg_pool *p = w->cluster ? pg_cluster_pool(w->cluster, h->server, h->dbname, err,
                                                      sizeof err)
                                    : NULL;
@@ -693,7 +693,7 @@ static int run_pinned(lua_State *L, int script)
     op->pool = NULL;
     op->conn = c->conn;
     op->pinned = c;
-    const struct pg_settings *s = pg_cluster_settings(script_worker(L)->cluster);
+    const struct pg_settings *s = pg_cluster_settings(script_host(L)->cluster);
     op->timeout = within_deadline(r, c->timeout > 0 ? c->timeout : client_timeout(s->statement_timeout_s));
     if (op->timeout == 0) {
         snprintf(op->err, sizeof op->err, DEADLINE_PASSED);
@@ -768,7 +768,7 @@ static int l_pool(lua_State *L)
     const char *dbname = luaL_checklstring(L, 2, &dn);
     luaL_argcheck(L, sn < sizeof ((struct handle *)0)->server, 1, "server key too long");
     luaL_argcheck(L, name_ok(dbname, dn), 2, "not a valid database name");
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     if (w->cluster == NULL || pg_cluster_server_dbname(w->cluster, server) == NULL)
         return luaL_error(L, "unknown database server '%s'", server);
     return push_handle(L, server, dbname);
@@ -776,7 +776,7 @@ static int l_pool(lua_State *L)
 
 static int l_registry(lua_State *L)
 {
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     const char *dbname = w->cluster ? pg_cluster_server_dbname(w->cluster, "main") : NULL;
     if (dbname == NULL)
         return luaL_error(L, "no database is configured (DATABASE_URL)");
@@ -788,7 +788,7 @@ static int l_registry(lua_State *L)
 static int l_maintenance(lua_State *L)
 {
     const char *server = luaL_checkstring(L, 1);
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     const char *dbname = w->cluster ? pg_cluster_server_dbname(w->cluster, server) : NULL;
     if (dbname == NULL)
         return luaL_error(L, "unknown database server '%s'", server);
@@ -797,7 +797,7 @@ static int l_maintenance(lua_State *L)
 
 static int l_servers(lua_State *L)
 {
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     const char *keys[64];
     int n = w->cluster ? pg_cluster_server_keys(w->cluster, keys, 64, lua_toboolean(L, 1)) : 0;
     lua_createtable(L, n, 0);
@@ -811,7 +811,7 @@ static int l_servers(lua_State *L)
 static int l_server_key(lua_State *L)
 {
     const char *key = luaL_checkstring(L, 1);
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     const char *found = w->cluster ? pg_cluster_server_key(w->cluster, key) : NULL;
     if (found)
         lua_pushstring(L, found);
@@ -864,7 +864,7 @@ static int ddl(lua_State *L, int kind)
     luaL_argcheck(L, ddl_name_ok(name, nn), 2, "not a database name steeple creates");
     luaL_argcheck(L, tmpl == NULL || ddl_name_ok(tmpl, tn), 3, "not a template steeple made");
     struct request *r = request_check(L, kind == 'c' ? "db.create_database" : "db.drop_database");
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     const char *maint = w->cluster ? pg_cluster_server_dbname(w->cluster, server) : NULL;
     if (maint == NULL)
         return luaL_error(L, "unknown database server '%s'", server);
@@ -909,7 +909,7 @@ static int l_close_pool(lua_State *L)
 {
     const char *server = luaL_checkstring(L, 1);
     const char *dbname = luaL_checkstring(L, 2);
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     if (w->cluster)
         pg_cluster_close_database(w->cluster, server, dbname);
     return 0;
