@@ -4,8 +4,10 @@
 #
 #   scripts/check_includes.sh [--graph] [CORE_DIR [OBJ_DIR]]
 #
-# A module is X.c with X.h (core/main.c is the module main). X depends on Y
-# when:
+# A module is X.c with X.h (core/main.c is the module main); a module split
+# over several files keeps its private declarations in X_internal.h, and
+# every X_*.c beside it is part of X (the spool's record, files, index, ...).
+# X depends on Y when:
 #   - X.c or X.h includes "Y.h"; a header with no C file of its own (config.h,
 #     lmod.h) stands for the modules whose C files define what it declares, or
 #     for itself when they define nothing of it (clock.h's inline functions);
@@ -24,30 +26,39 @@ if [ "${1:-}" = --graph ]; then graph=1; shift; fi
 core=${1:-core}
 obj=${2:-build/obj}
 
+# module_of FILE: the module a C file or header belongs to
+module_of() {
+    local m
+    m=$(basename "${1%.*}")
+    if [[ $m == *_* && -f $core/${m%%_*}_internal.h ]]; then m=${m%%_*}; fi
+    echo "$m"
+}
+
 facts() {
-    local f m
+    local f m o
     for f in "$core"/*.c "$core"/*.h; do
-        m=$(basename "${f%.*}")
+        m=$(module_of "$f")
         sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\)\.h".*/inc '"$m ${f##*/}"' \1/p' "$f"
     done
     # what each header declares, and what each C file defines at file scope:
     # a line at column 0 that names a function and does not end in ';'
     for f in "$core"/*.h; do
-        m=$(basename "${f%.h}")
+        m=$(module_of "$f")
         grep -oE '^[A-Za-z_][^;]*' "$f" | grep -vE '^(static|typedef|#)' |
             grep -oE '[A-Za-z_][A-Za-z0-9_]*\(' | sed "s/($//; s/^/decl $m /" || true
     done
     for f in "$core"/*.c; do
-        m=$(basename "${f%.c}")
+        m=$(module_of "$f")
         grep -E '^[A-Za-z_]' "$f" | grep -vE '^(static|typedef|extern)|;[[:space:]]*$' |
             grep -oE '[A-Za-z_][A-Za-z0-9_]*\(' | sed "s/($//; s/^/def $m /" || true
     done
     if compgen -G "$obj/*.o" >/dev/null; then
         for f in "$core"/*.c; do
-            m=$(basename "${f%.c}")
-            [ -f "$obj/$m.o" ] || continue
-            nm -g --defined-only "$obj/$m.o" | awk -v m="$m" 'NF == 3 { print "sym", m, $3 }'
-            nm -u "$obj/$m.o" | awk -v m="$m" '{ print "use", m, $NF }'
+            o=$obj/$(basename "${f%.c}").o
+            [ -f "$o" ] || continue
+            m=$(module_of "$f")
+            nm -g --defined-only "$o" | awk -v m="$m" 'NF == 3 { print "sym", m, $3 }'
+            nm -u "$o" | awk -v m="$m" '{ print "use", m, $NF }'
         done
     else
         echo "nosyms $obj"
@@ -63,6 +74,17 @@ local has_c, has_h, modules = {}, {}, {}
 local includes, decls, defs, syms, uses = {}, {}, {}, {}, {}
 local nosyms
 
+-- the module of a file name without extension (see module_of above)
+local function module_of(name)
+    local prefix = name:match("^([^_]+)_")
+    local f = prefix and io.open(CORE .. "/" .. prefix .. "_internal.h")
+    if f then
+        f:close()
+        return prefix
+    end
+    return name
+end
+
 local function add(t, k, v)
     t[k] = t[k] or {}
     t[k][#t[k] + 1] = v
@@ -71,7 +93,7 @@ end
 for line in io.lines(FACTS) do
     local kind, a, b, c = line:match("^(%S+) (%S+) ?(%S*) ?(%S*)$")
     if kind == "inc" then
-        add(includes, a, { file = b, header = c })
+        add(includes, a, { file = b, header = module_of(c) })
     elseif kind == "decl" then
         add(decls, a, b)
     elseif kind == "def" then
@@ -88,7 +110,7 @@ for m in pairs(includes) do modules[m] = true end
 for _, dir in ipairs({ "c", "h" }) do
     local p = io.popen("ls " .. CORE .. "/*." .. dir .. " 2>/dev/null")
     for f in p:lines() do
-        local m = f:match("([^/]+)%.%a$")
+        local m = module_of(f:match("([^/]+)%.%a$"))
         modules[m] = true
         if dir == "c" then has_c[m] = true else has_h[m] = true end
     end

@@ -16,6 +16,8 @@
 --       (the STOP confirmation and the HELP answer), or nil when word is no
 --       list's keyword (nothing changed). contact = { id, phone }; church =
 --       { name, help_text }; message_id is the stored inbound message.
+--   consent.reserved(word) -> true when an upper-case word is one of the
+--       STOP, START or HELP words, which no list may take as its keyword.
 --   consent.carrier_opt_out(handle, phone) marks the number opted out by the
 --       carrier (Telnyx refused a send with 40300): one transaction.
 
@@ -38,6 +40,10 @@ local KINDS <const> = {
     START = "start", UNSTOP = "start", YES = "start",
     HELP = "help", INFO = "help",
 }
+
+function M.reserved(word)
+    return KINDS[word] ~= nil
+end
 
 -- Punctuation phones put at the end of a word, beyond ASCII's: the ellipsis,
 -- full-width and ideographic marks, closing quotes, inverted marks.

@@ -14,6 +14,7 @@ local v = require "validate"
 local session = require "auth.session"
 local store = require "contacts.store"
 local lists = require "contacts.lists"
+local keywords = require "messaging.consent"
 
 local type, pcall, pairs, error = type, pcall, pairs, error
 local upper, find = string.upper, string.find
@@ -24,12 +25,6 @@ local KEYWORD_MESSAGE <const> = "must be 2 to 20 letters or digits"
 local Q <const> = v.text { min = 0, max = 100 }
 local CONSENT_FILTER <const> = v.one_of { values = { "opted_in", "opted_out", "unknown" } }
 
--- Keywords that mean STOP, START or HELP (see Consent in the API).
-local RESERVED <const> = {
-    STOP = true, STOPALL = true, UNSUBSCRIBE = true, CANCEL = true, END = true, QUIT = true, REVOKE = true,
-    OPTOUT = true, START = true, UNSTOP = true, YES = true, HELP = true, INFO = true,
-}
-
 -- A list keyword: 2 to 20 letters or digits (white space around them
 -- ignored), stored upper-case.
 local keyword = {
@@ -39,7 +34,7 @@ local keyword = {
         value = v.trim(value)
         if #value < 2 or #value > 20 or not find(value, "^[A-Za-z0-9]+$") then return nil, KEYWORD_MESSAGE end
         value = upper(value)
-        if RESERVED[value] then return nil, "is a reserved word" end
+        if keywords.reserved(value) then return nil, "is a reserved word" end
         return value
     end,
 }
