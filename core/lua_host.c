@@ -47,6 +47,7 @@ void script_open_libs(lua_State *L, const char *lua_dir)
     preload(L, "steeple.ratelimit", luaopen_steeple_ratelimit);
     preload(L, "steeple.spool", luaopen_steeple_spool);
     preload(L, "steeple.http", luaopen_steeple_http);
+    preload(L, "steeple.csv", luaopen_steeple_csv);
     lua_getglobal(L, "package");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua", lua_dir, lua_dir);
     lua_setfield(L, -2, "path");
