@@ -5,4 +5,5 @@ return {
     "auth",
     "admins",
     "messaging",
+    "contacts_import",
 }
