@@ -119,7 +119,7 @@ for r in $(seq "$ROUNDS"); do
     [ "$status" = 200 ] || die "import $r answered $status: $(head -c 300 "$work/import$r")"
     import_times+=("$(elapsed "$t0" "$t1")")
     read -r created rejected < <(lua5.4 -e 'local j = require("cjson").decode(io.read("a"))
-        print(j.created, #j.rejected)' < "$work/import$r")
+        print(math.tointeger(j.created), #j.rejected)' < "$work/import$r")
     [ "$created" = "$expect_created" ] && [ "$rejected" = "$expect_rejected" ] ||
         die "import $r: created $created, rejected $rejected; expected $expect_created and $expect_rejected"
     members=$(sql "$db" "SELECT member_count FROM lists WHERE id = '$list'")
