@@ -7,9 +7,12 @@
  *                                  server is found by its address too), or nil
  *   db.maintenance(server)         handle of the database named in the server's URL
  *   h:query(sql, ...)              rows, count   (one pooled connection, then back)
+ *   h:copy(sql, data)              count: runs "COPY ... FROM STDIN" and sends data,
+ *                                  a string or a list of strings (core/pg_copy.c)
  *   h:acquire()                    conn: a connection kept until conn:release()
  *   conn:query(sql, ...)           rows, count   (transactions: see lua/db.lua)
  *   conn:exec(script)              runs several statements without parameters
+ *   conn:copy(sql, data)           count, as h:copy (inside a transaction)
  *   conn:release()                 also on __close and __gc
  *   db.null                        SQL NULL in rows and parameters (= cjson.null)
  *   db.bytea(s)                    a binary parameter
@@ -32,6 +35,7 @@
 #include "lmod.h"
 #include "lua_host.h"
 #include "pg_conn.h"
+#include "pg_copy.h"
 #include "pg_pool.h"
 #include "request.h"
 
@@ -79,6 +83,7 @@ struct db_op {
     struct pg_conn *conn;
     struct conn_slot *pinned; /* conn:query: the connection is pinned */
     int acquire_only;
+    int copy; /* COPY FROM STDIN: values[0] is the data */
     int ddl; /* CREATE or DROP DATABASE: the SQL is built on the connection */
     char ddl_name[NAME_MAX_LEN + 1];
     char ddl_template[NAME_MAX_LEN + 1];
@@ -452,6 +457,9 @@ static int send(struct db_op *op)
 {
     if (op->ddl && build_ddl(op) != 0)
         return -1;
+    if (op->copy)
+        return pg_copy_start(op->conn, op->sql, op->values[0], (size_t)op->lengths[0], op->timeout,
+                             on_result, op);
     return pg_conn_query(op->conn, op->sql, op->nparams, op->types,
                          (const char *const *)op->values, op->lengths, op->formats, op->timeout,
                          on_result, op);
@@ -552,6 +560,10 @@ static int query_done(lua_State *L, int status, lua_KContext ctx)
     ExecStatusType st = PQresultStatus(op->res);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
         return raise_error(L, op);
+    if (op->copy) {
+        lua_pushinteger(L, (lua_Integer)strtoll(PQcmdTuples(op->res), NULL, 10));
+        return 1;
+    }
     return push_rows(L, op->res);
 }
 
@@ -574,12 +586,36 @@ static struct pg_pool *pool_of(lua_State *L, const struct handle *h)
     return p;
 }
 
-static int handle_query(lua_State *L)
+/* Leaves at index 3 the data of h:copy or conn:copy as one string. */
+static void copy_args(lua_State *L)
+{
+    luaL_checkstring(L, 2);
+    lua_settop(L, 3);
+    if (lua_type(L, 3) != LUA_TTABLE) {
+        luaL_checkstring(L, 3);
+        return;
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b); /* ... data buffer */
+    lua_Integer n = luaL_len(L, 3);
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (lua_geti(L, 3, i) != LUA_TSTRING) /* ... data buffer item */
+            luaL_error(L, "bad argument #2 to 'copy' (item %d is not a string)", (int)i);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b); /* ... data joined */
+    lua_replace(L, 3);
+}
+
+static int run_handle(lua_State *L, int copy)
 {
     struct handle *h = luaL_checkudata(L, 1, HANDLE_MT);
     struct request *r = request_check(L, "db query");
     struct pg_pool *pool = pool_of(L, h);
+    if (copy)
+        copy_args(L);
     struct db_op *op = new_op(L, 2, 3);
+    op->copy = copy;
     op->r = r;
     op->pool = pool;
     op->timeout = within_deadline(r, pool_timeout(pool));
@@ -599,6 +635,16 @@ static int handle_query(lua_State *L)
     if (op->waiter == NULL)
         return fail_now(L, op);
     return park(L, r, op);
+}
+
+static int handle_query(lua_State *L)
+{
+    return run_handle(L, 0);
+}
+
+static int handle_copy(lua_State *L)
+{
+    return run_handle(L, 1);
 }
 
 /* ---- pinned connections -------------------------------------------------- */
@@ -678,17 +724,21 @@ static int handle_acquire(lua_State *L)
     return lua_yieldk(L, 0, (lua_KContext)op, acquired);
 }
 
-static int run_pinned(lua_State *L, int script)
+/* mode: 'q' a statement, 's' a script (conn:exec), 'c' a COPY (conn:copy) */
+static int run_pinned(lua_State *L, int mode)
 {
     struct conn_slot *c = check_conn(L);
     struct request *r = request_check(L, "db query");
     if (c->busy)
         return luaL_error(L, "the connection is running another statement");
-    if (script)
+    if (mode == 's')
         lua_settop(L, 2);
+    if (mode == 'c')
+        copy_args(L);
     struct db_op *op = new_op(L, 2, 3);
-    if (script)
+    if (mode == 's')
         op->nparams = -1;
+    op->copy = mode == 'c';
     op->r = r;
     op->pool = NULL;
     op->conn = c->conn;
@@ -709,13 +759,18 @@ static int run_pinned(lua_State *L, int script)
 
 static int conn_query(lua_State *L)
 {
-    return run_pinned(L, 0);
+    return run_pinned(L, 'q');
+}
+
+static int conn_copy(lua_State *L)
+{
+    return run_pinned(L, 'c');
 }
 
 /* conn:exec(script): several statements, no parameters (migrations). */
 static int conn_exec(lua_State *L)
 {
-    return run_pinned(L, 1);
+    return run_pinned(L, 's');
 }
 
 /* conn:set_timeout(seconds): the client-side limit for this connection's
@@ -932,6 +987,8 @@ static int handle_index(lua_State *L)
         lua_pushstring(L, h->dbname);
     else if (strcmp(k, "query") == 0)
         lua_pushcfunction(L, handle_query);
+    else if (strcmp(k, "copy") == 0)
+        lua_pushcfunction(L, handle_copy);
     else if (strcmp(k, "acquire") == 0)
         lua_pushcfunction(L, handle_acquire);
     else
@@ -940,7 +997,7 @@ static int handle_index(lua_State *L)
 }
 
 static const luaL_Reg conn_methods[] = {
-    {"query", conn_query}, {"exec", conn_exec}, {"release", conn_release},
+    {"query", conn_query}, {"exec", conn_exec}, {"copy", conn_copy}, {"release", conn_release},
     {"set_timeout", conn_set_timeout},
     {"backend_pid", conn_backend_pid},
     {NULL, NULL},

@@ -16,6 +16,7 @@ static const luaL_Reg preloads[] = {
     {"steeple.ratelimit", luaopen_steeple_ratelimit},
     {"steeple.spool", luaopen_steeple_spool},
     {"steeple.http", luaopen_steeple_http},
+    {"steeple.csv", luaopen_steeple_csv},
     {NULL, NULL},
 };
 

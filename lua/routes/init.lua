@@ -6,4 +6,5 @@ return {
     "admins",
     "messaging",
     "contacts",
+    "contacts_import",
 }

@@ -11,7 +11,7 @@
 # coverage instrumentation and ASan+UBSan, so a fuzz build never touches
 # build/ or build/asan/.
 
-FUZZ_TARGETS := jwt webhook json spool spool_record config request
+FUZZ_TARGETS := jwt webhook json spool spool_record config request csv
 FUZZ_SECONDS ?= 10
 FUZZ_DIR     := build/fuzz
 

@@ -179,6 +179,7 @@ describe("openapi.json against the server", function()
                 auth = { max_failures = 2, trusted_proxies = "127.0.0.1" },
                 telnyx = { send_attempts = 1 },
                 metrics = { allow = "127.0.0.1" },
+                contacts = { import_max_bytes = BODY_LIMIT },
             },
             env = {
                 DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false,
@@ -365,6 +366,25 @@ describe("openapi.json against the server", function()
         res = call(key, { token = suspended.access, body = body })
         assert.equal("tenant_unavailable", res.json.error.code)
         assert.equal(415, call(key, { token = owner.access, body = "{}", content_type = "text/plain" }).status)
+        oversized(key)
+        assert_all_seen(key)
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("POST /api/contacts/import", function()
+        local key = "POST /api/contacts/import"
+        local csv = { token = owner.access, body = "phone,first_name\n(555) 310-4001,Ann\nnope,Bob\n",
+                      content_type = "text/csv" }
+        local res = call(key, csv)
+        assert.equal(200, res.status, res.body)
+        assert.same({ created = 1, updated = 0, unchanged = 0, rejected = { { row = 3, reason = "invalid_phone" } } },
+            res.json)
+        csv.body = "name\nAnn\n"
+        assert.equal("validation_failed", call(key, csv).json.error.code)
+        assert.equal(401, call(key, { body = "phone\n", content_type = "text/csv" }).status)
+        res = call(key, { token = suspended.access, body = "phone\n", content_type = "text/csv" })
+        assert.equal("tenant_unavailable", res.json.error.code)
+        assert.equal(415, call(key, { token = owner.access, body = "phone\n" }).status)
         oversized(key)
         assert_all_seen(key)
         assert.same({}, srv:unexpected_errors())

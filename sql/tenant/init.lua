@@ -9,4 +9,5 @@ return {
     "0006_outbound_sending.sql",
     "0007_contacts.sql",
     "0008_consent_replies.sql",
+    "0009_list_member_counts.sql",
 }
