@@ -7,9 +7,12 @@
  *                                  server is found by its address too), or nil
  *   db.maintenance(server)         handle of the database named in the server's URL
  *   h:query(sql, ...)              rows, count   (one pooled connection, then back)
+ *   h:copy(sql, data)              count: runs "COPY ... FROM STDIN" and sends data,
+ *                                  a string or a list of strings (core/pg_copy.c)
  *   h:acquire()                    conn: a connection kept until conn:release()
  *   conn:query(sql, ...)           rows, count   (transactions: see lua/db.lua)
  *   conn:exec(script)              runs several statements without parameters
+ *   conn:copy(sql, data)           count, as h:copy (inside a transaction)
  *   conn:release()                 also on __close and __gc
  *   db.null                        SQL NULL in rows and parameters (= cjson.null)
  *   db.bytea(s)                    a binary parameter
@@ -28,6 +31,7 @@
  * bytea as a binary string, json/jsonb decoded. Failures raise an error table
  * { kind = "sql"|"unavailable", sqlstate =, message =, detail =,
  *   constraint =, retry_after = } (see lua/db.lua for helpers). */
+#include "host.h"
 #include "lmod.h"
 #include "lua_host.h"
 #include "clock.h"
@@ -35,7 +39,6 @@
 #include "pg_op.h"
 #include "pg_pool.h"
 #include "request.h"
-#include "worker.h"
 
 #include <lauxlib.h>
 #include <math.h>
@@ -384,6 +387,10 @@ static int query_done(lua_State *L, int status, lua_KContext ctx)
     ExecStatusType st = PQresultStatus(op->res);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
         return raise_error(L, op);
+    if (op->copy) {
+        lua_pushinteger(L, (lua_Integer)strtoll(PQcmdTuples(op->res), NULL, 10)); /* count */
+        return 1;
+    }
     return push_rows(L, op->res);
 }
 
@@ -405,7 +412,7 @@ static int started(lua_State *L, struct request *r, struct pg_op *op, enum pg_op
 static struct pg_pool *pool_of(lua_State *L, const struct handle *h)
 {
     char err[160];
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     struct pg_pool *p = w->cluster ? pg_cluster_pool(w->cluster, h->server, h->dbname, err,
                                                      sizeof err)
                                    : NULL;
@@ -421,18 +428,53 @@ static struct handle *check_handle(lua_State *L)
     return luaL_checkudata(L, 1, HANDLE_MT);
 }
 
-/* h:query(sql, ...): on a pooled connection, given back at the end. */
-static int handle_query(lua_State *L)
+/* Leaves at index 3 the data of h:copy or conn:copy as one string. */
+static void copy_args(lua_State *L)
+{
+    luaL_checkstring(L, 2);
+    lua_settop(L, 3);
+    if (lua_type(L, 3) != LUA_TTABLE) {
+        luaL_checkstring(L, 3);
+        return;
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b); /* ... data buffer */
+    lua_Integer n = luaL_len(L, 3);
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (lua_geti(L, 3, i) != LUA_TSTRING) /* ... data buffer item */
+            luaL_error(L, "bad argument #2 to 'copy' (item %d is not a string)", (int)i);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b); /* ... data joined */
+    lua_replace(L, 3);
+}
+
+/* h:query(sql, ...) or, with copy, h:copy(sql, data): on a pooled
+ * connection, given back at the end. */
+static int run_handle(lua_State *L, int copy)
 {
     struct handle *h = check_handle(L);
     struct request *r = request_check(L, "db query");
     struct pg_pool *pool = pool_of(L, h);
+    if (copy)
+        copy_args(L);
     struct pg_op *op = new_op(L, 2, 3);
+    op->copy = copy;
     bind_request(op, r);
     op->pool = pool;
     if (pg_op_limit(op, pool_timeout(pool)) != 0) /* db.deadline passed */
         return fail_now(L, op);
     return started(L, r, op, pg_op_start(op));
+}
+
+static int handle_query(lua_State *L)
+{
+    return run_handle(L, 0);
+}
+
+static int handle_copy(lua_State *L)
+{
+    return run_handle(L, 1);
 }
 
 /* Pins conn into the connection userdata on the top of the stack. */
@@ -491,6 +533,7 @@ static int handle_acquire(lua_State *L)
  * pg_op (acquire_only: op->conn; pg_conn_libpq() gives its PGconn). */
 static const luaL_Reg handle_methods[] = {
     {"query", handle_query},
+    {"copy", handle_copy},
     {"acquire", handle_acquire},
     {NULL, NULL},
 };
@@ -515,20 +558,24 @@ static int conn_release(lua_State *L)
     return 0;
 }
 
-static int run_pinned(lua_State *L, int script)
+/* mode: 'q' a statement, 's' a script (conn:exec), 'c' a COPY (conn:copy) */
+static int run_pinned(lua_State *L, int mode)
 {
     struct pg_pin *pin = check_conn(L);
     struct request *r = request_check(L, "db query");
     if (pin->busy)
         return luaL_error(L, "the connection is running another statement");
-    if (script)
+    if (mode == 's')
         lua_settop(L, 2);
+    if (mode == 'c')
+        copy_args(L);
     struct pg_op *op = new_op(L, 2, 3);
-    if (script)
+    if (mode == 's')
         op->nparams = -1;
+    op->copy = mode == 'c';
     bind_request(op, r);
     op->pin = pin;
-    const struct pg_settings *s = pg_cluster_settings(script_worker(L)->cluster);
+    const struct pg_settings *s = pg_cluster_settings(script_host(L)->cluster);
     if (pg_op_limit(op, pin->timeout > 0 ? pin->timeout : pg_op_timeout(s)) != 0)
         return fail_now(L, op);
     return started(L, r, op, pg_op_start(op));
@@ -536,13 +583,18 @@ static int run_pinned(lua_State *L, int script)
 
 static int conn_query(lua_State *L)
 {
-    return run_pinned(L, 0);
+    return run_pinned(L, 'q');
+}
+
+static int conn_copy(lua_State *L)
+{
+    return run_pinned(L, 'c');
 }
 
 /* conn:exec(script): several statements, no parameters (migrations). */
 static int conn_exec(lua_State *L)
 {
-    return run_pinned(L, 1);
+    return run_pinned(L, 's');
 }
 
 /* conn:set_timeout(seconds): the client-side limit for this connection's
@@ -564,7 +616,7 @@ static int conn_backend_pid(lua_State *L)
 }
 
 static const luaL_Reg conn_methods[] = {
-    {"query", conn_query}, {"exec", conn_exec}, {"release", conn_release},
+    {"query", conn_query}, {"exec", conn_exec}, {"copy", conn_copy}, {"release", conn_release},
     {"set_timeout", conn_set_timeout},
     {"backend_pid", conn_backend_pid},
     {NULL, NULL},
@@ -602,7 +654,7 @@ static int l_pool(lua_State *L)
     const char *dbname = luaL_checklstring(L, 2, &dn);
     luaL_argcheck(L, sn < sizeof ((struct handle *)0)->server, 1, "server key too long");
     luaL_argcheck(L, name_ok(dbname, dn), 2, "not a valid database name");
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     if (w->cluster == NULL || pg_cluster_server_dbname(w->cluster, server) == NULL)
         return luaL_error(L, "unknown database server '%s'", server);
     return push_handle(L, server, dbname);
@@ -610,7 +662,7 @@ static int l_pool(lua_State *L)
 
 static int l_registry(lua_State *L)
 {
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     const char *dbname = w->cluster ? pg_cluster_server_dbname(w->cluster, "main") : NULL;
     if (dbname == NULL)
         return luaL_error(L, "no database is configured (DATABASE_URL)");
@@ -622,7 +674,7 @@ static int l_registry(lua_State *L)
 static int l_maintenance(lua_State *L)
 {
     const char *server = luaL_checkstring(L, 1);
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     const char *dbname = w->cluster ? pg_cluster_server_dbname(w->cluster, server) : NULL;
     if (dbname == NULL)
         return luaL_error(L, "unknown database server '%s'", server);
@@ -631,7 +683,7 @@ static int l_maintenance(lua_State *L)
 
 static int l_servers(lua_State *L)
 {
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     const char *keys[64];
     int n = w->cluster ? pg_cluster_server_keys(w->cluster, keys, 64, lua_toboolean(L, 1)) : 0;
     lua_createtable(L, n, 0);
@@ -645,7 +697,7 @@ static int l_servers(lua_State *L)
 static int l_server_key(lua_State *L)
 {
     const char *key = luaL_checkstring(L, 1);
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     const char *found = w->cluster ? pg_cluster_server_key(w->cluster, key) : NULL;
     if (found)
         lua_pushstring(L, found);
@@ -676,7 +728,7 @@ static int ddl(lua_State *L, int kind)
     luaL_argcheck(L, pg_op_ddl_name_ok(name, nn), 2, "not a database name steeple creates");
     luaL_argcheck(L, tmpl == NULL || pg_op_ddl_name_ok(tmpl, tn), 3, "not a template steeple made");
     struct request *r = request_check(L, kind == 'c' ? "db.create_database" : "db.drop_database");
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     const char *maint = w->cluster ? pg_cluster_server_dbname(w->cluster, server) : NULL;
     if (maint == NULL)
         return luaL_error(L, "unknown database server '%s'", server);
@@ -713,7 +765,7 @@ static int l_close_pool(lua_State *L)
 {
     const char *server = luaL_checkstring(L, 1);
     const char *dbname = luaL_checkstring(L, 2);
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     if (w->cluster)
         pg_cluster_close_database(w->cluster, server, dbname);
     return 0;

@@ -3,6 +3,7 @@
 #include "pg_op.h"
 #include "clock.h"
 #include "pg_conn.h"
+#include "pg_copy.h"
 #include "pg_pool.h"
 
 #include <stdio.h>
@@ -174,6 +175,9 @@ static int send_on(struct pg_op *op, struct pg_conn *c)
 {
     if (op->build && op->build(op, pg_conn_libpq(c)) != 0)
         return -1;
+    if (op->copy)
+        return pg_copy_start(c, op->sql, op->values[0], (size_t)op->lengths[0], op->timeout,
+                             on_result, op);
     return pg_conn_query(c, op->sql, op->nparams, op->types, (const char *const *)op->values,
                          op->lengths, op->formats, op->timeout, on_result, op);
 }

@@ -1,8 +1,8 @@
 /* pg_op.h — one database operation on the event loop. Free of Lua.
  *
  * An operation takes a connection from a pool (at once when one is idle, else
- * by waiting for one), sends one statement on it and gives the connection
- * back when the result is in. When the send itself fails, nothing ran: the
+ * by waiting for one), sends one statement on it (or a COPY FROM STDIN with
+ * its data, pg_copy.h) and gives the connection back when the result is in. When the send itself fails, nothing ran: the
  * connection is closed and the statement goes once more on another one. Once
  * sent, a statement is never sent again. An operation may also only take a
  * connection (acquire_only), or run on a pinned connection (pg_pin) that its
@@ -52,6 +52,8 @@ struct pg_op {
     struct pg_pool *pool;  /* where the connection comes from, or NULL with pin */
     struct pg_pin *pin;    /* run on this pinned connection instead */
     int acquire_only;      /* only take a connection: it ends in `conn` */
+    int copy;              /* sql is a COPY ... FROM STDIN fed with values[0], lengths[0]
+                            * bytes (pg_copy.h); the count is in PQcmdTuples(res) */
     pg_op_build_fn build;  /* NULL: sql is ready */
     char *sql;
     int nparams;           /* < 0: a script of several statements, no parameters */

@@ -60,6 +60,7 @@ start_pg() {
 for suite in "${suites[@]}"; do
     case $suite in
     c)
+        run_suite "c: module graph of core/" bash scripts/check_includes.sh core "$BUILD/obj"
         start_pg # for the tests of database operations (test_pg_op)
         for t in $C_TESTS; do
             run_suite "c: $t" "$BUILD/$t"

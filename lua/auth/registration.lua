@@ -25,6 +25,7 @@
 local config = require "steeple.config"
 local log = require "steeple.log"
 local db = require "db"
+local church = require "church"
 local errors = require "errors"
 local migrate = require "migrate"
 local template = require "template"
@@ -142,7 +143,7 @@ local function provision(t, input)
         UPDATE tenants SET status = 'active', updated_at = now()
         WHERE id = $1 AND status = 'provisioning' RETURNING id]], t.id)
     if rows[1] == nil then error("the registration was undone while it ran (provisioning timeout)", 0) end
-    body.church = { id = t.id, name = input.churchName, phoneNumber = input.phoneNumber or db.null }
+    body.church = church.json { id = t.id, name = input.churchName, phone = input.phoneNumber or db.null }
     return body
 end
 

@@ -3,7 +3,7 @@
 -- misses, tenants.cache_ttl_s; known numbers keep routing through a registry
 -- outage).
 --
---   numbers.tenant(phone)  -> { id, status, server, dbname } or nil (no church has it);
+--   numbers.tenant(phone)  -> { id, status, server, dbname, name, help_text } or nil (no church has it);
 --                             raises a database error when the registry cannot say
 --   numbers.forget(phone)
 
@@ -17,9 +17,11 @@ local cache = ttl_cache.new(config.tenants.cache_ttl_s, 10000)
 
 local function fetch(phone)
     local row = db.registry():query(
-        "SELECT id, status, db_server, db_name FROM tenants WHERE phone_number = $1", phone)[1]
+        "SELECT id, status, db_server, db_name, church_name, help_text FROM tenants WHERE phone_number = $1",
+        phone)[1]
     if row == nil then return false end
-    return { id = row.id, status = row.status, server = row.db_server, dbname = row.db_name }
+    return { id = row.id, status = row.status, server = row.db_server, dbname = row.db_name,
+             name = row.church_name, help_text = row.help_text }
 end
 
 function M.tenant(phone)
