@@ -38,6 +38,7 @@
 #include "pg_conn.h"
 #include "pg_op.h"
 #include "pg_pool.h"
+#include "pg_value.h"
 #include "request.h"
 
 #include <lauxlib.h>
@@ -46,7 +47,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define HANDLE_MT "steeple.db.handle"
 #define CONN_MT "steeple.db.conn"
@@ -115,39 +115,14 @@ static int error_tostring(lua_State *L)
 
 /* ---- values ------------------------------------------------------------- */
 
-/* PostgreSQL's ISO output "YYYY-MM-DD HH:MM:SS[.f]+HH[:MM]" as UTC ISO 8601
- * "YYYY-MM-DDTHH:MM:SS[.f]Z"; anything else is pushed unchanged. */
+/* A timestamptz as UTC ISO 8601 (pg_value.h); anything else unchanged. */
 static void push_timestamptz(lua_State *L, const char *s, size_t n)
 {
-    int Y, M, D, h, m, sec, oh = 0, om = 0, used = 0;
-    char frac[16] = "";
-    if (n < 22 || sscanf(s, "%4d-%2d-%2d %2d:%2d:%2d%n", &Y, &M, &D, &h, &m, &sec, &used) != 6) {
+    char out[PG_VALUE_ISO_LEN];
+    if (pg_value_utc_iso(s, n, out) == 0)
+        lua_pushstring(L, out);
+    else
         lua_pushlstring(L, s, n);
-        return;
-    }
-    const char *p = s + used;
-    if (*p == '.') {
-        size_t f = strspn(p + 1, "0123456789");
-        if (f > sizeof frac - 2)
-            f = sizeof frac - 2;
-        frac[0] = '.';
-        memcpy(frac + 1, p + 1, f);
-        frac[f + 1] = '\0';
-        p += 1 + strspn(p + 1, "0123456789");
-    }
-    int sign = *p == '-' ? -1 : 1;
-    if ((*p != '+' && *p != '-') || sscanf(p + 1, "%2d:%2d", &oh, &om) < 1) {
-        lua_pushlstring(L, s, n);
-        return;
-    }
-    struct tm tm = {.tm_year = Y - 1900, .tm_mon = M - 1, .tm_mday = D,
-                    .tm_hour = h, .tm_min = m, .tm_sec = sec};
-    time_t t = timegm(&tm) - sign * (oh * 3600 + om * 60);
-    gmtime_r(&t, &tm);
-    char out[64];
-    snprintf(out, sizeof out, "%04d-%02d-%02dT%02d:%02d:%02d%sZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
-    lua_pushstring(L, out);
 }
 
 static void push_bytea(lua_State *L, const char *s)
@@ -467,15 +442,8 @@ static int run_handle(lua_State *L, int copy)
     return started(L, r, op, pg_op_start(op));
 }
 
-static int handle_query(lua_State *L)
-{
-    return run_handle(L, 0);
-}
-
-static int handle_copy(lua_State *L)
-{
-    return run_handle(L, 1);
-}
+static int handle_query(lua_State *L) { return run_handle(L, 0); }
+static int handle_copy(lua_State *L) { return run_handle(L, 1); }
 
 /* Pins conn into the connection userdata on the top of the stack. */
 static int pin_into(lua_State *L, struct pg_conn *conn)
@@ -581,21 +549,11 @@ static int run_pinned(lua_State *L, int mode)
     return started(L, r, op, pg_op_start(op));
 }
 
-static int conn_query(lua_State *L)
-{
-    return run_pinned(L, 'q');
-}
-
-static int conn_copy(lua_State *L)
-{
-    return run_pinned(L, 'c');
-}
+static int conn_query(lua_State *L) { return run_pinned(L, 'q'); }
+static int conn_copy(lua_State *L) { return run_pinned(L, 'c'); }
 
 /* conn:exec(script): several statements, no parameters (migrations). */
-static int conn_exec(lua_State *L)
-{
-    return run_pinned(L, 's');
-}
+static int conn_exec(lua_State *L) { return run_pinned(L, 's'); }
 
 /* conn:set_timeout(seconds): the client-side limit for this connection's
  * statements (migrations run longer than requests). */
@@ -624,20 +582,6 @@ static const luaL_Reg conn_methods[] = {
 
 /* ---- module functions ---------------------------------------------------- */
 
-/* Database names the core accepts: letters, digits, '_' and '-'. */
-static int name_ok(const char *s, size_t n)
-{
-    if (n == 0 || n > NAME_MAX_LEN)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '_' || ch == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 static int push_handle(lua_State *L, const char *server, const char *dbname)
 {
     struct handle *h = lua_newuserdatauv(L, sizeof *h, 0);
@@ -653,7 +597,7 @@ static int l_pool(lua_State *L)
     const char *server = luaL_checklstring(L, 1, &sn);
     const char *dbname = luaL_checklstring(L, 2, &dn);
     luaL_argcheck(L, sn < sizeof ((struct handle *)0)->server, 1, "server key too long");
-    luaL_argcheck(L, name_ok(dbname, dn), 2, "not a valid database name");
+    luaL_argcheck(L, pg_value_name_ok(dbname, dn), 2, "not a valid database name");
     struct host *w = script_host(L);
     if (w->cluster == NULL || pg_cluster_server_dbname(w->cluster, server) == NULL)
         return luaL_error(L, "unknown database server '%s'", server);

@@ -1,9 +1,10 @@
-/* pg_cluster.c — the pools of one worker, in LRU order up to `capacity`:
- * the least recently used beyond it, or one unused for `pool_idle_s`, is
- * retired (its connections close as they come back) and freed by the sweep
- * once empty. Also the cluster's timers (sweep, tick, poll), its gauges, and
- * its creation and shutdown. */
-#include "pg_pool_impl.h"
+/* pg_cluster.c — the database servers and pools of one worker. Servers are
+ * kept in the order added and found by key or alias. Pools are kept in LRU
+ * order up to `capacity`: the least recently used beyond it, or one unused
+ * for `pool_idle_s`, is retired (its connections close as they come back)
+ * and freed by the sweep once empty. Also the cluster's timers (sweep, tick,
+ * poll), its gauges, and its creation and shutdown. */
+#include "pg_pool_internal.h"
 #include "clock.h"
 #include "log.h"
 #include "pg_budget.h"
@@ -11,6 +12,86 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* ---- servers ---------------------------------------------------------- */
+
+/* The server whose key or alias is `key`, or NULL. */
+static struct pg_server *server_find(const struct pg_cluster *cl, const char *key)
+{
+    struct pg_server *s;
+    TAILQ_FOREACH(s, &cl->servers, link)
+        if (strcmp(s->key, key) == 0 || (s->alias[0] && strcmp(s->alias, key) == 0))
+            return s;
+    return NULL;
+}
+
+/* Refuses names that another server has, or that do not fit. */
+static int names_free(const struct pg_cluster *cl, const struct pg_server_names *id, char *err,
+                      size_t errlen)
+{
+    const struct pg_server *probe = NULL;
+    const char *name = id->name ? id->name : id->key;
+    if (strlen(id->key) >= sizeof probe->key || strlen(name) >= sizeof probe->name ||
+        (id->alias && strlen(id->alias) >= sizeof probe->alias)) {
+        snprintf(err, errlen, "database server name too long: '%s'", name);
+        return 0;
+    }
+    const char *taken = server_find(cl, id->key) ? id->key
+                        : id->alias && server_find(cl, id->alias) ? id->alias
+                                                                   : NULL;
+    const struct pg_server *s;
+    TAILQ_FOREACH(s, &cl->servers, link)
+        if (taken == NULL && strcmp(s->name, name) == 0)
+            taken = name;
+    if (taken)
+        snprintf(err, errlen, "database server '%s' is configured twice", taken);
+    return taken == NULL;
+}
+
+int pg_cluster_add_server(struct pg_cluster *cl, const struct pg_server_names *id,
+                          const char *url, int cap, char *err, size_t errlen)
+{
+    if (!names_free(cl, id, err, errlen))
+        return -1;
+    struct pg_server *s = server_new(id->key, id->alias, id->name, url, cl->options, cap, err,
+                                     errlen);
+    if (s == NULL)
+        return -1;
+    TAILQ_INSERT_TAIL(&cl->servers, s, link);
+    return 0;
+}
+
+const char *pg_cluster_server_key(const struct pg_cluster *cl, const char *key)
+{
+    struct pg_server *s = server_find(cl, key);
+    return s ? s->key : NULL;
+}
+
+const char *pg_cluster_server_dbname(const struct pg_cluster *cl, const char *key)
+{
+    struct pg_server *s = server_find(cl, key);
+    return s ? s->dbname : NULL;
+}
+
+int pg_cluster_hold_tenants(struct pg_cluster *cl, const char *key)
+{
+    struct pg_server *s = server_find(cl, key);
+    if (s == NULL)
+        return -1;
+    s->tenants = 1;
+    return 0;
+}
+
+int pg_cluster_server_keys(const struct pg_cluster *cl, const char **keys, int max,
+                           int tenants_only)
+{
+    int n = 0;
+    const struct pg_server *s;
+    TAILQ_FOREACH(s, &cl->servers, link)
+        if (n < max && (!tenants_only || s->tenants))
+            keys[n++] = s->key;
+    return n;
+}
 
 /* ---- pools, least recently used first --------------------------------- */
 
@@ -197,14 +278,6 @@ void pg_cluster_declare_metrics(struct pg_cluster *cl)
     TAILQ_FOREACH(s, &cl->servers, link)
         metrics_series("steeple_db_acquire_timeouts_total", "", s->m.label, METRIC_COUNTER);
     pg_cluster_report(cl);
-}
-
-void cluster_arm_poll(struct pg_cluster *cl)
-{
-    if (evtimer_pending(cl->poll, NULL))
-        return;
-    struct timeval tv = {0, (suseconds_t)(POLL_S * 1e6)};
-    evtimer_add(cl->poll, &tv);
 }
 
 static void on_sweep(evutil_socket_t fd, short what, void *arg)

@@ -1,8 +1,8 @@
 /* pg_pool.c — a pool of connections to one (server, database): its
  * connections by state, its waiters (first come, first served, each with a
  * deadline), connecting, acquire and release (see pg_pool.h, and
- * pg_pool_impl.h for how the files of the pools divide the work). */
-#include "pg_pool_impl.h"
+ * pg_pool_internal.h for how the files of the pools divide the work). */
+#include "pg_pool_internal.h"
 #include "clock.h"
 #include "log.h"
 #include "pg_budget.h"

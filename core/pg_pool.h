@@ -16,6 +16,8 @@
 #ifndef STEEPLE_PG_POOL_H
 #define STEEPLE_PG_POOL_H
 
+#include "pg_settings.h"
+
 #include <stddef.h>
 
 struct event_base;
@@ -23,19 +25,6 @@ struct pg_conn;
 struct pg_cluster;
 struct pg_pool;
 struct pg_waiter;
-
-struct pg_settings {
-    int pool_max;               /* connections per pool */
-    int min_idle;               /* idle connections a pool keeps */
-    double acquire_timeout_s;   /* waiting for a connection */
-    double connect_timeout_s;
-    double statement_timeout_s; /* also sent as the server's statement_timeout */
-    double idle_timeout_s;      /* idle connections beyond min_idle close after this */
-    int breaker_failures;
-    double breaker_open_s;
-    int capacity;               /* pools kept open */
-    double pool_idle_s;         /* a pool unused this long is closed */
-};
 
 struct pg_cluster *pg_cluster_new(struct event_base *base, const struct pg_settings *s)
     __attribute__((warn_unused_result));

@@ -5,7 +5,7 @@
  * connection evicted), a pool grows into free units nobody starving needs,
  * and connections rotate between pools only when the busy ones outnumber the
  * budget. */
-#include "pg_pool_impl.h"
+#include "pg_pool_internal.h"
 #include "clock.h"
 #include "log.h"
 #include "pg_budget.h"
@@ -150,6 +150,16 @@ static void maybe_grow(struct pg_pool *p, const struct demand *d, double now)
         log_warn("cannot start a connect to %s/%s: out of memory", srv->name, p->dbname);
 }
 
+/* Arms the cluster's poll (every POLL_S while a pool starves) unless it is
+ * armed. */
+static void arm_poll(struct pg_cluster *cl)
+{
+    if (evtimer_pending(cl->poll, NULL))
+        return;
+    struct timeval tv = {0, (suseconds_t)(POLL_S * 1e6)};
+    evtimer_add(cl->poll, &tv);
+}
+
 void server_offer(struct pg_server *srv, struct pg_cluster *cl)
 {
     double now = clock_mono();
@@ -164,7 +174,7 @@ void server_offer(struct pg_server *srv, struct pg_cluster *cl)
     }
     publish(srv, &d);
     if (d.local)
-        cluster_arm_poll(cl);
+        arm_poll(cl);
 }
 
 /* Whether a connection coming back (or just opened with nobody left to take

@@ -1,8 +1,7 @@
-/* pg_server.c — the database servers of a worker: how each is known (key,
- * alias, name), its libpq keywords, its metric series and its circuit
- * breaker: after `breaker_failures` consecutive failed connects it fails fast
- * for `breaker_open_s`, then lets one probe through. */
-#include "pg_pool_impl.h"
+/* pg_server.c — one database server: how it is known (key, alias, name),
+ * its libpq keywords, its metric series and its circuit breaker (see
+ * pg_server.h). */
+#include "pg_server.h"
 #include "clock.h"
 #include "log.h"
 #include "pg_budget.h"
@@ -60,15 +59,6 @@ void server_breaker_result(struct pg_server *srv, const struct pg_settings *s, i
 }
 
 /* ---- servers ---------------------------------------------------------- */
-
-struct pg_server *server_find(const struct pg_cluster *cl, const char *key)
-{
-    struct pg_server *s;
-    TAILQ_FOREACH(s, &cl->servers, link)
-        if (strcmp(s->key, key) == 0 || (s->alias[0] && strcmp(s->alias, key) == 0))
-            return s;
-    return NULL;
-}
 
 void server_free(struct pg_server *s)
 {
@@ -157,87 +147,29 @@ static void server_metrics_init(struct pg_server *s)
     (void)metrics_histogram_init(&s->m.wait, "steeple_db_wait_seconds", s->m.label);
 }
 
-/* Refuses names that another server has, or that do not fit. */
-static int names_free(const struct pg_cluster *cl, const struct pg_server_names *id, char *err,
-                      size_t errlen)
+struct pg_server *server_new(const char *key, const char *alias, const char *name,
+                             const char *url, const char *options, int cap, char *err,
+                             size_t errlen)
 {
-    const struct pg_server *probe = NULL;
-    const char *name = id->name ? id->name : id->key;
-    if (strlen(id->key) >= sizeof probe->key || strlen(name) >= sizeof probe->name ||
-        (id->alias && strlen(id->alias) >= sizeof probe->alias)) {
-        snprintf(err, errlen, "database server name too long: '%s'", name);
-        return 0;
-    }
-    const char *taken = server_find(cl, id->key) ? id->key
-                        : id->alias && server_find(cl, id->alias) ? id->alias
-                                                                   : NULL;
-    const struct pg_server *s;
-    TAILQ_FOREACH(s, &cl->servers, link)
-        if (taken == NULL && strcmp(s->name, name) == 0)
-            taken = name;
-    if (taken)
-        snprintf(err, errlen, "database server '%s' is configured twice", taken);
-    return taken == NULL;
-}
-
-int pg_cluster_add_server(struct pg_cluster *cl, const struct pg_server_names *id,
-                          const char *url, int cap, char *err, size_t errlen)
-{
-    if (!names_free(cl, id, err, errlen))
-        return -1;
     struct pg_server *s = calloc(1, sizeof *s);
     if (s == NULL) {
         snprintf(err, errlen, "out of memory");
-        return -1;
+        return NULL;
     }
-    const char *key = id->key;
     snprintf(s->key, sizeof s->key, "%s", key);
-    snprintf(s->alias, sizeof s->alias, "%s", id->alias ? id->alias : "");
-    snprintf(s->name, sizeof s->name, "%s", id->name ? id->name : key);
+    snprintf(s->alias, sizeof s->alias, "%s", alias ? alias : "");
+    snprintf(s->name, sizeof s->name, "%s", name ? name : key);
     TAILQ_INIT(&s->waiting);
     TAILQ_INIT(&s->idle);
-    if (parse_server(s, url, cl->options, err, errlen) != 0) {
+    if (parse_server(s, url, options, err, errlen) != 0) {
         server_free(s);
-        return -1;
+        return NULL;
     }
     if ((s->slot = pg_budget_server(key, cap > 0 ? cap : 1)) < 0) {
         snprintf(err, errlen, "no room for database server '%s' in the connection budget", s->name);
         server_free(s);
-        return -1;
+        return NULL;
     }
     server_metrics_init(s);
-    TAILQ_INSERT_TAIL(&cl->servers, s, link);
-    return 0;
-}
-
-const char *pg_cluster_server_key(const struct pg_cluster *cl, const char *key)
-{
-    struct pg_server *s = server_find(cl, key);
-    return s ? s->key : NULL;
-}
-
-const char *pg_cluster_server_dbname(const struct pg_cluster *cl, const char *key)
-{
-    struct pg_server *s = server_find(cl, key);
-    return s ? s->dbname : NULL;
-}
-
-int pg_cluster_hold_tenants(struct pg_cluster *cl, const char *key)
-{
-    struct pg_server *s = server_find(cl, key);
-    if (s == NULL)
-        return -1;
-    s->tenants = 1;
-    return 0;
-}
-
-int pg_cluster_server_keys(const struct pg_cluster *cl, const char **keys, int max,
-                           int tenants_only)
-{
-    int n = 0;
-    const struct pg_server *s;
-    TAILQ_FOREACH(s, &cl->servers, link)
-        if (n < max && (!tenants_only || s->tenants))
-            keys[n++] = s->key;
-    return n;
+    return s;
 }

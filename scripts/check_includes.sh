@@ -6,7 +6,8 @@
 #
 # A module is X.c with X.h (core/main.c is the module main); a module split
 # over several files keeps its private declarations in X_internal.h, and
-# every X_*.c beside it is part of X (the spool's record, files, index, ...).
+# every X_*.c beside it is part of X (the spool's record, files, index, ...;
+# the longest such X counts: pg_pool_budget.c is part of pg_pool).
 # X depends on Y when:
 #   - X.c or X.h includes "Y.h"; a header with no C file of its own (config.h,
 #     lmod.h) stands for the modules whose C files define what it declares, or
@@ -28,9 +29,13 @@ obj=${2:-build/obj}
 
 # module_of FILE: the module a C file or header belongs to
 module_of() {
-    local m
+    local m p
     m=$(basename "${1%.*}")
-    if [[ $m == *_* && -f $core/${m%%_*}_internal.h ]]; then m=${m%%_*}; fi
+    p=$m
+    while [[ $p == *_* ]]; do
+        p=${p%_*}
+        if [[ -f $core/${p}_internal.h ]]; then m=$p; break; fi
+    done
     echo "$m"
 }
 
@@ -76,11 +81,14 @@ local nosyms
 
 -- the module of a file name without extension (see module_of above)
 local function module_of(name)
-    local prefix = name:match("^([^_]+)_")
-    local f = prefix and io.open(CORE .. "/" .. prefix .. "_internal.h")
-    if f then
-        f:close()
-        return prefix
+    local prefix = name:match("^(.+)_[^_]*$")
+    while prefix do
+        local f = io.open(CORE .. "/" .. prefix .. "_internal.h")
+        if f then
+            f:close()
+            return prefix
+        end
+        prefix = prefix:match("^(.+)_[^_]*$")
     end
     return name
 end

@@ -1,13 +1,19 @@
-/* pg_pool_impl.h — what the files of the pools share; nothing outside them
- * includes it (the API is pg_pool.h). Free of Lua.
+/* pg_pool_internal.h — what the files of the pools share, and what the
+ * cluster that holds them reaches of them; nothing else includes it (the API
+ * is pg_pool.h). Free of Lua.
  *
  *   pg_pool.c         a pool: its connections by state, its waiters,
  *                     connecting, acquire and release
  *   pg_pool_budget.c  how a server's pools spend its node-wide budget: their
  *                     demand, room for a starving pool, growth, hand-over
- *   pg_server.c       servers: names, URL, metric series, the breaker
- *   pg_cluster.c      the pools of a worker (LRU up to the capacity), its
- *                     timers, gauges, creation and shutdown
+ *
+ * and beside them, each a module of its own:
+ *
+ *   pg_server.c       a server: names, URL, metric series, the breaker
+ *                     (pg_server.h); the pools use it
+ *   pg_cluster.c      the servers and pools of a worker (LRU up to the
+ *                     capacity), its timers, gauges, creation and shutdown;
+ *                     it uses the pools
  *
  * A connection is in exactly one list of its pool, by state (connecting,
  * idle, active), and pg_pool.c alone moves it; an idle one is also in its
@@ -19,30 +25,21 @@
  * starves for want of room). Each one ends by publishing this worker's demand
  * (busy and starving pools) in the shared budget, where the other workers read
  * it. */
-#ifndef STEEPLE_PG_POOL_IMPL_H
-#define STEEPLE_PG_POOL_IMPL_H
+#ifndef STEEPLE_PG_POOL_INTERNAL_H
+#define STEEPLE_PG_POOL_INTERNAL_H
 
-#include "metrics.h"
 #include "pg_pool.h"
+#include "pg_server.h"
 
 #include <event2/event.h>
 #include <sys/queue.h>
 
 #define TICK_S 0.1        /* recounts busy pools, sheds for other workers */
 #define POLL_S 0.005      /* while a pool starves: looks for room again */
-/* Connects in progress to one server, per worker. Setting a connection up
- * costs the server CPU: more at once only makes each slower (until they time
- * out), not more of them per second. */
-#define CONNECTING_MAX 4
 
 enum pc_state { PC_CONNECTING, PC_IDLE, PC_ACTIVE, PC_NSTATES };
 #define PC_NONE PC_NSTATES /* not in any list: new, or being closed */
 
-/* Why a connection was opened or closed: the `reason` label of
- * steeple_db_connects_total and steeple_db_closes_total. */
-enum open_reason { OPEN_FREE, OPEN_EVICT, OPEN_HANDOVER, OPEN_NREASONS };
-enum close_reason { CLOSE_EVICT, CLOSE_HANDOVER, CLOSE_SHED, CLOSE_IDLE, CLOSE_ERROR, CLOSE_RETIRED,
-                    CLOSE_NREASONS };
 struct pconn {
     struct pg_conn *conn;
     struct pg_pool *pool;
@@ -53,7 +50,6 @@ struct pconn {
     TAILQ_ENTRY(pconn) by_state; /* the pool's list of its state */
     TAILQ_ENTRY(pconn) by_idle;  /* while idle: the server's, least recently used first */
 };
-TAILQ_HEAD(pconn_list, pconn);
 
 struct pg_waiter {
     struct pg_pool *pool;
@@ -65,37 +61,6 @@ struct pg_waiter {
     TAILQ_ENTRY(pg_waiter) link;
 };
 TAILQ_HEAD(waiter_list, pg_waiter);
-TAILQ_HEAD(pool_list, pg_pool);
-TAILQ_HEAD(server_list, pg_server);
-
-struct server_metrics {
-    int opened[OPEN_NREASONS];
-    int closed[CLOSE_NREASONS];
-    struct metrics_histogram wait;
-    char label[160]; /* server="name", escaped */
-};
-
-struct pg_server {
-    char key[96];     /* what the registry records and db.pool() takes */
-    char alias[96];   /* "" or a second key that finds it (see pg_server_names) */
-    char name[64];    /* its name in metrics and logs */
-    char dbname[64];  /* the database of the URL */
-    char **kw, **val; /* libpq keywords with slots for dbname and options */
-    int dbname_slot;
-    int slot;            /* in the node's budget */
-    int nconnecting;     /* this worker's connects in progress */
-    int busy;            /* this worker's busy pools at the last tick */
-    double connect_cost; /* seconds a connect takes (moving average), 0 = none yet */
-    double hold;         /* seconds a use holds a connection, over all pools */
-    struct pool_list waiting; /* pools with waiters */
-    struct pconn_list idle;   /* idle connections, least recently used first */
-    int failures;             /* the breaker */
-    double open_until;
-    int probing;
-    int tenants; /* holds tenant databases */
-    struct server_metrics m;
-    TAILQ_ENTRY(pg_server) link; /* the cluster's servers, in the order added */
-};
 
 struct pg_pool {
     struct pg_cluster *cl;
@@ -164,25 +129,5 @@ void pool_need(struct pg_pool *p);
 /* Whether a connection coming back (or just opened with nobody left to take
  * it) goes to a starving pool instead; 1 when pc was closed for it. */
 int pool_give_up(struct pconn *pc, double now);
-
-/* ---- pg_server.c -------------------------------------------------------- */
-
-/* The server whose key or alias is `key`, or NULL. */
-struct pg_server *server_find(const struct pg_cluster *cl, const char *key);
-void server_free(struct pg_server *s);
-/* Whether the breaker lets a connect start now; else *retry_after is set. */
-int server_breaker_allows(struct pg_server *srv, const struct pg_settings *s,
-                          double *retry_after);
-/* Whether a connect may start now: the breaker allows it and fewer than
- * CONNECTING_MAX are in progress. */
-int server_may_connect(struct pg_server *srv, const struct pg_settings *s);
-/* Counts a connect's outcome for the breaker. */
-void server_breaker_result(struct pg_server *srv, const struct pg_settings *s, int ok,
-                           const char *err);
-
-/* ---- pg_cluster.c ------------------------------------------------------- */
-
-/* Arms the poll (every POLL_S while a pool starves) unless it is armed. */
-void cluster_arm_poll(struct pg_cluster *cl);
 
 #endif
