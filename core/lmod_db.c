@@ -34,9 +34,11 @@
 #include "host.h"
 #include "lmod.h"
 #include "lua_host.h"
+#include "clock.h"
 #include "pg_conn.h"
-#include "pg_copy.h"
+#include "pg_op.h"
 #include "pg_pool.h"
+#include "pg_value.h"
 #include "request.h"
 
 #include <lauxlib.h>
@@ -45,60 +47,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define HANDLE_MT "steeple.db.handle"
 #define CONN_MT "steeple.db.conn"
 #define BYTEA_MT "steeple.db.bytea"
 #define ERROR_MT "steeple.db.error"
 #define NAME_MAX_LEN 63
-#define DDL_SQL_MAX 256
 
 static const char decode_key = 'j'; /* registry[&decode_key] = cjson.decode */
 
+/* A database handle: db.pool(), db.registry(), db.maintenance(). Its methods
+ * are handle_methods below; each finds its pool with pool_of() and runs on
+ * it through a pg_op (pg_op.h), which brings the connection. */
 struct handle {
     char server[96];
     char dbname[NAME_MAX_LEN + 1];
 };
 
-/* A pinned connection. The userdata and a running statement share it: the
- * last of them to let go gives the connection back and frees the slot, so a
- * statement still running when its request dies never touches freed
- * memory. */
-struct conn_slot {
-    struct pg_conn *conn;
-    int busy;       /* a statement is in flight */
-    int released;   /* the userdata let go (release, __close or __gc) */
-    double timeout; /* seconds per statement; 0 = db.statement_timeout_ms */
-};
-
+/* A pinned connection (h:acquire()); NULL until filled and once released. */
 struct conn_ud {
-    struct conn_slot *slot; /* NULL once released */
-};
-
-struct db_op {
-    struct request *r; /* NULL once the request has gone */
-    struct pg_pool *pool;
-    struct pg_waiter *waiter;
-    struct pg_conn *conn;
-    struct conn_slot *pinned; /* conn:query: the connection is pinned */
-    int acquire_only;
-    int copy; /* COPY FROM STDIN: values[0] is the data */
-    int ddl; /* CREATE or DROP DATABASE: the SQL is built on the connection */
-    char ddl_name[NAME_MAX_LEN + 1];
-    char ddl_template[NAME_MAX_LEN + 1];
-    int retried;
-    double timeout; /* the core's limit on the statement, seconds */
-    PGresult *res;
-    int unavailable;
-    double retry_after;
-    char err[256];
-    int nparams;
-    Oid *types;
-    char **values;
-    int *lengths;
-    int *formats;
-    char *sql;
+    struct pg_pin *pin;
 };
 
 /* ---- errors -------------------------------------------------------------- */
@@ -113,7 +81,7 @@ static void set_field(lua_State *L, const char *k, const char *v)
 }
 
 /* Raises { kind, message, ... } with the error metatable. */
-static int raise_error(lua_State *L, const struct db_op *op)
+static int raise_error(lua_State *L, const struct pg_op *op)
 {
     lua_createtable(L, 0, 6);
     if (op->res != NULL) {
@@ -147,39 +115,14 @@ static int error_tostring(lua_State *L)
 
 /* ---- values ------------------------------------------------------------- */
 
-/* PostgreSQL's ISO output "YYYY-MM-DD HH:MM:SS[.f]+HH[:MM]" as UTC ISO 8601
- * "YYYY-MM-DDTHH:MM:SS[.f]Z"; anything else is pushed unchanged. */
+/* A timestamptz as UTC ISO 8601 (pg_value.h); anything else unchanged. */
 static void push_timestamptz(lua_State *L, const char *s, size_t n)
 {
-    int Y, M, D, h, m, sec, oh = 0, om = 0, used = 0;
-    char frac[16] = "";
-    if (n < 22 || sscanf(s, "%4d-%2d-%2d %2d:%2d:%2d%n", &Y, &M, &D, &h, &m, &sec, &used) != 6) {
+    char out[PG_VALUE_ISO_LEN];
+    if (pg_value_utc_iso(s, n, out) == 0)
+        lua_pushstring(L, out);
+    else
         lua_pushlstring(L, s, n);
-        return;
-    }
-    const char *p = s + used;
-    if (*p == '.') {
-        size_t f = strspn(p + 1, "0123456789");
-        if (f > sizeof frac - 2)
-            f = sizeof frac - 2;
-        frac[0] = '.';
-        memcpy(frac + 1, p + 1, f);
-        frac[f + 1] = '\0';
-        p += 1 + strspn(p + 1, "0123456789");
-    }
-    int sign = *p == '-' ? -1 : 1;
-    if ((*p != '+' && *p != '-') || sscanf(p + 1, "%2d:%2d", &oh, &om) < 1) {
-        lua_pushlstring(L, s, n);
-        return;
-    }
-    struct tm tm = {.tm_year = Y - 1900, .tm_mon = M - 1, .tm_mday = D,
-                    .tm_hour = h, .tm_min = m, .tm_sec = sec};
-    time_t t = timegm(&tm) - sign * (oh * 3600 + om * 60);
-    gmtime_r(&t, &tm);
-    char out[64];
-    snprintf(out, sizeof out, "%04d-%02d-%02dT%02d:%02d:%02d%sZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
-    lua_pushstring(L, out);
 }
 
 static void push_bytea(lua_State *L, const char *s)
@@ -258,132 +201,120 @@ static int push_rows(lua_State *L, const PGresult *res)
 
 /* ---- parameters ---------------------------------------------------------- */
 
-/* Copies the SQL and the arguments from index `first` on into one block, so
- * they outlive the binding's frame. Raises on a value that cannot be a
- * parameter (before anything is allocated). */
-static struct db_op *new_op(lua_State *L, int sql_idx, int first)
+/* Checks the argument at idx as a parameter and returns the bytes its text
+ * takes (numbers are formatted into num). Raises on a value that cannot be a
+ * parameter. */
+static size_t param_size(lua_State *L, int idx, char num[32])
+{
+    size_t len = 0;
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        break;
+    case LUA_TLIGHTUSERDATA:
+        luaL_argcheck(L, lua_touserdata(L, idx) == NULL, idx, "only db.null may be passed");
+        break;
+    case LUA_TBOOLEAN:
+        len = 5;
+        break;
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx))
+            snprintf(num, 32, "%lld", (long long)lua_tointeger(L, idx));
+        else {
+            double d = lua_tonumber(L, idx);
+            luaL_argcheck(L, isfinite(d), idx, "NaN and infinities cannot be stored");
+            snprintf(num, 32, "%.17g", d);
+        }
+        len = strlen(num);
+        break;
+    case LUA_TSTRING:
+        lua_tolstring(L, idx, &len);
+        luaL_argcheck(L, memchr(lua_tostring(L, idx), '\0', len) == NULL, idx,
+                      "a string with a NUL byte: pass it as db.bytea(s)");
+        break;
+    case LUA_TUSERDATA:
+        luaL_checkudata(L, idx, BYTEA_MT);
+        lua_getiuservalue(L, idx, 1);
+        lua_tolstring(L, -1, &len);
+        lua_pop(L, 1);
+        break;
+    default:
+        luaL_argerror(L, idx, "cannot be a parameter (encode tables to JSON first)");
+    }
+    return len;
+}
+
+/* Copies parameter i (checked by param_size) to p and points op at it.
+ * Returns the bytes used. Never raises. */
+static size_t param_copy(lua_State *L, int idx, const char *num, struct pg_op *op, int i, char *p)
+{
+    const char *v = NULL;
+    size_t len = 0;
+    switch (lua_type(L, idx)) {
+    case LUA_TBOOLEAN:
+        v = lua_toboolean(L, idx) ? "true" : "false";
+        len = strlen(v);
+        break;
+    case LUA_TNUMBER:
+        v = num;
+        len = strlen(v);
+        break;
+    case LUA_TSTRING:
+        v = lua_tolstring(L, idx, &len);
+        break;
+    case LUA_TUSERDATA:
+        lua_getiuservalue(L, idx, 1);
+        v = lua_tolstring(L, -1, &len); /* anchored by the userdata */
+        lua_pop(L, 1);
+        op->types[i] = 17; /* bytea */
+        op->formats[i] = 1;
+        break;
+    default:
+        return 0; /* NULL */
+    }
+    memcpy(p, v, len);
+    p[len] = '\0';
+    op->values[i] = p;
+    op->lengths[i] = (int)len;
+    return len + 1;
+}
+
+/* Copies the SQL and the arguments from index `first` on into one block with
+ * the operation, so they outlive the binding's frame. Raises on a value that
+ * cannot be a parameter (before anything is allocated). */
+static struct pg_op *new_op(lua_State *L, int sql_idx, int first)
 {
     size_t sqllen;
     const char *sql = luaL_checklstring(L, sql_idx, &sqllen);
     int top = lua_gettop(L), n = top >= first ? top - first + 1 : 0;
     luaL_argcheck(L, n <= 256, first, "too many parameters");
     char nums[256][32];
-    size_t total = sizeof(struct db_op) + sqllen + 1;
-    for (int i = 0; i < n; i++) {
-        int idx = first + i;
-        size_t len = 0;
-        switch (lua_type(L, idx)) {
-        case LUA_TNIL:
-            break;
-        case LUA_TLIGHTUSERDATA:
-            luaL_argcheck(L, lua_touserdata(L, idx) == NULL, idx, "only db.null may be passed");
-            break;
-        case LUA_TBOOLEAN:
-            len = 5;
-            break;
-        case LUA_TNUMBER:
-            if (lua_isinteger(L, idx))
-                snprintf(nums[i], sizeof nums[i], "%lld", (long long)lua_tointeger(L, idx));
-            else {
-                double d = lua_tonumber(L, idx);
-                luaL_argcheck(L, isfinite(d), idx, "NaN and infinities cannot be stored");
-                snprintf(nums[i], sizeof nums[i], "%.17g", d);
-            }
-            len = strlen(nums[i]);
-            break;
-        case LUA_TSTRING:
-            lua_tolstring(L, idx, &len);
-            luaL_argcheck(L, memchr(lua_tostring(L, idx), '\0', len) == NULL, idx,
-                          "a string with a NUL byte: pass it as db.bytea(s)");
-            break;
-        case LUA_TUSERDATA:
-            luaL_checkudata(L, idx, BYTEA_MT);
-            lua_getiuservalue(L, idx, 1);
-            lua_tolstring(L, -1, &len);
-            lua_pop(L, 1);
-            break;
-        default:
-            luaL_argerror(L, idx, "cannot be a parameter (encode tables to JSON first)");
-        }
-        total += len + 1;
-    }
-    total += (size_t)n * (sizeof(Oid) + sizeof(char *) + 2 * sizeof(int));
-    struct db_op *op = calloc(1, total);
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += param_size(L, first + i, nums[i]) + 1;
+    char *p;
+    struct pg_op *op = pg_op_new_statement(sql, sqllen, n, total, &p);
     if (op == NULL) {
         luaL_error(L, "out of memory");
         return NULL;
     }
-    char *p = (char *)(op + 1); /* widest alignment first */
-    op->nparams = n;
-    op->values = (char **)p;
-    p += (size_t)n * sizeof(char *);
-    op->types = (Oid *)p;
-    p += (size_t)n * sizeof(Oid);
-    op->lengths = (int *)p;
-    p += (size_t)n * sizeof(int);
-    op->formats = (int *)p;
-    p += (size_t)n * sizeof(int);
-    op->sql = p;
-    memcpy(p, sql, sqllen + 1);
-    p += sqllen + 1;
-    for (int i = 0; i < n; i++) { /* nothing below raises */
-        int idx = first + i;
-        const char *v = NULL;
-        size_t len = 0;
-        switch (lua_type(L, idx)) {
-        case LUA_TBOOLEAN:
-            v = lua_toboolean(L, idx) ? "true" : "false";
-            len = strlen(v);
-            break;
-        case LUA_TNUMBER:
-            v = nums[i];
-            len = strlen(v);
-            break;
-        case LUA_TSTRING:
-            v = lua_tolstring(L, idx, &len);
-            break;
-        case LUA_TUSERDATA:
-            lua_getiuservalue(L, idx, 1);
-            v = lua_tolstring(L, -1, &len); /* anchored by the userdata */
-            lua_pop(L, 1);
-            op->types[i] = 17; /* bytea */
-            op->formats[i] = 1;
-            break;
-        default:
-            break; /* NULL */
-        }
-        if (v != NULL) {
-            memcpy(p, v, len);
-            p[len] = '\0';
-            op->values[i] = p;
-            op->lengths[i] = (int)len;
-            p += len + 1;
-        }
-    }
+    for (int i = 0; i < n; i++) /* nothing below raises */
+        p += param_copy(L, first + i, nums[i], op, i, p);
     return op;
-}
-
-static void free_op(struct db_op *op)
-{
-    if (op->res)
-        PQclear(op->res);
-    free(op);
 }
 
 /* Frees an operation that never started and raises "unavailable" with its
  * message: the message is copied first, so nothing is left to leak. */
-static int fail_now(lua_State *L, struct db_op *op)
+static int fail_now(lua_State *L, struct pg_op *op)
 {
-    struct db_op copy = {0};
+    struct pg_op copy = {0};
     copy.unavailable = 1;
     copy.retry_after = op->retry_after;
     memcpy(copy.err, op->err, sizeof copy.err);
-    free_op(op);
+    pg_op_free(op);
     return raise_error(L, &copy);
 }
 
-
-/* ---- the operation ------------------------------------------------------- */
+/* ---- the operation, from Lua --------------------------------------------- */
 
 static int no_results(lua_State *L, void *data)
 {
@@ -392,186 +323,65 @@ static int no_results(lua_State *L, void *data)
     return 0;
 }
 
-/* The request waits no more: resume it; the continuation reads op. */
-static void complete(struct db_op *op)
+/* The operation's outcome is in: resume its request; the continuation reads
+ * the op, which is freed when this returns. */
+static void resume_request(struct pg_op *op, void *arg)
 {
-    struct request *r = op->r;
-    op->r = NULL;
-    request_resume(r, no_results, NULL);
-    free_op(op);
+    (void)op;
+    request_resume(arg, no_results, NULL);
 }
 
-static void on_result(struct pg_conn *c, PGresult *res, const char *err, void *arg);
-
-/* Quotes the names with PQescapeIdentifier into op->sql's buffer. */
-static int build_ddl(struct db_op *op)
+/* The request died while parked on the operation. */
+static void cancel(void *data)
 {
-    PGconn *pg = pg_conn_libpq(op->conn);
-    char *name = PQescapeIdentifier(pg, op->ddl_name, strlen(op->ddl_name));
-    char *tmpl = op->ddl_template[0]
-                     ? PQescapeIdentifier(pg, op->ddl_template, strlen(op->ddl_template))
-                     : NULL;
-    int rc = -1;
-    if (name && (tmpl || !op->ddl_template[0])) {
-        if (op->ddl == 'c' && tmpl)
-            snprintf(op->sql, DDL_SQL_MAX, "CREATE DATABASE %s TEMPLATE %s", name, tmpl);
-        else if (op->ddl == 'c')
-            snprintf(op->sql, DDL_SQL_MAX, "CREATE DATABASE %s", name);
-        else
-            snprintf(op->sql, DDL_SQL_MAX, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
-        rc = 0;
-    }
-    PQfreemem(name);
-    PQfreemem(tmpl);
-    return rc;
-}
-
-/* The core's own limit on a statement: the server's statement_timeout
- * fires first (a clean SQL error on a connection that stays usable); this
- * only catches a server or network that stopped answering. */
-static double client_timeout(double statement_timeout_s)
-{
-    return statement_timeout_s * 1.25 + 1.0;
+    pg_op_cancel(data);
 }
 
 /* The core's limit for statements on a pool's connections. */
 static double pool_timeout(struct pg_pool *pool)
 {
-    return client_timeout(pg_cluster_settings(pg_pool_cluster(pool))->statement_timeout_s);
+    return pg_op_timeout(pg_cluster_settings(pg_pool_cluster(pool)));
 }
 
-/* A statement's limit: `limit`, or less when the request set a database
- * deadline (db.deadline). Returns 0 when that deadline has passed. */
-static double within_deadline(const struct request *r, double limit)
+/* Ties op to the request: the request's deadline bounds its waits, and the
+ * outcome resumes it. */
+static void bind_request(struct pg_op *op, struct request *r)
 {
-    double left = request_db_time_left(r);
-    if (left < limit)
-        return left > 0 ? left : 0;
-    return limit;
-}
-
-/* The message of an operation refused because the request's deadline passed. */
-#define DEADLINE_PASSED "the request's database deadline has passed"
-
-static int send(struct db_op *op)
-{
-    if (op->ddl && build_ddl(op) != 0)
-        return -1;
-    if (op->copy)
-        return pg_copy_start(op->conn, op->sql, op->values[0], (size_t)op->lengths[0], op->timeout,
-                             on_result, op);
-    return pg_conn_query(op->conn, op->sql, op->nparams, op->types,
-                         (const char *const *)op->values, op->lengths, op->formats, op->timeout,
-                         on_result, op);
-}
-
-static void on_acquired(struct pg_conn *c, const char *err, double retry_after, void *arg);
-
-/* Waits for a pooled connection; on immediate failure completes with it. */
-static void wait_conn(struct db_op *op)
-{
-    op->waiter = pg_pool_wait(op->pool, op->r ? request_db_time_left(op->r) : INFINITY, on_acquired,
-                              op, &op->retry_after, op->err, sizeof op->err);
-    if (op->waiter == NULL) {
-        op->unavailable = 1;
-        complete(op);
-    }
-}
-
-static void on_acquired(struct pg_conn *c, const char *err, double retry_after, void *arg)
-{
-    struct db_op *op = arg;
-    op->waiter = NULL;
-    if (c == NULL) {
-        op->unavailable = 1;
-        op->retry_after = retry_after;
-        snprintf(op->err, sizeof op->err, "%s", err);
-        complete(op);
-        return;
-    }
-    op->conn = c;
-    if (op->acquire_only) {
-        complete(op);
-        return;
-    }
-    if (send(op) != 0) {
-        pg_pool_release(c, 0);
-        op->conn = NULL;
-        if (op->retried++ == 0) {
-            wait_conn(op);
-            return;
-        }
-        snprintf(op->err, sizeof op->err, "cannot send the query");
-        op->unavailable = 1;
-        complete(op);
-    }
-}
-
-static void on_result(struct pg_conn *c, PGresult *res, const char *err, void *arg)
-{
-    struct db_op *op = arg;
-    int failed = err != NULL;
-    if (failed) /* err lives in the connection, which may be freed below */
-        snprintf(op->err, sizeof op->err, "%s", err);
-    if (op->pinned) {
-        op->pinned->busy = 0;
-        if (op->pinned->released) { /* let go while the statement ran */
-            pg_pool_release(c, 0);
-            free(op->pinned);
-        }
-    } else {
-        pg_pool_release(c, !failed);
-    }
-    op->conn = NULL;
-    if (op->r == NULL) { /* the request went away meanwhile */
-        if (res)
-            PQclear(res);
-        free_op(op);
-        return;
-    }
-    if (failed) {
-        /* once sent, a statement may have run: it is never sent again */
-        op->unavailable = 1;
-        complete(op);
-        return;
-    }
-    op->res = res;
-    complete(op);
-}
-
-static void cancel(void *data)
-{
-    struct db_op *op = data;
-    op->r = NULL;
-    if (op->waiter) {
-        pg_waiter_cancel(op->waiter);
-        free_op(op);
-    }
-    /* else a query runs: on_result frees the op */
+    op->deadline = clock_mono() + request_db_time_left(r);
+    op->done = resume_request;
+    op->arg = r;
 }
 
 /* Continuation after the operation: rows, count or the error. */
 static int query_done(lua_State *L, int status, lua_KContext ctx)
 {
     (void)status;
-    struct db_op *op = (struct db_op *)ctx;
+    struct pg_op *op = (struct pg_op *)ctx;
     if (op->unavailable)
         return raise_error(L, op);
     ExecStatusType st = PQresultStatus(op->res);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
         return raise_error(L, op);
     if (op->copy) {
-        lua_pushinteger(L, (lua_Integer)strtoll(PQcmdTuples(op->res), NULL, 10));
+        lua_pushinteger(L, (lua_Integer)strtoll(PQcmdTuples(op->res), NULL, 10)); /* count */
         return 1;
     }
     return push_rows(L, op->res);
 }
 
 /* Suspends the request on op; the continuation finishes it. */
-static int park(lua_State *L, struct request *r, struct db_op *op)
+static int park(lua_State *L, struct request *r, struct pg_op *op, lua_KFunction k)
 {
     request_suspend(r, cancel, op);
-    return lua_yieldk(L, 0, (lua_KContext)op, query_done);
+    return lua_yieldk(L, 0, (lua_KContext)op, k);
+}
+
+/* Parks the request on a started operation, or raises its refusal. */
+static int started(lua_State *L, struct request *r, struct pg_op *op, enum pg_op_start how)
+{
+    if (how == PG_OP_REFUSED)
+        return fail_now(L, op);
+    return park(L, r, op, query_done);
 }
 
 static struct pg_pool *pool_of(lua_State *L, const struct handle *h)
@@ -584,6 +394,13 @@ static struct pg_pool *pool_of(lua_State *L, const struct handle *h)
     if (p == NULL)
         luaL_error(L, "%s", w->cluster ? err : "no database is configured");
     return p;
+}
+
+/* ---- handle methods ------------------------------------------------------ */
+
+static struct handle *check_handle(lua_State *L)
+{
+    return luaL_checkudata(L, 1, HANDLE_MT);
 }
 
 /* Leaves at index 3 the data of h:copy or conn:copy as one string. */
@@ -607,205 +424,163 @@ static void copy_args(lua_State *L)
     lua_replace(L, 3);
 }
 
+/* h:query(sql, ...) or, with copy, h:copy(sql, data): on a pooled
+ * connection, given back at the end. */
 static int run_handle(lua_State *L, int copy)
 {
-    struct handle *h = luaL_checkudata(L, 1, HANDLE_MT);
+    struct handle *h = check_handle(L);
     struct request *r = request_check(L, "db query");
     struct pg_pool *pool = pool_of(L, h);
     if (copy)
         copy_args(L);
-    struct db_op *op = new_op(L, 2, 3);
+    struct pg_op *op = new_op(L, 2, 3);
     op->copy = copy;
-    op->r = r;
+    bind_request(op, r);
     op->pool = pool;
-    op->timeout = within_deadline(r, pool_timeout(pool));
-    if (op->timeout == 0) {
-        snprintf(op->err, sizeof op->err, DEADLINE_PASSED);
+    if (pg_op_limit(op, pool_timeout(pool)) != 0) /* db.deadline passed */
         return fail_now(L, op);
-    }
-    op->conn = pg_pool_try_acquire(pool);
-    if (op->conn && send(op) == 0)
-        return park(L, r, op);
-    if (op->conn) { /* went bad while idle */
-        pg_pool_release(op->conn, 0);
-        op->conn = NULL;
-    }
-    op->waiter = pg_pool_wait(pool, request_db_time_left(r), on_acquired, op, &op->retry_after, op->err,
-                              sizeof op->err);
-    if (op->waiter == NULL)
-        return fail_now(L, op);
-    return park(L, r, op);
+    return started(L, r, op, pg_op_start(op));
 }
 
-static int handle_query(lua_State *L)
+static int handle_query(lua_State *L) { return run_handle(L, 0); }
+static int handle_copy(lua_State *L) { return run_handle(L, 1); }
+
+/* Pins conn into the connection userdata on the top of the stack. */
+static int pin_into(lua_State *L, struct pg_conn *conn)
 {
-    return run_handle(L, 0);
+    struct conn_ud *c = lua_touserdata(L, -1); /* created before the wait */
+    c->pin = pg_pin_new(conn);
+    if (c->pin == NULL) {
+        pg_pool_release(conn, 1);
+        return luaL_error(L, "out of memory");
+    }
+    return 1;
 }
 
-static int handle_copy(lua_State *L)
+/* Continuation of h:acquire(): fills the connection userdata. */
+static int acquired(lua_State *L, int status, lua_KContext ctx)
 {
-    return run_handle(L, 1);
+    (void)status;
+    struct pg_op *op = (struct pg_op *)ctx;
+    if (op->unavailable)
+        return raise_error(L, op);
+    struct pg_conn *conn = op->conn;
+    op->conn = NULL;
+    return pin_into(L, conn);
 }
+
+/* h:acquire(): a connection kept until conn:release(). */
+static int handle_acquire(lua_State *L)
+{
+    struct handle *h = check_handle(L);
+    struct request *r = request_check(L, "db acquire");
+    struct pg_pool *pool = pool_of(L, h);
+    lua_settop(L, 1);
+    struct conn_ud *c = lua_newuserdatauv(L, sizeof *c, 0); /* closed until filled */
+    c->pin = NULL;
+    luaL_setmetatable(L, CONN_MT);
+    struct pg_op *op = pg_op_new(0);
+    if (op == NULL)
+        return luaL_error(L, "out of memory");
+    bind_request(op, r);
+    op->pool = pool;
+    op->acquire_only = 1;
+    enum pg_op_start how = pg_op_start(op);
+    if (how == PG_OP_DONE) {
+        struct pg_conn *conn = op->conn;
+        pg_op_free(op);
+        return pin_into(L, conn);
+    }
+    if (how == PG_OP_REFUSED)
+        return fail_now(L, op);
+    return park(L, r, op, acquired);
+}
+
+/* The handle's methods: one line each. A method finds its handle with
+ * check_handle(), the pool with pool_of(), and gets a connection through a
+ * pg_op (acquire_only: op->conn; pg_conn_libpq() gives its PGconn). */
+static const luaL_Reg handle_methods[] = {
+    {"query", handle_query},
+    {"copy", handle_copy},
+    {"acquire", handle_acquire},
+    {NULL, NULL},
+};
 
 /* ---- pinned connections -------------------------------------------------- */
 
-static struct conn_slot *check_conn(lua_State *L)
+static struct pg_pin *check_conn(lua_State *L)
 {
     struct conn_ud *c = luaL_checkudata(L, 1, CONN_MT);
-    if (c->slot == NULL)
+    if (c->pin == NULL)
         luaL_error(L, "attempt to use a released connection");
-    return c->slot;
+    return c->pin;
 }
 
 static int conn_release(lua_State *L)
 {
     struct conn_ud *c = luaL_checkudata(L, 1, CONN_MT);
-    struct conn_slot *slot = c->slot;
-    c->slot = NULL;
-    if (slot == NULL)
-        return 0;
-    if (slot->busy) { /* the statement's end gives it back */
-        slot->released = 1;
-        return 0;
-    }
-    pg_pool_release(slot->conn, 1); /* closed instead when left inside a transaction */
-    free(slot);
+    struct pg_pin *pin = c->pin;
+    c->pin = NULL;
+    if (pin != NULL)
+        pg_pin_release(pin);
     return 0;
-}
-
-static int acquired(lua_State *L, int status, lua_KContext ctx)
-{
-    (void)status;
-    struct db_op *op = (struct db_op *)ctx;
-    if (op->unavailable)
-        return raise_error(L, op);
-    struct conn_ud *c = lua_touserdata(L, -1); /* created before the wait */
-    struct conn_slot *slot = calloc(1, sizeof *slot);
-    if (slot == NULL) {
-        pg_pool_release(op->conn, 1);
-        op->conn = NULL;
-        return luaL_error(L, "out of memory");
-    }
-    slot->conn = op->conn;
-    op->conn = NULL;
-    c->slot = slot;
-    return 1;
-}
-
-static int handle_acquire(lua_State *L)
-{
-    struct handle *h = luaL_checkudata(L, 1, HANDLE_MT);
-    struct request *r = request_check(L, "db acquire");
-    struct pg_pool *pool = pool_of(L, h);
-    lua_settop(L, 1);
-    struct conn_ud *c = lua_newuserdatauv(L, sizeof *c, 0); /* closed until filled */
-    c->slot = NULL;
-    luaL_setmetatable(L, CONN_MT);
-    struct conn_slot *slot = calloc(1, sizeof *slot);
-    if (slot == NULL)
-        return luaL_error(L, "out of memory");
-    slot->conn = pg_pool_try_acquire(pool);
-    if (slot->conn) {
-        c->slot = slot;
-        return 1;
-    }
-    free(slot);
-    struct db_op *op = calloc(1, sizeof *op);
-    if (op == NULL)
-        return luaL_error(L, "out of memory");
-    op->r = r;
-    op->pool = pool;
-    op->acquire_only = 1;
-    op->waiter = pg_pool_wait(pool, request_db_time_left(r), on_acquired, op, &op->retry_after, op->err,
-                              sizeof op->err);
-    if (op->waiter == NULL)
-        return fail_now(L, op);
-    request_suspend(r, cancel, op);
-    return lua_yieldk(L, 0, (lua_KContext)op, acquired);
 }
 
 /* mode: 'q' a statement, 's' a script (conn:exec), 'c' a COPY (conn:copy) */
 static int run_pinned(lua_State *L, int mode)
 {
-    struct conn_slot *c = check_conn(L);
+    struct pg_pin *pin = check_conn(L);
     struct request *r = request_check(L, "db query");
-    if (c->busy)
+    if (pin->busy)
         return luaL_error(L, "the connection is running another statement");
     if (mode == 's')
         lua_settop(L, 2);
     if (mode == 'c')
         copy_args(L);
-    struct db_op *op = new_op(L, 2, 3);
+    struct pg_op *op = new_op(L, 2, 3);
     if (mode == 's')
         op->nparams = -1;
     op->copy = mode == 'c';
-    op->r = r;
-    op->pool = NULL;
-    op->conn = c->conn;
-    op->pinned = c;
+    bind_request(op, r);
+    op->pin = pin;
     const struct pg_settings *s = pg_cluster_settings(script_host(L)->cluster);
-    op->timeout = within_deadline(r, c->timeout > 0 ? c->timeout : client_timeout(s->statement_timeout_s));
-    if (op->timeout == 0) {
-        snprintf(op->err, sizeof op->err, DEADLINE_PASSED);
+    if (pg_op_limit(op, pin->timeout > 0 ? pin->timeout : pg_op_timeout(s)) != 0)
         return fail_now(L, op);
-    }
-    if (send(op) != 0) {
-        snprintf(op->err, sizeof op->err, "the connection is broken");
-        return fail_now(L, op);
-    }
-    c->busy = 1;
-    return park(L, r, op);
+    return started(L, r, op, pg_op_start(op));
 }
 
-static int conn_query(lua_State *L)
-{
-    return run_pinned(L, 'q');
-}
-
-static int conn_copy(lua_State *L)
-{
-    return run_pinned(L, 'c');
-}
+static int conn_query(lua_State *L) { return run_pinned(L, 'q'); }
+static int conn_copy(lua_State *L) { return run_pinned(L, 'c'); }
 
 /* conn:exec(script): several statements, no parameters (migrations). */
-static int conn_exec(lua_State *L)
-{
-    return run_pinned(L, 's');
-}
+static int conn_exec(lua_State *L) { return run_pinned(L, 's'); }
 
 /* conn:set_timeout(seconds): the client-side limit for this connection's
  * statements (migrations run longer than requests). */
 static int conn_set_timeout(lua_State *L)
 {
-    struct conn_slot *c = check_conn(L);
+    struct pg_pin *pin = check_conn(L);
     lua_Number t = luaL_checknumber(L, 2);
     luaL_argcheck(L, t > 0 && t <= 86400, 2, "between 0 and 86400 seconds");
-    c->timeout = t;
+    pin->timeout = t;
     return 0;
 }
 
 static int conn_backend_pid(lua_State *L)
 {
-    struct conn_slot *c = check_conn(L);
-    lua_pushinteger(L, pg_conn_backend_pid(c->conn));
+    struct pg_pin *pin = check_conn(L);
+    lua_pushinteger(L, pg_conn_backend_pid(pin->conn));
     return 1;
 }
+
+static const luaL_Reg conn_methods[] = {
+    {"query", conn_query}, {"exec", conn_exec}, {"copy", conn_copy}, {"release", conn_release},
+    {"set_timeout", conn_set_timeout},
+    {"backend_pid", conn_backend_pid},
+    {NULL, NULL},
+};
 
 /* ---- module functions ---------------------------------------------------- */
-
-/* Database names the core accepts: letters, digits, '_' and '-'. */
-static int name_ok(const char *s, size_t n)
-{
-    if (n == 0 || n > NAME_MAX_LEN)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '_' || ch == '-'))
-            return 0;
-    }
-    return 1;
-}
 
 static int push_handle(lua_State *L, const char *server, const char *dbname)
 {
@@ -822,7 +597,7 @@ static int l_pool(lua_State *L)
     const char *server = luaL_checklstring(L, 1, &sn);
     const char *dbname = luaL_checklstring(L, 2, &dn);
     luaL_argcheck(L, sn < sizeof ((struct handle *)0)->server, 1, "server key too long");
-    luaL_argcheck(L, name_ok(dbname, dn), 2, "not a valid database name");
+    luaL_argcheck(L, pg_value_name_ok(dbname, dn), 2, "not a valid database name");
     struct host *w = script_host(L);
     if (w->cluster == NULL || pg_cluster_server_dbname(w->cluster, server) == NULL)
         return luaL_error(L, "unknown database server '%s'", server);
@@ -885,28 +660,6 @@ static int l_bytea(lua_State *L)
     return 1;
 }
 
-/* Names CREATE/DROP DATABASE accept: tenant_ then lower-case letters and
- * digits, the template and the name it is built under, or doctor's scratch
- * databases. */
-static int ddl_name_ok(const char *s, size_t n)
-{
-    const char *rest = NULL;
-    if (n > NAME_MAX_LEN)
-        return 0;
-    if (strncmp(s, "tenant_", 7) == 0)
-        rest = s + 7;
-    else if (strncmp(s, "steeple_doctor_", 15) == 0)
-        rest = s + 15;
-    else
-        return strcmp(s, "steeple_template") == 0 || strcmp(s, "steeple_template_new") == 0;
-    if (*rest == '\0')
-        return 0;
-    for (; *rest; rest++)
-        if (!((*rest >= 'a' && *rest <= 'z') || (*rest >= '0' && *rest <= '9')))
-            return 0;
-    return 1;
-}
-
 /* db.create_database(server, name [, template]) / db.drop_database(server,
  * name): on a connection to the server's maintenance database. Names are
  * checked before any SQL and quoted with PQescapeIdentifier. Returns true. */
@@ -916,8 +669,8 @@ static int ddl(lua_State *L, int kind)
     const char *server = luaL_checklstring(L, 1, &sn);
     const char *name = luaL_checklstring(L, 2, &nn);
     const char *tmpl = kind == 'c' ? luaL_optlstring(L, 3, NULL, &tn) : NULL;
-    luaL_argcheck(L, ddl_name_ok(name, nn), 2, "not a database name steeple creates");
-    luaL_argcheck(L, tmpl == NULL || ddl_name_ok(tmpl, tn), 3, "not a template steeple made");
+    luaL_argcheck(L, pg_op_ddl_name_ok(name, nn), 2, "not a database name steeple creates");
+    luaL_argcheck(L, tmpl == NULL || pg_op_ddl_name_ok(tmpl, tn), 3, "not a template steeple made");
     struct request *r = request_check(L, kind == 'c' ? "db.create_database" : "db.drop_database");
     struct host *w = script_host(L);
     const char *maint = w->cluster ? pg_cluster_server_dbname(w->cluster, server) : NULL;
@@ -929,21 +682,13 @@ static int ddl(lua_State *L, int kind)
     struct pg_pool *pool = pool_of(L, &h);
     if (kind == 'd')
         pg_cluster_close_database(w->cluster, server, name);
-    struct db_op *op = calloc(1, sizeof *op + DDL_SQL_MAX);
+    struct pg_op *op = pg_op_new_ddl(kind, name, tmpl);
     if (op == NULL)
         return luaL_error(L, "out of memory");
-    op->sql = (char *)(op + 1);
-    op->ddl = kind;
-    snprintf(op->ddl_name, sizeof op->ddl_name, "%s", name);
-    snprintf(op->ddl_template, sizeof op->ddl_template, "%s", tmpl ? tmpl : "");
-    op->r = r;
+    bind_request(op, r);
     op->pool = pool;
     op->timeout = pool_timeout(pool);
-    op->waiter = pg_pool_wait(pool, request_db_time_left(r), on_acquired, op, &op->retry_after, op->err,
-                              sizeof op->err);
-    if (op->waiter == NULL)
-        return fail_now(L, op);
-    return park(L, r, op);
+    return started(L, r, op, pg_op_wait(op));
 }
 
 static int l_create_database(lua_State *L) { return ddl(L, 'c'); }
@@ -972,36 +717,24 @@ static int l_close_pool(lua_State *L)
 
 static int handle_tostring(lua_State *L)
 {
-    struct handle *h = luaL_checkudata(L, 1, HANDLE_MT);
+    struct handle *h = check_handle(L);
     lua_pushfstring(L, "database %s/%s", h->server, h->dbname);
     return 1;
 }
 
+/* Fields first, then the methods (the table in the upvalue). */
 static int handle_index(lua_State *L)
 {
-    struct handle *h = luaL_checkudata(L, 1, HANDLE_MT);
+    struct handle *h = check_handle(L);
     const char *k = luaL_checkstring(L, 2);
     if (strcmp(k, "server") == 0)
         lua_pushstring(L, h->server);
     else if (strcmp(k, "dbname") == 0)
         lua_pushstring(L, h->dbname);
-    else if (strcmp(k, "query") == 0)
-        lua_pushcfunction(L, handle_query);
-    else if (strcmp(k, "copy") == 0)
-        lua_pushcfunction(L, handle_copy);
-    else if (strcmp(k, "acquire") == 0)
-        lua_pushcfunction(L, handle_acquire);
     else
-        lua_pushnil(L);
+        lua_getfield(L, lua_upvalueindex(1), k);
     return 1;
 }
-
-static const luaL_Reg conn_methods[] = {
-    {"query", conn_query}, {"exec", conn_exec}, {"copy", conn_copy}, {"release", conn_release},
-    {"set_timeout", conn_set_timeout},
-    {"backend_pid", conn_backend_pid},
-    {NULL, NULL},
-};
 
 static const luaL_Reg funcs[] = {
     {"registry", l_registry}, {"pool", l_pool}, {"servers", l_servers},
@@ -1014,7 +747,8 @@ static const luaL_Reg funcs[] = {
 int luaopen_steeple_db(lua_State *L)
 {
     luaL_newmetatable(L, HANDLE_MT);
-    lua_pushcfunction(L, handle_index);
+    luaL_newlib(L, handle_methods);
+    lua_pushcclosure(L, handle_index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, handle_tostring);
     lua_setfield(L, -2, "__tostring");

@@ -8,13 +8,15 @@
  * node's workers, spend one budget (pg_budget.h): a pool waits for its own
  * connections rather than open more, room is made only for a pool that has
  * none, and connections rotate between pools only when the busy ones
- * outnumber the budget (see pg_pool.c and README "Databases"). Each server
- * has a circuit breaker: after `breaker_failures` consecutive failed connects
- * it fails fast for `breaker_open_s`, then lets one probe through. Pools are
- * kept in LRU order up to `capacity`; the least recently used beyond it is
- * retired (its connections close as they come back). */
+ * outnumber the budget (see pg_pool_budget.c and README "Databases"). Each
+ * server has a circuit breaker: after `breaker_failures` consecutive failed
+ * connects it fails fast for `breaker_open_s`, then lets one probe through.
+ * Pools are kept in LRU order up to `capacity`; the least recently used
+ * beyond it is retired (its connections close as they come back). */
 #ifndef STEEPLE_PG_POOL_H
 #define STEEPLE_PG_POOL_H
+
+#include "pg_settings.h"
 
 #include <stddef.h>
 
@@ -23,19 +25,6 @@ struct pg_conn;
 struct pg_cluster;
 struct pg_pool;
 struct pg_waiter;
-
-struct pg_settings {
-    int pool_max;               /* connections per pool */
-    int min_idle;               /* idle connections a pool keeps */
-    double acquire_timeout_s;   /* waiting for a connection */
-    double connect_timeout_s;
-    double statement_timeout_s; /* also sent as the server's statement_timeout */
-    double idle_timeout_s;      /* idle connections beyond min_idle close after this */
-    int breaker_failures;
-    double breaker_open_s;
-    int capacity;               /* pools kept open */
-    double pool_idle_s;         /* a pool unused this long is closed */
-};
 
 struct pg_cluster *pg_cluster_new(struct event_base *base, const struct pg_settings *s)
     __attribute__((warn_unused_result));

@@ -6,7 +6,8 @@
 #
 # A module is X.c with X.h (core/main.c is the module main); a module split
 # over several files keeps its private declarations in X_internal.h, and
-# every X_*.c beside it is part of X (the spool's record, files, index, ...).
+# every X_*.c beside it is part of X (the spool's record, files, index, ...;
+# the longest such X counts: pg_pool_budget.c is part of pg_pool).
 # X depends on Y when:
 #   - X.c or X.h includes "Y.h"; a header with no C file of its own (config.h,
 #     lmod.h) stands for the modules whose C files define what it declares, or
@@ -26,29 +27,43 @@ if [ "${1:-}" = --graph ]; then graph=1; shift; fi
 core=${1:-core}
 obj=${2:-build/obj}
 
-# module_of FILE: the module a C file or header belongs to
+# module_of FILE: sets mod to the module a C file or header belongs to; the
+# one rule for it (the Lua below reads its answers from the facts)
 module_of() {
-    local m
-    m=$(basename "${1%.*}")
-    if [[ $m == *_* && -f $core/${m%%_*}_internal.h ]]; then m=${m%%_*}; fi
-    echo "$m"
+    local p
+    mod=${1##*/}
+    mod=${mod%.*}
+    p=$mod
+    while [[ $p == *_* ]]; do
+        p=${p%_*}
+        if [[ -f $core/${p}_internal.h ]]; then mod=$p; return; fi
+    done
 }
 
 facts() {
-    local f m o
+    local f m o h mod
+    # every file of core/ with its module and kind, every quoted include
+    # with the module of the header it names
     for f in "$core"/*.c "$core"/*.h; do
-        m=$(module_of "$f")
-        sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\)\.h".*/inc '"$m ${f##*/}"' \1/p' "$f"
+        module_of "$f"
+        m=$mod
+        echo "file $m ${f##*.}"
+        for h in $(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\)\.h".*/\1/p' "$f"); do
+            module_of "$h"
+            echo "inc $m ${f##*/} ${h##*/}.h $mod"
+        done
     done
     # what each header declares, and what each C file defines at file scope:
     # a line at column 0 that names a function and does not end in ';'
     for f in "$core"/*.h; do
-        m=$(module_of "$f")
+        module_of "$f"
+        m=$mod
         grep -oE '^[A-Za-z_][^;]*' "$f" | grep -vE '^(static|typedef|#)' |
             grep -oE '[A-Za-z_][A-Za-z0-9_]*\(' | sed "s/($//; s/^/decl $m /" || true
     done
     for f in "$core"/*.c; do
-        m=$(module_of "$f")
+        module_of "$f"
+        m=$mod
         grep -E '^[A-Za-z_]' "$f" | grep -vE '^(static|typedef|extern)|;[[:space:]]*$' |
             grep -oE '[A-Za-z_][A-Za-z0-9_]*\(' | sed "s/($//; s/^/def $m /" || true
     done
@@ -56,7 +71,8 @@ facts() {
         for f in "$core"/*.c; do
             o=$obj/$(basename "${f%.c}").o
             [ -f "$o" ] || continue
-            m=$(module_of "$f")
+            module_of "$f"
+        m=$mod
             nm -g --defined-only "$o" | awk -v m="$m" 'NF == 3 { print "sym", m, $3 }'
             nm -u "$o" | awk -v m="$m" '{ print "use", m, $NF }'
         done
@@ -74,26 +90,18 @@ local has_c, has_h, modules = {}, {}, {}
 local includes, decls, defs, syms, uses = {}, {}, {}, {}, {}
 local nosyms
 
--- the module of a file name without extension (see module_of above)
-local function module_of(name)
-    local prefix = name:match("^([^_]+)_")
-    local f = prefix and io.open(CORE .. "/" .. prefix .. "_internal.h")
-    if f then
-        f:close()
-        return prefix
-    end
-    return name
-end
-
 local function add(t, k, v)
     t[k] = t[k] or {}
     t[k][#t[k] + 1] = v
 end
 
 for line in io.lines(FACTS) do
-    local kind, a, b, c = line:match("^(%S+) (%S+) ?(%S*) ?(%S*)$")
-    if kind == "inc" then
-        add(includes, a, { file = b, header = module_of(c) })
+    local kind, a, b, c, d = line:match("^(%S+) (%S+) ?(%S*) ?(%S*) ?(%S*)$")
+    if kind == "file" then
+        modules[a] = true
+        if b == "c" then has_c[a] = true else has_h[a] = true end
+    elseif kind == "inc" then
+        add(includes, a, { file = b, name = c, header = d })
     elseif kind == "decl" then
         add(decls, a, b)
     elseif kind == "def" then
@@ -107,15 +115,6 @@ for line in io.lines(FACTS) do
     end
 end
 for m in pairs(includes) do modules[m] = true end
-for _, dir in ipairs({ "c", "h" }) do
-    local p = io.popen("ls " .. CORE .. "/*." .. dir .. " 2>/dev/null")
-    for f in p:lines() do
-        local m = module_of(f:match("([^/]+)%.%a$"))
-        modules[m] = true
-        if dir == "c" then has_c[m] = true else has_h[m] = true end
-    end
-    p:close()
-end
 
 -- the modules a header stands for
 local owners = {}
@@ -160,7 +159,7 @@ for x, list in pairs(includes) do
             if own and #list > 1 then list = {} end
             for _, y in ipairs(list) do
                 local via = y == inc.header and "" or " (declares " .. y .. "'s functions)"
-                edge(x, y, inc.file .. " includes " .. inc.header .. ".h" .. via)
+                edge(x, y, inc.file .. " includes " .. inc.name .. via)
             end
         end
     end

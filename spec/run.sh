@@ -4,7 +4,7 @@
 #   spec/run.sh [c] [unit] [integration] [faults]   (default: the first three)
 #
 # Every suite speaks TAP; this script counts "ok" and "not ok" lines. The
-# integration suite gets a throw-away PostgreSQL cluster in var/test-pg-tcp,
+# C and integration suites get a throw-away PostgreSQL cluster in var/test-pg-tcp,
 # reached over TCP on 127.0.0.1, which is stopped again when this script ends
 # (a cluster that was already running is left running). SPECS="spec/integration/13-auth_spec.lua ..."
 # runs only those files of the integration (or fault) suite.
@@ -17,7 +17,7 @@ suites=("$@")
 
 log=$(mktemp)
 TEST_PG=(bash scripts/pg.sh --dir var/test-pg-tcp --tcp)
-pg_started=0
+pg_started=0 pg_url=
 finish() {
     rm -f "$log"
     if (( pg_started )); then "${TEST_PG[@]}" stop || echo "cannot stop the PostgreSQL in var/test-pg-tcp"; fi
@@ -46,10 +46,22 @@ busted() {
     lua5.4 /usr/bin/busted -o TAP "$@"
 }
 
+# Starts the test cluster once (stopped at the end only when this run started
+# it) and exports its URL as DATABASE_URL.
+start_pg() {
+    [ -n "$pg_url" ] && return 0
+    if ! "${TEST_PG[@]}" status >/dev/null 2>&1; then pg_started=1; fi
+    "${TEST_PG[@]}" start || { echo "cannot start PostgreSQL"; exit 1; }
+    pg_url=$("${TEST_PG[@]}" url)
+    DATABASE_URL=$pg_url
+    export DATABASE_URL
+}
+
 for suite in "${suites[@]}"; do
     case $suite in
     c)
         run_suite "c: module graph of core/" bash scripts/check_includes.sh core "$BUILD/obj"
+        start_pg # for the tests of database operations (test_pg_op)
         for t in $C_TESTS; do
             run_suite "c: $t" "$BUILD/$t"
         done
@@ -59,11 +71,7 @@ for suite in "${suites[@]}"; do
         ;;
     integration)
         # over TCP on 127.0.0.1: the specs need no socket file in the tree
-        # stopped at the end only when this run started it
-        if ! "${TEST_PG[@]}" status >/dev/null 2>&1; then pg_started=1; fi
-        "${TEST_PG[@]}" start || { echo "cannot start PostgreSQL"; exit 1; }
-        DATABASE_URL=$("${TEST_PG[@]}" url)
-        export DATABASE_URL
+        start_pg
         # every server's log and every secret the specs send, for spec 99
         STEEPLE_SPEC_LOGS=$PWD/var/spec-logs
         rm -rf "$STEEPLE_SPEC_LOGS" && mkdir -p "$STEEPLE_SPEC_LOGS"
