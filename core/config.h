@@ -1,13 +1,12 @@
 /* config.h — the settings the C core reads from the configuration.
  *
  * The schema, defaults, environment overrides and validation live in Lua
- * (lua/conf.lua); the core runs that loader and copies the keys it needs here. */
+ * (lua/conf.lua); the core runs that loader and copies the keys it needs here
+ * (config_load.h). */
 #ifndef STEEPLE_CONFIG_H
 #define STEEPLE_CONFIG_H
 
 #include <stddef.h>
-
-struct lua_State;
 
 struct config_limits {
     long body_bytes;
@@ -57,24 +56,5 @@ struct config {
     char plain_path[128]; /* "" when the benchmark-only plain route is off */
     char spool_dir[512];  /* spool.dir */
 };
-
-/* Reads the validated configuration table at stack index `idx` into *out.
- * Returns 0, or -1 with a message in err (a key the core needs is missing or
- * of a type the schema should have refused). */
-int config_read(struct lua_State *L, int idx, struct config *out, char *err,
-                size_t errlen) __attribute__((warn_unused_result));
-
-/* Runs lua/conf.lua from `lua_dir` in a throw-away Lua state on the file
- * `path` (NULL: defaults and environment only) and fills *out. Returns 0, or -1
- * with the loader's message (which names the bad key) in err. */
-int config_load(const char *lua_dir, const char *path, struct config *out, char *err,
-                size_t errlen) __attribute__((warn_unused_result));
-
-/* Under a protected call: runs conf.load(path, os.getenv) and pushes the
- * configuration table, or raises the loader's message. */
-void config_push(struct lua_State *L, const char *path);
-
-/* Fills derived values (workers = number of cores when 0). */
-void config_resolve(struct config *cfg);
 
 #endif

@@ -1,11 +1,9 @@
 /* config_load.c — runs lua/conf.lua and copies what the core needs into a
- * struct config (see config.h). */
-#include "config.h"
+ * struct config (see config_load.h). */
+#include "config_load.h"
 #include "log.h"
-#include "lua_host.h"
 
 #include <lauxlib.h>
-#include <lualib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -190,15 +188,12 @@ static int load(lua_State *L)
     return 0;
 }
 
-int config_load(const char *lua_dir, const char *path, struct config *out, char *err,
-                size_t errlen)
+int config_load(lua_State *L, const char *path, struct config *out, char *err, size_t errlen)
 {
-    lua_State *L = luaL_newstate();
     if (L == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    script_open_libs(L, lua_dir);
     struct load_args a = {path, out, err, errlen};
     lua_pushcfunction(L, load);
     lua_pushlightuserdata(L, &a);

@@ -38,18 +38,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 
 struct http_client {
     struct event_base *base;
     struct evdns_base *dns;
     SSL_CTX *tls;
-    struct http_call *calls; /* started and not yet finished or cancelled */
+    LIST_HEAD(, http_call) calls; /* started and not yet finished or cancelled */
 };
 
 struct http_call {
     struct http_client *client;
-    struct http_call *prev, *next; /* in client->calls */
+    LIST_ENTRY(http_call) link; /* in client->calls */
     http_done_cb cb;
     void *arg;
     struct evhttp_connection *evcon; /* owns bev, which owns ssl */
@@ -561,18 +562,6 @@ static const char *start(struct http_call *call, const struct http_request *req)
 
 /* ---- the call's end --------------------------------------------------------- */
 
-static void unlink_call(struct http_call *call)
-{
-    struct http_client *c = call->client;
-    if (call->prev)
-        call->prev->next = call->next;
-    else if (c->calls == call)
-        c->calls = call->next;
-    if (call->next)
-        call->next->prev = call->prev;
-    call->prev = call->next = NULL;
-}
-
 /* Frees the connection, the request it still holds, and the SSL, without
  * any evhttp callback reaching the call again (the close callback may). */
 static void drop_connection(struct http_call *call)
@@ -603,7 +592,7 @@ static void on_finish(evutil_socket_t fd, short what, void *p)
     (void)fd;
     (void)what;
     struct http_call *call = p;
-    unlink_call(call);
+    LIST_REMOVE(call, link);
     drop_connection(call);
     if (call->err[0] != '\0') {
         call->cb(call->arg, NULL, call->err);
@@ -631,6 +620,7 @@ struct http_client *http_client_new(struct event_base *base, const char *ca_file
         return NULL;
     }
     c->base = base;
+    LIST_INIT(&c->calls);
     c->tls = tls_context(ca_file, err, errlen);
     if (c->tls == NULL) {
         free(c);
@@ -680,10 +670,7 @@ struct http_call *http_client_request(struct http_client *c, const struct http_r
     struct http_call *call = new_call(c, req, cb, arg);
     if (call == NULL)
         return NULL;
-    call->next = c->calls;
-    if (c->calls)
-        c->calls->prev = call;
-    c->calls = call;
+    LIST_INSERT_HEAD(&c->calls, call, link);
     const char *err = start(call, req);
     if (err != NULL)
         complete(call, err); /* reported from the loop, never from here */
@@ -694,7 +681,7 @@ void http_call_cancel(struct http_call *call)
 {
     if (call == NULL)
         return;
-    unlink_call(call);
+    LIST_REMOVE(call, link);
     drop_connection(call);
     call_free(call);
 }
@@ -703,8 +690,8 @@ void http_client_free(struct http_client *c)
 {
     if (c == NULL)
         return;
-    while (c->calls)
-        http_call_cancel(c->calls);
+    while (!LIST_EMPTY(&c->calls))
+        http_call_cancel(LIST_FIRST(&c->calls));
     evdns_base_free(c->dns, 1); /* ends lookups in flight: see the header */
     SSL_CTX_free(c->tls);
     free(c);

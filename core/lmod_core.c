@@ -8,10 +8,10 @@
  *   steeple.spawn(fn, ...)  runs fn(...) as a background task (no deadline);
  *                          its errors are logged; true, or nil, "stopping" */
 #include "clock.h"
+#include "host.h"
 #include "lmod.h"
 #include "lua_host.h"
 #include "request.h"
-#include "worker.h"
 
 #include <event2/event.h>
 #include <lauxlib.h>
@@ -58,7 +58,7 @@ static int l_sleep(lua_State *L)
     if (s == NULL)
         return luaL_error(L, "steeple.sleep: out of memory");
     s->r = r;
-    s->ev = evtimer_new(request_worker(r)->base, sleep_done, s);
+    s->ev = evtimer_new(request_host(r)->base, sleep_done, s);
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)fmod(ms, 1000.0) * 1000};
     if (s->ev == NULL || evtimer_add(s->ev, &tv) != 0) {
         if (s->ev)
@@ -73,15 +73,15 @@ static int l_sleep(lua_State *L)
 static int l_spawn(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
-    struct worker *w = script_worker(L);
-    if (w->running == NULL && w->scripts == NULL)
+    struct host *h = script_host(L);
+    if (h->requests == NULL || (request_running(L) == NULL && h->scripts == NULL))
         return luaL_error(L, "steeple.spawn: API disabled in this context");
-    if (w->stopping) {
+    if (h->stopping) {
         lua_pushnil(L);
         lua_pushliteral(L, "stopping");
         return 2;
     }
-    if (request_spawn(w, L, lua_gettop(L) - 1, NULL) != 0)
+    if (request_spawn(h->requests, L, lua_gettop(L) - 1, NULL) != 0)
         return luaL_error(L, "steeple.spawn: out of memory");
     lua_pushboolean(L, 1);
     return 1;
@@ -101,13 +101,13 @@ static int l_clock(lua_State *L)
 
 static int l_worker(lua_State *L)
 {
-    lua_pushinteger(L, script_worker(L)->index);
+    lua_pushinteger(L, script_host(L)->index);
     return 1;
 }
 
 static int l_request_id(lua_State *L)
 {
-    struct request *r = script_worker(L)->running;
+    struct request *r = request_running(L);
     if (r == NULL)
         lua_pushnil(L);
     else

@@ -28,11 +28,11 @@
  * The password functions run on the worker's thread pool and suspend the
  * request meanwhile; "busy" means too many hashes are already in flight. */
 #include "crypto.h"
+#include "host.h"
 #include "jwt.h"
 #include "lmod.h"
 #include "request.h"
 #include "threadpool.h"
-#include "worker.h"
 
 #include <lauxlib.h>
 #include <sodium.h>
@@ -106,13 +106,13 @@ static void pw_cancel(void *data)
 
 static int submit(lua_State *L, struct request *r, struct pw_job *j)
 {
-    const struct config_auth *auth = &request_worker(r)->cfg.auth;
+    const struct config_auth *auth = &request_host(r)->cfg.auth;
     j->r = r;
     j->params.opslimit = auth->argon2_iterations;
     j->params.memlimit = auth->argon2_memory_bytes;
     j->job.work = pw_work;
     j->job.done = pw_done;
-    if (threadpool_submit(request_worker(r)->pool, &j->job) != 0) {
+    if (threadpool_submit(request_host(r)->pool, &j->job) != 0) {
         pw_free(j);
         lua_pushnil(L);
         lua_pushliteral(L, "busy");

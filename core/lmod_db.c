@@ -7,9 +7,12 @@
  *                                  server is found by its address too), or nil
  *   db.maintenance(server)         handle of the database named in the server's URL
  *   h:query(sql, ...)              rows, count   (one pooled connection, then back)
+ *   h:copy(sql, data)              count: runs "COPY ... FROM STDIN" and sends data,
+ *                                  a string or a list of strings (core/pg_copy.c)
  *   h:acquire()                    conn: a connection kept until conn:release()
  *   conn:query(sql, ...)           rows, count   (transactions: see lua/db.lua)
  *   conn:exec(script)              runs several statements without parameters
+ *   conn:copy(sql, data)           count, as h:copy (inside a transaction)
  *   conn:release()                 also on __close and __gc
  *   db.null                        SQL NULL in rows and parameters (= cjson.null)
  *   db.bytea(s)                    a binary parameter
@@ -28,12 +31,13 @@
  * bytea as a binary string, json/jsonb decoded. Failures raise an error table
  * { kind = "sql"|"unavailable", sqlstate =, message =, detail =,
  *   constraint =, retry_after = } (see lua/db.lua for helpers). */
+#include "host.h"
 #include "lmod.h"
 #include "lua_host.h"
 #include "pg_conn.h"
+#include "pg_copy.h"
 #include "pg_pool.h"
 #include "request.h"
-#include "worker.h"
 
 #include <lauxlib.h>
 #include <math.h>
@@ -79,6 +83,7 @@ struct db_op {
     struct pg_conn *conn;
     struct conn_slot *pinned; /* conn:query: the connection is pinned */
     int acquire_only;
+    int copy; /* COPY FROM STDIN: values[0] is the data */
     int ddl; /* CREATE or DROP DATABASE: the SQL is built on the connection */
     char ddl_name[NAME_MAX_LEN + 1];
     char ddl_template[NAME_MAX_LEN + 1];
@@ -452,6 +457,9 @@ static int send(struct db_op *op)
 {
     if (op->ddl && build_ddl(op) != 0)
         return -1;
+    if (op->copy)
+        return pg_copy_start(op->conn, op->sql, op->values[0], (size_t)op->lengths[0], op->timeout,
+                             on_result, op);
     return pg_conn_query(op->conn, op->sql, op->nparams, op->types,
                          (const char *const *)op->values, op->lengths, op->formats, op->timeout,
                          on_result, op);
@@ -552,6 +560,10 @@ static int query_done(lua_State *L, int status, lua_KContext ctx)
     ExecStatusType st = PQresultStatus(op->res);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
         return raise_error(L, op);
+    if (op->copy) {
+        lua_pushinteger(L, (lua_Integer)strtoll(PQcmdTuples(op->res), NULL, 10));
+        return 1;
+    }
     return push_rows(L, op->res);
 }
 
@@ -565,7 +577,7 @@ static int park(lua_State *L, struct request *r, struct db_op *op)
 static struct pg_pool *pool_of(lua_State *L, const struct handle *h)
 {
     char err[160];
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     struct pg_pool *p = w->cluster ? pg_cluster_pool(w->cluster, h->server, h->dbname, err,
                                                      sizeof err)
                                    : NULL;
@@ -574,12 +586,36 @@ static struct pg_pool *pool_of(lua_State *L, const struct handle *h)
     return p;
 }
 
-static int handle_query(lua_State *L)
+/* Leaves at index 3 the data of h:copy or conn:copy as one string. */
+static void copy_args(lua_State *L)
+{
+    luaL_checkstring(L, 2);
+    lua_settop(L, 3);
+    if (lua_type(L, 3) != LUA_TTABLE) {
+        luaL_checkstring(L, 3);
+        return;
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b); /* ... data buffer */
+    lua_Integer n = luaL_len(L, 3);
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (lua_geti(L, 3, i) != LUA_TSTRING) /* ... data buffer item */
+            luaL_error(L, "bad argument #2 to 'copy' (item %d is not a string)", (int)i);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b); /* ... data joined */
+    lua_replace(L, 3);
+}
+
+static int run_handle(lua_State *L, int copy)
 {
     struct handle *h = luaL_checkudata(L, 1, HANDLE_MT);
     struct request *r = request_check(L, "db query");
     struct pg_pool *pool = pool_of(L, h);
+    if (copy)
+        copy_args(L);
     struct db_op *op = new_op(L, 2, 3);
+    op->copy = copy;
     op->r = r;
     op->pool = pool;
     op->timeout = within_deadline(r, pool_timeout(pool));
@@ -599,6 +635,16 @@ static int handle_query(lua_State *L)
     if (op->waiter == NULL)
         return fail_now(L, op);
     return park(L, r, op);
+}
+
+static int handle_query(lua_State *L)
+{
+    return run_handle(L, 0);
+}
+
+static int handle_copy(lua_State *L)
+{
+    return run_handle(L, 1);
 }
 
 /* ---- pinned connections -------------------------------------------------- */
@@ -678,22 +724,26 @@ static int handle_acquire(lua_State *L)
     return lua_yieldk(L, 0, (lua_KContext)op, acquired);
 }
 
-static int run_pinned(lua_State *L, int script)
+/* mode: 'q' a statement, 's' a script (conn:exec), 'c' a COPY (conn:copy) */
+static int run_pinned(lua_State *L, int mode)
 {
     struct conn_slot *c = check_conn(L);
     struct request *r = request_check(L, "db query");
     if (c->busy)
         return luaL_error(L, "the connection is running another statement");
-    if (script)
+    if (mode == 's')
         lua_settop(L, 2);
+    if (mode == 'c')
+        copy_args(L);
     struct db_op *op = new_op(L, 2, 3);
-    if (script)
+    if (mode == 's')
         op->nparams = -1;
+    op->copy = mode == 'c';
     op->r = r;
     op->pool = NULL;
     op->conn = c->conn;
     op->pinned = c;
-    const struct pg_settings *s = pg_cluster_settings(script_worker(L)->cluster);
+    const struct pg_settings *s = pg_cluster_settings(script_host(L)->cluster);
     op->timeout = within_deadline(r, c->timeout > 0 ? c->timeout : client_timeout(s->statement_timeout_s));
     if (op->timeout == 0) {
         snprintf(op->err, sizeof op->err, DEADLINE_PASSED);
@@ -709,13 +759,18 @@ static int run_pinned(lua_State *L, int script)
 
 static int conn_query(lua_State *L)
 {
-    return run_pinned(L, 0);
+    return run_pinned(L, 'q');
+}
+
+static int conn_copy(lua_State *L)
+{
+    return run_pinned(L, 'c');
 }
 
 /* conn:exec(script): several statements, no parameters (migrations). */
 static int conn_exec(lua_State *L)
 {
-    return run_pinned(L, 1);
+    return run_pinned(L, 's');
 }
 
 /* conn:set_timeout(seconds): the client-side limit for this connection's
@@ -768,7 +823,7 @@ static int l_pool(lua_State *L)
     const char *dbname = luaL_checklstring(L, 2, &dn);
     luaL_argcheck(L, sn < sizeof ((struct handle *)0)->server, 1, "server key too long");
     luaL_argcheck(L, name_ok(dbname, dn), 2, "not a valid database name");
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     if (w->cluster == NULL || pg_cluster_server_dbname(w->cluster, server) == NULL)
         return luaL_error(L, "unknown database server '%s'", server);
     return push_handle(L, server, dbname);
@@ -776,7 +831,7 @@ static int l_pool(lua_State *L)
 
 static int l_registry(lua_State *L)
 {
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     const char *dbname = w->cluster ? pg_cluster_server_dbname(w->cluster, "main") : NULL;
     if (dbname == NULL)
         return luaL_error(L, "no database is configured (DATABASE_URL)");
@@ -788,7 +843,7 @@ static int l_registry(lua_State *L)
 static int l_maintenance(lua_State *L)
 {
     const char *server = luaL_checkstring(L, 1);
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     const char *dbname = w->cluster ? pg_cluster_server_dbname(w->cluster, server) : NULL;
     if (dbname == NULL)
         return luaL_error(L, "unknown database server '%s'", server);
@@ -797,7 +852,7 @@ static int l_maintenance(lua_State *L)
 
 static int l_servers(lua_State *L)
 {
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     const char *keys[64];
     int n = w->cluster ? pg_cluster_server_keys(w->cluster, keys, 64, lua_toboolean(L, 1)) : 0;
     lua_createtable(L, n, 0);
@@ -811,7 +866,7 @@ static int l_servers(lua_State *L)
 static int l_server_key(lua_State *L)
 {
     const char *key = luaL_checkstring(L, 1);
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     const char *found = w->cluster ? pg_cluster_server_key(w->cluster, key) : NULL;
     if (found)
         lua_pushstring(L, found);
@@ -864,7 +919,7 @@ static int ddl(lua_State *L, int kind)
     luaL_argcheck(L, ddl_name_ok(name, nn), 2, "not a database name steeple creates");
     luaL_argcheck(L, tmpl == NULL || ddl_name_ok(tmpl, tn), 3, "not a template steeple made");
     struct request *r = request_check(L, kind == 'c' ? "db.create_database" : "db.drop_database");
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     const char *maint = w->cluster ? pg_cluster_server_dbname(w->cluster, server) : NULL;
     if (maint == NULL)
         return luaL_error(L, "unknown database server '%s'", server);
@@ -909,7 +964,7 @@ static int l_close_pool(lua_State *L)
 {
     const char *server = luaL_checkstring(L, 1);
     const char *dbname = luaL_checkstring(L, 2);
-    struct worker *w = script_worker(L);
+    struct host *w = script_host(L);
     if (w->cluster)
         pg_cluster_close_database(w->cluster, server, dbname);
     return 0;
@@ -932,6 +987,8 @@ static int handle_index(lua_State *L)
         lua_pushstring(L, h->dbname);
     else if (strcmp(k, "query") == 0)
         lua_pushcfunction(L, handle_query);
+    else if (strcmp(k, "copy") == 0)
+        lua_pushcfunction(L, handle_copy);
     else if (strcmp(k, "acquire") == 0)
         lua_pushcfunction(L, handle_acquire);
     else
@@ -940,7 +997,7 @@ static int handle_index(lua_State *L)
 }
 
 static const luaL_Reg conn_methods[] = {
-    {"query", conn_query}, {"exec", conn_exec}, {"release", conn_release},
+    {"query", conn_query}, {"exec", conn_exec}, {"copy", conn_copy}, {"release", conn_release},
     {"set_timeout", conn_set_timeout},
     {"backend_pid", conn_backend_pid},
     {NULL, NULL},

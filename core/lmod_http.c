@@ -21,11 +21,11 @@
  * Content-Length, Connection and Transfer-Encoding are set by the client.
  * Certificates are checked against OpenSSL's default CA paths, which
  * SSL_CERT_FILE and SSL_CERT_DIR override. Each worker has one client,
- * made on first use (worker.http_client). */
+ * made on first use (host.h: http_client). */
+#include "host.h"
 #include "http_client.h"
 #include "lmod.h"
 #include "request.h"
-#include "worker.h"
 
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -201,7 +201,7 @@ static void read_request(lua_State *L, struct http_request *req)
 /* ---- http.request ------------------------------------------------------------ */
 
 /* The worker's client, made on first use; NULL with a message in err. */
-static struct http_client *worker_client(struct worker *w, char *err, size_t errlen)
+static struct http_client *worker_client(struct host *w, char *err, size_t errlen)
 {
     if (w->http_client == NULL)
         w->http_client = http_client_new(w->base, NULL, err, errlen);
@@ -214,7 +214,7 @@ static int l_request(lua_State *L)
     struct http_request req = {0};
     read_request(L, &req);
     char err[256];
-    struct http_client *c = worker_client(request_worker(r), err, sizeof err);
+    struct http_client *c = worker_client(request_host(r), err, sizeof err);
     if (c == NULL) {
         lua_pushnil(L);
         lua_pushstring(L, err);

@@ -7,9 +7,7 @@
  * Never pass bodies, passwords, tokens, emails or message text. */
 #include "lmod.h"
 #include "log.h"
-#include "lua_host.h"
 #include "request.h"
-#include "worker.h"
 
 #include <lauxlib.h>
 
@@ -46,7 +44,7 @@ static int emit(lua_State *L, enum log_level level)
         return 0;
     struct log_line l;
     log_begin(&l, level, msg);
-    struct request *r = script_worker(L)->running;
+    struct request *r = request_running(L);
     if (r != NULL)
         log_str(&l, "requestId", request_id(r));
     if (lua_istable(L, 2)) {

@@ -25,11 +25,11 @@
  * Replay is at-least-once: a record handed out by peek may be handed out
  * again after a restart if done() was not called or its progress not saved
  * (it is saved soon after done(), on the loop). */
+#include "host.h"
 #include "lmod.h"
 #include "lua_host.h"
 #include "request.h"
 #include "spool.h"
-#include "worker.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -41,7 +41,7 @@
 
 static struct spool *spool_of(lua_State *L)
 {
-    return script_worker(L)->spool;
+    return script_host(L)->spool;
 }
 
 static int push_fail(lua_State *L, const char *err)
@@ -92,7 +92,7 @@ static void append_done(void *arg, const char *err)
 static void append_cancel(void *data)
 {
     struct request *r = data;
-    struct spool *s = request_worker(r)->spool;
+    struct spool *s = request_host(r)->spool;
     if (s != NULL)
         spool_cancel(s, r);
 }
@@ -102,7 +102,7 @@ static int l_append(lua_State *L)
     struct request *r = request_check(L, "spool.append");
     size_t len;
     const char *data = luaL_checklstring(L, 1, &len);
-    struct spool *s = request_worker(r)->spool;
+    struct spool *s = request_host(r)->spool;
     if (s == NULL)
         return push_fail(L, "spool is not configured");
     if (spool_append(s, data, len, append_done, r) != 0)

@@ -1,58 +1,29 @@
 /* lua_host.c — building, sharing and retiring script states (see lua_host.h). */
 #include "lua_host.h"
 #include "clock.h"
-#include "lmod.h"
+#include "config_load.h"
+#include "host.h"
 #include "log.h"
-#include "worker.h"
 
 #include <lauxlib.h>
-#include <lua-cjson.h>
-#include <lualib.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const char worker_key = 'w'; /* registry[&worker_key] = struct worker * */
+static const char host_key = 'h'; /* registry[&host_key] = struct host * */
 static unsigned generations;
 
 /* Loading app.lua may not run longer than this. */
 #define LOAD_LIMIT_S 5.0
 static double load_deadline;
 
-struct worker *script_worker(lua_State *L)
+struct host *script_host(lua_State *L)
 {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &worker_key);
-    struct worker *w = lua_touserdata(L, -1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &host_key);
+    struct host *h = lua_touserdata(L, -1);
     lua_pop(L, 1);
-    return w;
-}
-
-static void preload(lua_State *L, const char *name, lua_CFunction open)
-{
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE); /* preload */
-    lua_pushcfunction(L, open);
-    lua_setfield(L, -2, name);
-    lua_pop(L, 1);
-}
-
-void script_open_libs(lua_State *L, const char *lua_dir)
-{
-    luaL_openlibs(L);
-    preload(L, "cjson", luaopen_cjson);
-    preload(L, "steeple", luaopen_steeple);
-    preload(L, "steeple.log", luaopen_steeple_log);
-    preload(L, "steeple.metrics", luaopen_steeple_metrics);
-    preload(L, "steeple.crypto", luaopen_steeple_crypto);
-    preload(L, "steeple.db", luaopen_steeple_db);
-    preload(L, "steeple.ratelimit", luaopen_steeple_ratelimit);
-    preload(L, "steeple.spool", luaopen_steeple_spool);
-    preload(L, "steeple.http", luaopen_steeple_http);
-    lua_getglobal(L, "package");
-    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua", lua_dir, lua_dir);
-    lua_setfield(L, -2, "path");
-    lua_pushliteral(L, ""); /* native modules come from the binary only */
-    lua_setfield(L, -2, "cpath");
-    lua_pop(L, 1);
+    return h;
 }
 
 static void load_hook(lua_State *L, lua_Debug *ar)
@@ -75,10 +46,9 @@ static const char lock_globals[] =
 static int load_app(lua_State *L)
 {
     struct script_state *ss = lua_touserdata(L, 1);
-    struct worker *w = script_worker(L);
     char err[512];
 
-    config_push(L, w->config_path); /* cfg */
+    config_push(L, script_host(L)->config_path); /* cfg */
     if (config_read(L, -1, &ss->cfg, err, sizeof err) != 0)
         return luaL_error(L, "%s", err);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
@@ -111,12 +81,12 @@ static int load_app(lua_State *L)
     return 0;
 }
 
-struct script_state *script_state_new(struct worker *w, char *err, size_t errlen)
+struct script_state *script_state_new(struct host *h, lua_State *L, char *err, size_t errlen)
 {
-    struct script_state *ss = calloc(1, sizeof *ss);
-    lua_State *L = ss ? luaL_newstate() : NULL;
-    if (L == NULL) {
-        free(ss);
+    struct script_state *ss = L ? calloc(1, sizeof *ss) : NULL;
+    if (ss == NULL) {
+        if (L)
+            lua_close(L);
         snprintf(err, errlen, "out of memory creating a Lua state");
         return NULL;
     }
@@ -126,9 +96,8 @@ struct script_state *script_state_new(struct worker *w, char *err, size_t errlen
     ss->handler_ref = LUA_NOREF;
     ss->tick_ref = LUA_NOREF;
     ss->body_limit_ref = LUA_NOREF;
-    lua_pushlightuserdata(L, w);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &worker_key);
-    script_open_libs(L, w->lua_dir);
+    lua_pushlightuserdata(L, h);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &host_key);
 
     load_deadline = clock_mono() + LOAD_LIMIT_S;
     lua_sethook(L, load_hook, LUA_MASKCOUNT, 10000);
@@ -159,4 +128,44 @@ void script_state_unref(struct script_state *ss)
     log_debug("closing script state %u", ss->generation);
     lua_close(ss->L);
     free(ss);
+}
+
+struct limit_call {
+    struct script_state *ss;
+    const char *method, *path;
+    long limit;
+};
+
+/* Under pcall on the main state: app.body_limit(method, path). */
+static int call_body_limit(lua_State *L)
+{
+    struct limit_call *c = lua_touserdata(L, 1);
+    int isnum = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ss->body_limit_ref); /* fn */
+    lua_pushstring(L, c->method);
+    lua_pushstring(L, c->path);
+    lua_call(L, 2, 1); /* limit */
+    lua_Integer n = lua_tointegerx(L, -1, &isnum);
+    if (!isnum || n <= 0 || n > LONG_MAX)
+        return luaL_error(L, "app.body_limit returned %s, not a positive integer",
+                          luaL_typename(L, -1));
+    c->limit = (long)n;
+    return 0;
+}
+
+long script_body_limit(void *arg, const char *method, const char *path)
+{
+    struct host *h = arg;
+    struct script_state *ss = h->scripts;
+    if (ss == NULL || ss->body_limit_ref == LUA_NOREF)
+        return 0;
+    struct limit_call c = {ss, method, path, 0};
+    lua_State *L = ss->L;
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, call_body_limit);
+    lua_pushlightuserdata(L, &c);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+        log_error("app.body_limit failed; using limits.body_bytes: %s", lua_tostring(L, -1));
+    lua_settop(L, top);
+    return c.limit;
 }

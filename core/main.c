@@ -1,8 +1,9 @@
 /* main.c — the steeple command line. */
-#include "config.h"
+#include "config_load.h"
 #include "crypto.h"
 #include "devkeys.h"
 #include "log.h"
+#include "lua_libs.h"
 #include "master.h"
 #include "worker.h"
 
@@ -65,7 +66,7 @@ static int parse(int argc, char **argv, struct options *o)
 static int load(const struct options *o, struct config *cfg)
 {
     char err[1024];
-    if (config_load(o->lua_dir, o->config_path, cfg, err, sizeof err) != 0) {
+    if (config_load(steeple_newstate(o->lua_dir), o->config_path, cfg, err, sizeof err) != 0) {
         fprintf(stderr, "steeple: %s\n", err);
         return -1;
     }

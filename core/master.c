@@ -6,8 +6,10 @@
 #include "master.h"
 #include "clock.h"
 #include "db_config.h"
+#include "host.h"
 #include "log.h"
 #include "lua_host.h"
+#include "lua_libs.h"
 #include "metrics.h"
 #include "pg_budget.h"
 #include "ratelimit.h"
@@ -259,13 +261,13 @@ static int loop(struct master *m)
  * stops start-up with one clear message instead of a crash-looping worker. */
 static int check_scripts(const struct config *cfg, const char *lua_dir, const char *config_path)
 {
-    struct worker probe = {0};
+    struct host probe = {0}; /* no services: the scripts only load */
     char err[1024];
     probe.index = -1;
     probe.cfg = *cfg;
     probe.lua_dir = lua_dir;
     probe.config_path = config_path;
-    struct script_state *ss = script_state_new(&probe, err, sizeof err);
+    struct script_state *ss = script_state_new(&probe, steeple_newstate(lua_dir), err, sizeof err);
     if (ss == NULL) {
         log_error("cannot load the scripts: %s", err);
         return -1;

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum state { CONNECTING, IDLE, SENDING, READING, BROKEN };
+enum state { CONNECTING, IDLE, SENDING, READING, LENT, BROKEN };
 
 struct pg_conn {
     PGconn *pg;
@@ -21,6 +21,8 @@ struct pg_conn {
     void *arg;
     void *owner;
     PGresult *last; /* the result being collected */
+    void (*on_free)(void *arg); /* the borrower of a lent connection */
+    void *lent_to;
     char err[256];
 };
 
@@ -220,6 +222,7 @@ static void on_io(evutil_socket_t fd, short what, void *p)
                 c->on_broken(c, c->arg);
         }
         return;
+    case LENT: /* the borrower watches the socket */
     case BROKEN:
         stop_waiting(c);
         return;
@@ -339,10 +342,37 @@ int pg_conn_backend_pid(const struct pg_conn *c)
 void pg_conn_set_owner(struct pg_conn *c, void *owner) { c->owner = owner; }
 void *pg_conn_owner(const struct pg_conn *c) { return c->owner; }
 
+PGconn *pg_conn_lend(struct pg_conn *c, void (*on_free)(void *arg), void *arg)
+{
+    if (c->state != IDLE)
+        return NULL;
+    stop_waiting(c);
+    c->state = LENT;
+    c->on_free = on_free;
+    c->lent_to = arg;
+    return c->pg;
+}
+
+void pg_conn_take_back(struct pg_conn *c, int ok)
+{
+    if (c->state != LENT)
+        abort();
+    c->on_free = NULL;
+    c->lent_to = NULL;
+    c->state = ok && PQstatus(c->pg) == CONNECTION_OK ? IDLE : BROKEN;
+}
+
+struct event_base *pg_conn_base(const struct pg_conn *c)
+{
+    return c->base;
+}
+
 void pg_conn_free(struct pg_conn *c)
 {
     if (c == NULL)
         return;
+    if (c->on_free)
+        c->on_free(c->lent_to);
     if (c->io)
         event_free(c->io);
     if (c->timer)

@@ -44,6 +44,17 @@ PGconn *pg_conn_libpq(const struct pg_conn *c);
 /* The server's backend pid (for tests and logs). */
 int pg_conn_backend_pid(const struct pg_conn *c);
 
+/* Lends the libpq connection of an idle connection to another driver
+ * (core/pg_copy.c): the socket is no longer watched and the connection
+ * counts as busy until pg_conn_take_back. If the connection is freed while
+ * lent, on_free(arg) is called first, so the borrower lets go of it.
+ * Returns the PGconn, or NULL when the connection is not idle. */
+PGconn *pg_conn_lend(struct pg_conn *c, void (*on_free)(void *arg), void *arg)
+    __attribute__((warn_unused_result));
+/* Ends a loan: ok = 1 makes the connection idle again, 0 marks it broken. */
+void pg_conn_take_back(struct pg_conn *c, int ok);
+struct event_base *pg_conn_base(const struct pg_conn *c);
+
 /* Closes and frees. Safe in any state; a pending callback is never called. */
 void pg_conn_free(struct pg_conn *c);
 

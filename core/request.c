@@ -3,13 +3,13 @@
 #include "clock.h"
 #include "conn_guard.h"
 #include "crypto.h"
+#include "host.h"
 #include "http_conn.h"
 #include "http_reply.h"
 #include "log.h"
 #include "lua_host.h"
 #include "metrics.h"
 #include "watchdog.h"
-#include "worker.h"
 
 #include <ctype.h>
 #include <event2/buffer.h>
@@ -19,14 +19,13 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <lauxlib.h>
-#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct request {
-    struct worker *w;
+    struct request_set *rs;
     struct evhttp_request *req; /* NULL once evhttp has freed it */
     struct http_conn *conn;     /* its connection; NULL once gone */
     int refused;                /* the framer refused it: 400 or 413 (http_framer.h) */
@@ -48,11 +47,10 @@ struct request {
     int task;       /* a background task (CLI command, steeple.spawn): no HTTP */
     int *exit_code; /* where a CLI task's result goes, or NULL */
     double db_deadline; /* monotonic seconds, 0 = none: see request_db_time_left */
-    struct request *prev, *next;
+    LIST_ENTRY(request) link; /* in rs->live */
 };
 
-
-struct worker *request_worker(const struct request *r) { return r->w; }
+struct host *request_host(const struct request *r) { return r->rs->host; }
 
 void request_set_db_deadline(struct request *r, double seconds)
 {
@@ -67,30 +65,41 @@ const char *request_id(const struct request *r) { return r->id; }
 
 /* ---- life cycle ---------------------------------------------------------- */
 
-static void link_inflight(struct worker *w, struct request *r)
+void request_set_init(struct request_set *rs, struct host *h)
 {
-    r->next = w->inflight;
-    if (w->inflight)
-        w->inflight->prev = r;
-    w->inflight = r;
-    w->ninflight++;
+    memset(rs, 0, sizeof *rs);
+    rs->host = h;
+    LIST_INIT(&rs->live);
 }
 
-static void unlink_inflight(struct worker *w, struct request *r)
+int request_set_idle(const struct request_set *rs)
 {
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        w->inflight = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    w->ninflight--;
+    return rs->nlive == 0 && rs->writing <= 0;
+}
+
+static void ended(struct request_set *rs)
+{
+    if (rs->on_idle)
+        rs->on_idle(rs->idle_arg);
+}
+
+static void link_live(struct request_set *rs, struct request *r)
+{
+    r->rs = rs;
+    LIST_INSERT_HEAD(&rs->live, r, link);
+    rs->nlive++;
+}
+
+static void unlink_live(struct request_set *rs, struct request *r)
+{
+    LIST_REMOVE(r, link);
+    rs->nlive--;
 }
 
 static void deadline_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    struct request *r = script_worker(L)->running;
+    struct request *r = request_running(L);
     if (r == NULL || clock_mono() < r->deadline)
         return;
     r->timed_out = 1;
@@ -125,13 +134,13 @@ static void keep_thread(struct request *r)
  * pending to-be-closed variables (it did not return normally). */
 static void request_end(struct request *r, int reset)
 {
-    struct worker *w = r->w;
+    struct request_set *rs = r->rs;
     if (r->deadline_armed)
         event_del(&r->deadline_ev);
     if (r->conn)
         http_conn_watch(r->conn, NULL, NULL);
     if (!r->task)
-        conn_guard_idle(w->guard, r->fd);
+        conn_guard_idle(rs->guard, r->fd);
     if (r->co != NULL && reset)
         lua_resetthread(r->co);
     else if (r->co != NULL)
@@ -139,10 +148,10 @@ static void request_end(struct request *r, int reset)
     if (r->co_ref != LUA_NOREF)
         luaL_unref(r->ss->L, LUA_REGISTRYINDEX, r->co_ref);
     luaL_unref(r->ss->L, LUA_REGISTRYINDEX, r->req_ref);
-    unlink_inflight(w, r);
+    unlink_live(rs, r);
     script_state_unref(r->ss);
     free(r);
-    worker_request_ended(w);
+    ended(rs);
 }
 
 /* Cancels whatever the request waits on (client gone, deadline, shutdown). */
@@ -205,7 +214,7 @@ static void record(struct request *r, int status, const char *route, const char 
         return;
     double seconds = clock_mono() - r->started;
     metrics_add(requests_series(route, status), 1);
-    metrics_observe(&r->w->request_seconds, seconds);
+    metrics_observe(&r->rs->seconds, seconds);
     access_log(r, status, route, tenant, seconds);
 }
 
@@ -214,16 +223,16 @@ static void record(struct request *r, int status, const char *route, const char 
  * connection's next request may be read. */
 static void on_reply_written(struct evhttp_request *req, void *arg)
 {
-    struct worker *w = arg;
-    w->writing--;
-    http_conns_answered(w->conns, req);
-    worker_request_ended(w);
+    struct request_set *rs = arg;
+    rs->writing--;
+    http_conns_answered(rs->conns, req);
+    ended(rs);
 }
 
 static void on_plain_written(struct evhttp_request *req, void *arg)
 {
-    struct worker *w = arg;
-    http_conns_answered(w->conns, req);
+    struct request_set *rs = arg;
+    http_conns_answered(rs->conns, req);
 }
 
 /* Sends a response if the client is still there, then ends the request. */
@@ -231,10 +240,10 @@ static void respond(struct request *r, const struct http_reply *reply, int reset
 {
     if (r->req != NULL) {
         http_conn_watch(r->conn, NULL, NULL);
-        evhttp_request_set_on_complete_cb(r->req, on_reply_written, r->w);
-        r->w->writing++;
+        evhttp_request_set_on_complete_cb(r->req, on_reply_written, r->rs);
+        r->rs->writing++;
         /* a refused request's body was not read: the connection must close */
-        if (http_reply_send(r->req, reply, r->id, r->w->stopping || r->refused) != 0)
+        if (http_reply_send(r->req, reply, r->id, r->rs->host->stopping || r->refused) != 0)
             log_msg(LOG_ERROR, r->id, "could not build the response");
         r->req = NULL; /* evhttp owns it again */
     }
@@ -400,19 +409,19 @@ static void step(struct request *r, int status, int nres)
 
 static void run(struct request *r, int nargs)
 {
-    struct worker *w = r->w;
-    struct request *outer = w->running; /* set when resumed from another's call */
+    struct request_set *rs = r->rs;
+    struct request *outer = rs->running; /* set when resumed from another's call */
     int nres = 0;
-    w->running = r;
-    watchdog_enter(w->watchdog, r->co, r->deadline);
+    rs->running = r;
+    watchdog_enter(rs->watchdog, r->co, r->deadline);
     int status = lua_resume(r->co, r->ss->L, nargs, &nres);
-    watchdog_leave(w->watchdog);
-    w->running = outer;
+    watchdog_leave(rs->watchdog);
+    rs->running = outer;
     if (outer)
-        watchdog_enter(w->watchdog, outer->co, outer->deadline);
+        watchdog_enter(rs->watchdog, outer->co, outer->deadline);
     /* the handler may have held the loop: timeouts set from now on (the
      * response's write timeout) must not start from a stale cached time */
-    event_base_update_cache_time(w->base);
+    event_base_update_cache_time(rs->host->base);
     step(r, status, nres);
 }
 
@@ -458,9 +467,15 @@ void request_suspend(struct request *r, void (*cleanup)(void *data), void *data)
     r->pending = data;
 }
 
+struct request *request_running(lua_State *L)
+{
+    struct host *h = script_host(L);
+    return h && h->requests ? h->requests->running : NULL;
+}
+
 struct request *request_check(lua_State *L, const char *what)
 {
-    struct request *r = script_worker(L)->running;
+    struct request *r = request_running(L);
     if (r == NULL || r->co != L || !lua_isyieldable(L))
         luaL_error(L, "%s: API disabled in this context", what);
     return r;
@@ -554,48 +569,6 @@ static int prepare(lua_State *L)
     return 0;
 }
 
-/* ---- body limits --------------------------------------------------------- */
-
-struct limit_call {
-    struct script_state *ss;
-    const char *method, *path;
-    long limit;
-};
-
-/* Under pcall on the main state: app.body_limit(method, path). */
-static int call_body_limit(lua_State *L)
-{
-    struct limit_call *c = lua_touserdata(L, 1);
-    int isnum = 0;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ss->body_limit_ref); /* fn */
-    lua_pushstring(L, c->method);
-    lua_pushstring(L, c->path);
-    lua_call(L, 2, 1); /* limit */
-    lua_Integer n = lua_tointegerx(L, -1, &isnum);
-    if (!isnum || n <= 0 || n > LONG_MAX)
-        return luaL_error(L, "app.body_limit returned %s, not a positive integer",
-                          luaL_typename(L, -1));
-    c->limit = (long)n;
-    return 0;
-}
-
-long request_body_limit(void *arg, const char *method, const char *path)
-{
-    struct worker *w = arg;
-    struct script_state *ss = w->scripts;
-    if (ss == NULL || ss->body_limit_ref == LUA_NOREF)
-        return 0;
-    struct limit_call c = {ss, method, path, 0};
-    lua_State *L = ss->L;
-    int top = lua_gettop(L);
-    lua_pushcfunction(L, call_body_limit);
-    lua_pushlightuserdata(L, &c);
-    if (lua_pcall(L, 1, 0, 0) != LUA_OK)
-        log_error("app.body_limit failed; using limits.body_bytes: %s", lua_tostring(L, -1));
-    lua_settop(L, top);
-    return c.limit;
-}
-
 /* ---- evhttp callbacks ---------------------------------------------------- */
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
@@ -623,20 +596,20 @@ static void on_client_close(void *arg)
 /* Makes r an in-flight request of the current scripts, with no coroutine yet. */
 static void begin(struct request *r)
 {
-    r->ss = r->w->scripts;
+    r->ss = r->rs->host->scripts;
     script_state_ref(r->ss);
     r->co_ref = LUA_NOREF;
     r->req_ref = LUA_NOREF;
-    link_inflight(r->w, r);
+    link_live(r->rs, r);
 }
 
 static int start(struct request *r)
 {
-    struct worker *w = r->w;
+    struct request_set *rs = r->rs;
     begin(r);
-    r->deadline = r->started + w->cfg.limits.request_timeout_s;
-    if (evtimer_assign(&r->deadline_ev, w->base, on_deadline, r) != 0 ||
-        evtimer_add(&r->deadline_ev, w->request_timeout_tv) != 0)
+    r->deadline = r->started + rs->host->cfg.limits.request_timeout_s;
+    if (evtimer_assign(&r->deadline_ev, rs->host->base, on_deadline, r) != 0 ||
+        evtimer_add(&r->deadline_ev, rs->timeout_tv) != 0)
         return -1;
     r->deadline_armed = 1;
     http_conn_watch(r->conn, on_client_close, r);
@@ -660,18 +633,19 @@ static void answer_now(struct request *r, int status, const char *code)
 
 void request_handle(struct evhttp_request *req, void *arg)
 {
-    struct worker *w = arg;
-    struct http_conn *conn = http_conns_find(w->conns, req);
-    evhttp_request_set_on_complete_cb(req, on_plain_written, w);
-    if (w->cfg.plain_path[0] && conn && !http_conn_refused(conn) &&
-        http_plain_route(req, w->cfg.plain_path))
+    struct request_set *rs = arg;
+    const struct config *cfg = &rs->host->cfg;
+    struct http_conn *conn = http_conns_find(rs->conns, req);
+    evhttp_request_set_on_complete_cb(req, on_plain_written, rs);
+    if (cfg->plain_path[0] && conn && !http_conn_refused(conn) &&
+        http_plain_route(req, cfg->plain_path))
         return;
     struct request *r = calloc(1, sizeof *r);
     if (r == NULL) {
         evhttp_send_error(req, 503, "Service Unavailable");
         return;
     }
-    r->w = w;
+    r->rs = rs;
     r->req = req;
     r->conn = conn;
     r->refused = conn ? http_conn_refused(conn) : 0;
@@ -679,7 +653,7 @@ void request_handle(struct evhttp_request *req, void *arg)
     r->started = clock_mono();
     r->method = http_method_name(evhttp_request_get_command(req));
     http_request_id(req, r->id);
-    conn_guard_busy(w->guard, r->fd);
+    conn_guard_busy(rs->guard, r->fd);
     if (conn == NULL) { /* out of memory when it was accepted: not read by a framer */
         answer_now(r, 503, "service_unavailable");
         return;
@@ -726,17 +700,16 @@ static void on_task_start(evutil_socket_t fd, short what, void *arg)
     run(r, lua_gettop(r->co) - 1);
 }
 
-int request_spawn(struct worker *w, lua_State *from, int nargs, int *exit_code)
+int request_spawn(struct request_set *rs, lua_State *from, int nargs, int *exit_code)
 {
     /* a task runs on the script state of whoever starts it */
-    struct script_state *ss = w->running ? w->running->ss : w->scripts;
+    struct script_state *ss = rs->running ? rs->running->ss : rs->host->scripts;
     struct request *r = calloc(1, sizeof *r);
-    struct event *start_ev = r ? event_new(w->base, -1, 0, on_task_start, r) : NULL;
+    struct event *start_ev = r ? event_new(rs->host->base, -1, 0, on_task_start, r) : NULL;
     if (start_ev == NULL) {
         free(r);
         return -1;
     }
-    r->w = w;
     r->task = 1;
     r->exit_code = exit_code;
     r->fd = -1;
@@ -748,7 +721,7 @@ int request_spawn(struct worker *w, lua_State *from, int nargs, int *exit_code)
     http_request_id(NULL, r->id);
     r->ss = ss;
     script_state_ref(r->ss);
-    link_inflight(w, r);
+    link_live(rs, r);
     lua_State *L = r->ss->L;
     lua_pushcfunction(L, prepare_task);
     lua_pushlightuserdata(L, r);
@@ -769,10 +742,10 @@ int request_spawn(struct worker *w, lua_State *from, int nargs, int *exit_code)
     return 0;
 }
 
-void request_abort_all(struct worker *w)
+void request_abort_all(struct request_set *rs)
 {
-    while (w->inflight) {
-        struct request *r = w->inflight;
+    while (!LIST_EMPTY(&rs->live)) {
+        struct request *r = LIST_FIRST(&rs->live);
         cancel_pending(r);
         log_msg(LOG_WARN, r->id, "request cut short by shutdown");
         respond_error(r, 503, "service_unavailable", 1);

@@ -10,22 +10,59 @@
 #ifndef STEEPLE_REQUEST_H
 #define STEEPLE_REQUEST_H
 
-#include <lua.h>
+#include "metrics.h"
 
+#include <sys/queue.h>
+#include <sys/time.h>
+
+struct lua_State;
 struct evhttp_request;
-struct worker;
+struct conn_guard;
+struct http_conns;
+struct watchdog;
+struct host;
 struct request;
 
-/* evhttp's generic callback; arg is the worker. */
+LIST_HEAD(request_list, request);
+
+/* The requests and background tasks of one host. The worker fills the first
+ * part; request.c keeps the rest. */
+struct request_set {
+    struct host *host;
+    struct conn_guard *guard;  /* NULL without HTTP (a command-line worker) */
+    struct http_conns *conns;  /* client connections, read through a framer */
+    struct watchdog *watchdog;
+    const struct timeval *timeout_tv; /* limits.request_timeout_s, a libevent common timeout */
+    /* called whenever a request ends or a response is written: a stopping
+     * worker ends its loop once request_set_idle() */
+    void (*on_idle)(void *arg);
+    void *idle_arg;
+    struct metrics_histogram seconds; /* steeple_http_request_duration_seconds */
+
+    struct request *running; /* whose coroutine is executing, or NULL */
+    struct request_list live; /* every live request and task */
+    int nlive;
+    int writing; /* responses handed to evhttp and not yet written */
+};
+
+/* Empties a set (its first part is the caller's to fill). */
+void request_set_init(struct request_set *rs, struct host *h);
+/* Whether nothing runs and nothing is being written. */
+int request_set_idle(const struct request_set *rs);
+
+/* evhttp's generic callback; arg is the request set. */
 void request_handle(struct evhttp_request *req, void *arg);
 
 /* The request whose coroutine is L, or raises "API disabled in this context"
  * (script loading, module top level, a coroutine of the script's own, or a
  * state with no running request). `what` names the calling function. */
-struct request *request_check(lua_State *L, const char *what);
+struct request *request_check(struct lua_State *L, const char *what);
+
+/* The request or task whose coroutine runs now on L's host, or NULL. */
+struct request *request_running(struct lua_State *L);
 
 /* Pushes the results of an operation onto L; returns how many. */
-typedef int (*request_retval_fn)(lua_State *L, void *data);
+typedef int (*request_retval_fn)(struct lua_State *L, void *data);
 
 /* Parks the request on an operation: `cleanup(data)` cancels it if the
  * request dies first. The binding then returns lua_yield(L, 0). */
@@ -35,14 +72,8 @@ void request_suspend(struct request *r, void (*cleanup)(void *data), void *data)
  * from the operation's event callback; r may be freed when it returns. */
 void request_resume(struct request *r, request_retval_fn retval, void *data);
 
-/* The largest body to read for a request to method and path: app.body_limit
- * of the current scripts (a route's own limit), or 0 (limits.body_bytes)
- * when the scripts have none or it fails. arg is the worker; the signature
- * is http_conn.h's http_path_limit_fn. */
-long request_body_limit(void *arg, const char *method, const char *path);
-
-/* The worker a request belongs to. */
-struct worker *request_worker(const struct request *r);
+/* The host a request belongs to: its services (host.h). */
+struct host *request_host(const struct request *r);
 
 /* A limit on the database work of the rest of the request: acquires wait and
  * statements run at most until `seconds` from now (<= 0 removes it). */
@@ -61,9 +92,9 @@ void request_overrun(void *co);
  * side; bindings work in it as in a request. When it returns, *exit_code
  * (if given) gets its integer result (0 otherwise; 1 if it failed). Returns
  * 0, or -1 if it could not start. */
-int request_spawn(struct worker *w, lua_State *from, int nargs, int *exit_code);
+int request_spawn(struct request_set *rs, struct lua_State *from, int nargs, int *exit_code);
 
 /* Ends every request still running: used at shutdown. */
-void request_abort_all(struct worker *w);
+void request_abort_all(struct request_set *rs);
 
 #endif

@@ -4,9 +4,11 @@
 #include "clock.h"
 #include "log.h"
 #include "lua_host.h"
+#include "lua_libs.h"
 #include "http_conn.h"
 #include "http_reply.h"
 #include "request.h"
+#include "task.h"
 #include "threadpool.h"
 #include "watchdog.h"
 #include "db_config.h"
@@ -16,7 +18,6 @@
 #include "http_client.h"
 
 #include <errno.h>
-#include <lauxlib.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
@@ -91,8 +92,8 @@ static void schedule_log_flush(void)
 static struct bufferevent *new_connection(struct event_base *base, void *arg)
 {
     struct worker *w = arg;
-    conn_guard_accepted(w->guard);
-    return http_conns_bufferevent(w->conns);
+    conn_guard_accepted(w->requests.guard);
+    return http_conns_bufferevent(w->requests.conns);
 }
 
 static void apply_limits(struct worker *w, const struct config_limits *lim)
@@ -102,18 +103,18 @@ static void apply_limits(struct worker *w, const struct config_limits *lim)
     /* the framer (http_framer.h) reads bodies and enforces both limits with
      * JSON answers; evhttp only ever sees header blocks within them, so any
      * body reaching evhttp is a bug it refuses */
-    http_conns_set_limits(w->conns, lim->header_bytes, lim->body_bytes);
+    http_conns_set_limits(w->requests.conns, lim->header_bytes, lim->body_bytes);
     evhttp_set_max_body_size(w->http, 0);
     evhttp_set_max_headers_size(w->http, lim->header_bytes);
     evhttp_set_timeout(w->http, (int)(lim->read_timeout_s + 0.999));
     double t = lim->request_timeout_s;
     struct timeval tv = {(time_t)t, (suseconds_t)((t - (time_t)t) * 1e6)};
-    const struct timeval *common = event_base_init_common_timeout(w->base, &tv);
-    w->request_timeout_tv = common ? common : &w->request_timeout_plain;
+    const struct timeval *common = event_base_init_common_timeout(w->host.base, &tv);
+    w->requests.timeout_tv = common ? common : &w->request_timeout_plain;
     w->request_timeout_plain = tv;
-    if (w->guard)
-        conn_guard_set_limits(w->guard, lim->max_connections, lim->max_connections_per_address,
-                              lim->read_timeout_s);
+    if (w->requests.guard)
+        conn_guard_set_limits(w->requests.guard, lim->max_connections,
+                              lim->max_connections_per_address, lim->read_timeout_s);
 }
 
 /* Warns about settings that changed in the file but only apply on restart. */
@@ -130,7 +131,8 @@ static void warn_restart_needed(const struct config *old, const struct config *n
 int worker_reload(struct worker *w)
 {
     char err[1024];
-    struct script_state *ss = script_state_new(w, err, sizeof err);
+    struct script_state *ss =
+        script_state_new(&w->host, steeple_newstate(w->host.lua_dir), err, sizeof err);
     if (ss == NULL) {
         struct log_line l;
         log_begin(&l, LOG_ERROR, "script reload failed; keeping the running scripts");
@@ -139,15 +141,15 @@ int worker_reload(struct worker *w)
         metrics_count("steeple_script_reloads_total", "result=\"error\"", 1);
         return -1;
     }
-    struct script_state *old = w->scripts;
+    struct script_state *old = w->host.scripts;
     if (old)
         warn_restart_needed(&old->cfg, &ss->cfg);
-    w->scripts = ss;
-    w->cfg.limits = ss->cfg.limits;
-    w->cfg.shutdown_timeout_s = ss->cfg.shutdown_timeout_s;
-    w->cfg.log_level = ss->cfg.log_level;
+    w->host.scripts = ss;
+    w->host.cfg.limits = ss->cfg.limits;
+    w->host.cfg.shutdown_timeout_s = ss->cfg.shutdown_timeout_s;
+    w->host.cfg.log_level = ss->cfg.log_level;
     log_set_level((enum log_level)ss->cfg.log_level);
-    apply_limits(w, &w->cfg.limits);
+    apply_limits(w, &w->host.cfg.limits);
     if (old) {
         script_state_unref(old); /* closed when its last request ends */
         metrics_count("steeple_script_reloads_total", "result=\"ok\"", 1);
@@ -156,10 +158,13 @@ int worker_reload(struct worker *w)
     return 0;
 }
 
-void worker_request_ended(struct worker *w)
+/* The request set's idle callback: a request ended or a response was
+ * written. A stopping worker ends once nothing runs. */
+static void on_request_ended(void *arg)
 {
-    if ((w->stopping || w->exit_when_idle) && w->ninflight == 0 && w->writing <= 0)
-        event_base_loopexit(w->base, NULL);
+    struct worker *w = arg;
+    if ((w->host.stopping || w->exit_when_idle) && request_set_idle(&w->requests))
+        event_base_loopexit(w->host.base, NULL);
 }
 
 static void on_stop_tick(evutil_socket_t fd, short what, void *arg)
@@ -168,22 +173,22 @@ static void on_stop_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct worker *w = arg;
     if (clock_mono() >= w->stop_deadline) {
-        log_warn("shutdown timeout: ending %d requests still in flight", w->ninflight);
-        request_abort_all(w);
-        event_base_loopexit(w->base, NULL);
+        log_warn("shutdown timeout: ending %d requests still in flight", w->requests.nlive);
+        request_abort_all(&w->requests);
+        event_base_loopexit(w->host.base, NULL);
     }
 }
 
 static void begin_stop(struct worker *w)
 {
-    if (w->stopping)
+    if (w->host.stopping)
         return;
-    w->stopping = 1;
-    conn_guard_stop_accepting(w->guard);
-    w->stop_deadline = clock_mono() + w->cfg.shutdown_timeout_s;
-    log_info("stopping: %d requests in flight", w->ninflight);
-    if (w->ninflight == 0 && w->writing <= 0) {
-        event_base_loopexit(w->base, NULL);
+    w->host.stopping = 1;
+    conn_guard_stop_accepting(w->requests.guard);
+    w->stop_deadline = clock_mono() + w->host.cfg.shutdown_timeout_s;
+    log_info("stopping: %d requests in flight", w->requests.nlive);
+    if (request_set_idle(&w->requests)) {
+        event_base_loopexit(w->host.base, NULL);
         return;
     }
     struct timeval tv = {0, 100000};
@@ -207,54 +212,54 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct worker *w = arg;
-    if (w->stopping || w->tick_status == TICK_RUNNING || w->scripts->tick_ref == LUA_NOREF)
+    if (w->host.stopping || w->tick_status == TICK_RUNNING)
         return;
-    lua_State *L = w->scripts->L;
-    lua_State *T = lua_newthread(L);                         /* L: T */
-    lua_rawgeti(T, LUA_REGISTRYINDEX, w->scripts->tick_ref); /* T: tick */
+    int last = w->tick_status;
     w->tick_status = TICK_RUNNING;
-    if (request_spawn(w, T, 0, &w->tick_status) != 0)
+    int rc = task_tick(&w->requests, &w->tick_status);
+    if (rc > 0) /* the scripts have no tick */
+        w->tick_status = last;
+    else if (rc < 0)
         w->tick_status = 1;
-    lua_pop(L, 1);
 }
 
 static int setup_tick(struct worker *w)
 {
     struct timeval second = {1, 0};
-    w->tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);
+    w->tick = event_new(w->host.base, -1, EV_PERSIST, on_tick, w);
     return w->tick && event_add(w->tick, &second) == 0 ? 0 : -1;
 }
 
 static int setup_http(struct worker *w, int fd)
 {
-    w->http = evhttp_new(w->base);
-    w->conns = http_conns_new(w->base, w->cfg.limits.header_bytes, w->cfg.limits.body_bytes,
-                              request_body_limit, w);
-    if (w->http == NULL || w->conns == NULL)
+    w->http = evhttp_new(w->host.base);
+    w->requests.conns = http_conns_new(w->host.base, w->host.cfg.limits.header_bytes,
+                                       w->host.cfg.limits.body_bytes, script_body_limit, &w->host);
+    if (w->http == NULL || w->requests.conns == NULL)
         return -1;
     evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                              EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
                                              EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-    evhttp_set_gencb(w->http, request_handle, w);
+    evhttp_set_gencb(w->http, request_handle, &w->requests);
     evhttp_set_bevcb(w->http, new_connection, w);
-    apply_limits(w, &w->cfg.limits);
+    apply_limits(w, &w->host.cfg.limits);
     struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(w->http, fd);
     if (bound == NULL)
         return -1;
     w->listener = evhttp_bound_socket_get_listener(bound);
-    w->guard = conn_guard_new(w->base, w->listener, w->cfg.port, w->cfg.limits.max_connections,
-                              w->cfg.limits.max_connections_per_address,
-                              w->cfg.limits.read_timeout_s);
-    return w->guard ? 0 : -1;
+    w->requests.guard = conn_guard_new(
+        w->host.base, w->listener, w->host.cfg.port, w->host.cfg.limits.max_connections,
+        w->host.cfg.limits.max_connections_per_address, w->host.cfg.limits.read_timeout_s);
+    return w->requests.guard ? 0 : -1;
 }
 
 static int setup_signals(struct worker *w)
 {
-    w->sig_hup = evsignal_new(w->base, SIGHUP, on_signal, w);
-    w->sig_term = evsignal_new(w->base, SIGTERM, on_signal, w);
-    w->sig_int = evsignal_new(w->base, SIGINT, on_signal, w);
-    w->stop_tick = event_new(w->base, -1, EV_PERSIST, on_stop_tick, w);
-    log_flush_ev = evtimer_new(w->base, on_log_flush, NULL);
+    w->sig_hup = evsignal_new(w->host.base, SIGHUP, on_signal, w);
+    w->sig_term = evsignal_new(w->host.base, SIGTERM, on_signal, w);
+    w->sig_int = evsignal_new(w->host.base, SIGINT, on_signal, w);
+    w->stop_tick = event_new(w->host.base, -1, EV_PERSIST, on_stop_tick, w);
+    log_flush_ev = evtimer_new(w->host.base, on_log_flush, NULL);
     if (!w->sig_hup || !w->sig_term || !w->sig_int || !w->stop_tick || !log_flush_ev)
         return -1;
     log_set_buffering(schedule_log_flush);
@@ -267,32 +272,32 @@ static int setup_signals(struct worker *w)
 
 static void teardown(struct worker *w)
 {
-    request_abort_all(w);
-    http_client_free(w->http_client);
-    w->http_client = NULL;
+    request_abort_all(&w->requests);
+    http_client_free(w->host.http_client);
+    w->host.http_client = NULL;
     if (w->http)
         evhttp_free(w->http); /* closes the connections and the listener */
-    http_conns_free(w->conns); /* after evhttp_free: what its connections left */
-    threadpool_free(w->pool);
-    spool_free(w->spool); /* appends still queued complete with "stopping" */
-    w->spool = NULL;
-    watchdog_stop(w->watchdog);
-    conn_guard_free(w->guard);
-    if (w->scripts)
-        script_state_unref(w->scripts);
-    pg_cluster_free(w->cluster); /* after the scripts: their connections come back first */
+    http_conns_free(w->requests.conns); /* after evhttp_free: what its connections left */
+    threadpool_free(w->host.pool);
+    spool_free(w->host.spool); /* appends still queued complete with "stopping" */
+    w->host.spool = NULL;
+    watchdog_stop(w->requests.watchdog);
+    conn_guard_free(w->requests.guard);
+    if (w->host.scripts)
+        script_state_unref(w->host.scripts);
+    pg_cluster_free(w->host.cluster); /* after the scripts: their connections come back first */
     if (w->stop_tick)
         event_del(w->stop_tick);
     if (w->tick)
         event_del(w->tick);
-    event_base_loop(w->base, EVLOOP_NONBLOCK); /* lets libevent release what it freed late */
+    event_base_loop(w->host.base, EVLOOP_NONBLOCK); /* lets libevent release what it freed late */
     log_set_buffering(NULL); /* flushes */
     struct event *evs[] = {w->sig_hup, w->sig_term, w->sig_int, w->stop_tick, w->tick,
                            log_flush_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i])
             event_free(evs[i]);
-    event_base_free(w->base);
+    event_base_free(w->host.base);
 }
 
 /* Declares the families the core counts for HTTP and reloads (the database
@@ -306,7 +311,7 @@ static void declare_metrics(struct worker *w)
                          "Time from a request's arrival to its answer.") != 0 ||
         metrics_describe("steeple_script_reloads_total", METRIC_COUNTER,
                          "Script reloads (SIGHUP), by result.") != 0 ||
-        metrics_histogram_init(&w->request_seconds, "steeple_http_request_duration_seconds", "") !=
+        metrics_histogram_init(&w->requests.seconds, "steeple_http_request_duration_seconds", "") !=
             0)
         log_warn("metrics table full: some HTTP metrics are not recorded");
     metrics_count("steeple_script_reloads_total", "result=\"ok\"", 0);
@@ -318,13 +323,14 @@ static void declare_metrics(struct worker *w)
  * WORKER_EXIT_FAILED (a spool another process still holds, out of memory). */
 static int configure(struct worker *w, char *err, size_t errlen)
 {
-    const struct config *cfg = &w->cfg;
-    if ((w->cluster = db_cluster_new(w->base, cfg, err, errlen)) == NULL)
+    const struct config *cfg = &w->host.cfg;
+    if ((w->host.cluster = db_cluster_new(w->host.base, cfg, err, errlen)) == NULL)
         return WORKER_EXIT_FAILED;
     if (spool_prepare_dir(cfg->spool_dir, err, errlen) != 0)
         return WORKER_EXIT_FATAL;
-    w->spool = spool_open(w->base, cfg->spool_dir, w->index, cfg->workers, err, errlen);
-    if (w->spool == NULL)
+    w->host.spool =
+        spool_open(w->host.base, cfg->spool_dir, w->host.index, cfg->workers, err, errlen);
+    if (w->host.spool == NULL)
         return WORKER_EXIT_FAILED;
     if (worker_reload(w) != 0) { /* logged with the file and line */
         snprintf(err, errlen, "the scripts or the config file do not load");
@@ -333,15 +339,25 @@ static int configure(struct worker *w, char *err, size_t errlen)
     return setup_tick(w) != 0 ? WORKER_EXIT_FAILED : 0;
 }
 
+static void init(struct worker *w, int index, const struct config *cfg, const char *lua_dir,
+                 const char *config_path)
+{
+    w->host.index = index;
+    w->host.cfg = *cfg;
+    w->host.lua_dir = lua_dir;
+    w->host.config_path = config_path;
+    request_set_init(&w->requests, &w->host);
+    w->requests.on_idle = on_request_ended;
+    w->requests.idle_arg = w;
+    w->host.requests = &w->requests;
+}
+
 int worker_main(int index, const struct config *cfg, const char *lua_dir,
                 const char *config_path)
 {
     struct worker w = {0};
     char err[256] = "";
-    w.index = index;
-    w.cfg = *cfg;
-    w.lua_dir = lua_dir;
-    w.config_path = config_path;
+    init(&w, index, cfg, lua_dir, config_path);
     log_set_worker(index);
     http_request_ids_init();
     metrics_attach_worker(index);
@@ -349,14 +365,14 @@ int worker_main(int index, const struct config *cfg, const char *lua_dir,
     declare_metrics(&w);
 
     int fd = worker_listen_socket(cfg->listen, cfg->port, err, sizeof err);
-    w.base = fd >= 0 ? event_base_new() : NULL;
-    if (w.base == NULL || setup_signals(&w) != 0 || setup_http(&w, fd) != 0 ||
-        (w.pool = threadpool_new(w.base, cfg->threads, cfg->threads * POOL_QUEUE_PER_THREAD)) ==
-            NULL ||
-        (w.watchdog = watchdog_start(WATCHDOG_PERIOD_S, WATCHDOG_KILL_AFTER_S, request_overrun)) ==
-            NULL) {
+    w.host.base = fd >= 0 ? event_base_new() : NULL;
+    if (w.host.base == NULL || setup_signals(&w) != 0 || setup_http(&w, fd) != 0 ||
+        (w.host.pool = threadpool_new(w.host.base, cfg->threads,
+                                      cfg->threads * POOL_QUEUE_PER_THREAD)) == NULL ||
+        (w.requests.watchdog =
+             watchdog_start(WATCHDOG_PERIOD_S, WATCHDOG_KILL_AFTER_S, request_overrun)) == NULL) {
         log_error("worker %d could not start: %s", index, err[0] ? err : "out of memory");
-        if (w.base)
+        if (w.host.base)
             teardown(&w);
         return WORKER_EXIT_FAILED;
     }
@@ -366,41 +382,20 @@ int worker_main(int index, const struct config *cfg, const char *lua_dir,
         teardown(&w);
         return status;
     }
-    pg_cluster_declare_metrics(w.cluster);
+    pg_cluster_declare_metrics(w.host.cluster);
     log_info("worker %d serving on %s:%d", index, cfg->listen, cfg->port);
-    event_base_dispatch(w.base);
+    event_base_dispatch(w.host.base);
     teardown(&w);
     log_info("worker %d stopped", index);
     return 0;
-}
-
-/* Pushes require(module).main and the argument list onto T; under pcall. */
-static int push_command(lua_State *T)
-{
-    const char *module = lua_tostring(T, 1);
-    char **argv = lua_touserdata(T, 2);
-    int argc = (int)lua_tointeger(T, 3);
-    lua_settop(T, 0);
-    lua_getglobal(T, "require");
-    lua_pushstring(T, module);
-    lua_call(T, 1, 1);
-    if (lua_getfield(T, -1, "main") != LUA_TFUNCTION)
-        return luaL_error(T, "%s has no function main", module);
-    lua_remove(T, 1); /* main */
-    lua_createtable(T, argc, 0);
-    for (int i = 0; i < argc; i++) {
-        lua_pushstring(T, argv[i]);
-        lua_rawseti(T, -2, i + 1);
-    }
-    return 2;
 }
 
 static void on_interrupt(evutil_socket_t sig, short what, void *arg)
 {
     struct worker *w = arg;
     log_warn("interrupted");
-    request_abort_all(w);
-    event_base_loopexit(w->base, NULL);
+    request_abort_all(&w->requests);
+    event_base_loopexit(w->host.base, NULL);
 }
 
 int worker_run_command(const struct config *cfg, const char *lua_dir, const char *config_path,
@@ -411,50 +406,33 @@ int worker_run_command(const struct config *cfg, const char *lua_dir, const char
     char err[256] = "";
     int code = 1;
     one.workers = 1; /* the command gets the whole connection budget */
-    w.index = 0;
-    w.cfg = one;
-    w.lua_dir = lua_dir;
-    w.config_path = config_path;
+    init(&w, 0, &one, lua_dir, config_path);
     w.exit_when_idle = 1;
-    w.base = event_base_new();
-    struct event *sigint = w.base ? evsignal_new(w.base, SIGINT, on_interrupt, &w) : NULL;
+    w.host.base = event_base_new();
+    struct event *sigint = w.host.base ? evsignal_new(w.host.base, SIGINT, on_interrupt, &w) : NULL;
     if (sigint == NULL || event_add(sigint, NULL) != 0 ||
-        (w.pool = threadpool_new(w.base, one.threads, one.threads * POOL_QUEUE_PER_THREAD)) ==
-            NULL ||
-        (w.watchdog = watchdog_start(WATCHDOG_PERIOD_S, WATCHDOG_KILL_AFTER_S, request_overrun)) ==
-            NULL ||
-        (w.cluster = db_cluster_new(w.base, &one, err, sizeof err)) == NULL ||
+        (w.host.pool = threadpool_new(w.host.base, one.threads,
+                                      one.threads * POOL_QUEUE_PER_THREAD)) == NULL ||
+        (w.requests.watchdog =
+             watchdog_start(WATCHDOG_PERIOD_S, WATCHDOG_KILL_AFTER_S, request_overrun)) == NULL ||
+        (w.host.cluster = db_cluster_new(w.host.base, &one, err, sizeof err)) == NULL ||
         worker_reload(&w) != 0) {
         log_error("cannot run %s: %s", module, err[0] ? err : "see above");
         goto done;
     }
     if (strcmp(module, "cli.spool") == 0) {
         /* every worker's files, as worker 0 of one; NULL while a server owns them */
-        w.spool = spool_open(w.base, one.spool_dir, 0, 1, err, sizeof err);
-        if (w.spool == NULL)
+        w.host.spool = spool_open(w.host.base, one.spool_dir, 0, 1, err, sizeof err);
+        if (w.host.spool == NULL)
             log_warn("spool: %s", err);
     }
-    lua_State *L = w.scripts->L;
-    lua_State *T = lua_newthread(L); /* anchored on L's stack until the end */
-    lua_pushcfunction(T, push_command);
-    lua_pushstring(T, module);
-    lua_pushlightuserdata(T, argv);
-    lua_pushinteger(T, argc);
-    if (lua_pcall(T, 3, 2, 0) != LUA_OK) {
-        log_error("cannot run %s: %s", module, lua_tostring(T, -1));
-        lua_pop(L, 1);
+    if (task_command(&w.requests, module, argc, argv, &code) != 0)
         goto done;
-    }
-    if (request_spawn(&w, T, 1, &code) != 0) {
-        lua_pop(L, 1);
-        goto done;
-    }
-    lua_pop(L, 1); /* the task holds what it needs */
-    event_base_dispatch(w.base);
+    event_base_dispatch(w.host.base);
 done:
     if (sigint)
         event_free(sigint);
-    if (w.base)
+    if (w.host.base)
         teardown(&w);
     return code;
 }

@@ -120,11 +120,14 @@ local function on_error(e)
     return { trace = traceback(tostring(e), 2) }
 end
 
-local function media_type_ok(req)
+-- True when the body's Content-Type is `want` (a plain type/subtype),
+-- parameters such as charset aside.
+local function media_type_ok(req, want)
     local ct = req.headers["content-type"]
     if ct == nil then return false end
+    local quoted = gsub(want, "%p", "%%%0")
     ct = lower(ct)
-    return find(ct, "^%s*application/json%s*$") ~= nil or find(ct, "^%s*application/json%s*;") ~= nil
+    return find(ct, "^%s*" .. quoted .. "%s*$") ~= nil or find(ct, "^%s*" .. quoted .. "%s*;") ~= nil
 end
 
 -- The largest body the core reads for a request to method and path, asked
@@ -142,7 +145,7 @@ end
 function M.handle(req)
     setmetatable(req, Request)
     local method = req.method == "HEAD" and "GET" or req.method
-    local handler, params, pattern = r:match(method, req.path)
+    local handler, params, pattern, _, media_type = r:match(method, req.path)
     if handler == nil then
         local why, allow = params, pattern
         if why == "method_not_allowed" then
@@ -155,8 +158,11 @@ function M.handle(req)
     if req.body_too_large then
         return send(errors.response(req.id, "payload_too_large"), pattern, req)
     end
-    if BODY_METHODS[method] and not media_type_ok(req) then
-        return send(errors.response(req.id, "unsupported_media_type"), pattern, req)
+    -- a PUT without a body (adding a list member) has no content type to check
+    local bodiless_put = method == "PUT" and (req.body or "") == ""
+    if BODY_METHODS[method] and not bodiless_put and not media_type_ok(req, media_type or "application/json") then
+        local message = media_type and "The request body must be sent as " .. media_type .. "."
+        return send(errors.response(req.id, "unsupported_media_type", { message = message }), pattern, req)
     end
     local ok, res = xpcall(handler, on_error, req)
     if ok then

@@ -11,6 +11,8 @@
 -- Beside its methods a pattern may carry options, in lower case:
 --   body_bytes = n   the largest request body its routes accept (an integer,
 --                    1 B to 1 GiB), instead of limits.body_bytes.
+--   media_type = s   the Content-Type its bodies must have (e.g. "text/csv"),
+--                    instead of application/json.
 
 local type, pairs, ipairs, error, setmetatable, tostring = type, pairs, ipairs, error, setmetatable, tostring
 local mathtype = math.type
@@ -64,7 +66,12 @@ end
 
 -- Checks a route option; returns it.
 local function check_option(pattern, name, value)
-    if name ~= "body_bytes" then
+    if name == "media_type" then
+        if type(value) ~= "string" or not match(value, "^[%l%d.+-]+/[%l%d.+-]+$") then
+            error(format("router: media_type for '%s' must be a lower-case type/subtype", pattern), 4)
+        end
+        return value
+    elseif name ~= "body_bytes" then
         error(format("router: unknown option '%s' for '%s'", name, pattern), 4)
     elseif mathtype(value) ~= "integer" or value < 1 or value > BODY_BYTES_MAX then
         error(format("router: body_bytes for '%s' must be an integer from 1 to %d", pattern, BODY_BYTES_MAX), 4)
@@ -125,6 +132,7 @@ function Router:add(pattern, methods)
     node.route = {
         pattern = pattern, handlers = handlers, methods = names,
         params = params, allow = concat(names, ", "), body_bytes = options.body_bytes,
+        media_type = options.media_type,
     }
     self.list[#self.list + 1] = node.route
     if #params == 0 then self.static[pattern] = node.route end
@@ -186,14 +194,15 @@ local function allow_for(root, path, pos)
     return concat(names, ", ")
 end
 
--- Returns handler, params, pattern, body_bytes for method and path, where
--- params maps parameter names to raw segment values (a fresh table) and
--- body_bytes is the route's own body limit or nil. Otherwise returns
+-- Returns handler, params, pattern, body_bytes, media_type for method and
+-- path, where params maps parameter names to raw segment values (a fresh
+-- table), body_bytes is the route's own body limit or nil and media_type its
+-- own Content-Type or nil. Otherwise returns
 -- nil, "not_found" or nil, "method_not_allowed", allow (e.g. "GET, POST").
 function Router:match(method, path)
     local static = self.static[path] -- parameterless patterns: one lookup
     if static and static.handlers[method] then
-        return static.handlers[method], {}, static.pattern, static.body_bytes
+        return static.handlers[method], {}, static.pattern, static.body_bytes, static.media_type
     end
     if type(path) ~= "string" or sub(path, 1, 1) ~= "/" then return nil, "not_found" end
     local pos = path ~= "/" and 2 or nil
@@ -202,7 +211,7 @@ function Router:match(method, path)
     if route then
         local params = {}
         for i, name in ipairs(route.params) do params[name] = vals[i] end
-        return route.handlers[method], params, route.pattern, route.body_bytes
+        return route.handlers[method], params, route.pattern, route.body_bytes, route.media_type
     end
     local allow = allow_for(self.root, path, pos)
     if allow then return nil, "method_not_allowed", allow end

@@ -3,7 +3,7 @@
 --   tenants.get(id)         -> handle of the tenant's database; raises
 --                              errors "not_found" for an unknown or malformed id
 --                              and "tenant_unavailable" unless it is active
---   tenants.lookup(id)      -> { id, status, server, dbname, name, phone } or nil
+--   tenants.lookup(id)      -> { id, status, server, dbname, name, phone, time_zone, help_text } or nil
 --                              (cached; phone is db.null for a church without one)
 --   tenants.forget(id)      drops the cached entry (after a status change)
 --   tenants.place()         -> the server key a new tenant's database goes on
@@ -14,8 +14,9 @@
 -- db.registry() or a transaction on it, and rows come back as the registry
 -- names their columns:
 --
---   tenants.by_id(reg, id)             -> { status, db_server, db_name, church_name, phone_number } or nil
---   tenants.by_phone(reg, phone)       -> { id, status, db_server, db_name } or nil
+--   tenants.by_id(reg, id)             -> { status, db_server, db_name, church_name, phone_number,
+--                                         time_zone, help_text } or nil
+--   tenants.by_phone(reg, phone)       -> { id, status, db_server, db_name, church_name, help_text } or nil
 --   tenants.by_email_hash(reg, hash)   -> { tenant_id, admin_id, status, db_server, db_name } or nil
 --                                         (the admin email's church, admin_emails joined)
 --   tenants.list(reg)                  -> rows { id, status, created, db_server, db_name,
@@ -54,12 +55,14 @@ M.valid_id = uuid.valid
 
 function M.by_id(reg, id)
     return reg:query(
-        "SELECT status, db_server, db_name, church_name, phone_number FROM tenants WHERE id = $1", id)[1]
+        "SELECT status, db_server, db_name, church_name, phone_number, time_zone, help_text FROM tenants WHERE id = $1",
+        id)[1]
 end
 
 function M.by_phone(reg, phone)
     return reg:query(
-        "SELECT id, status, db_server, db_name FROM tenants WHERE phone_number = $1", phone)[1]
+        "SELECT id, status, db_server, db_name, church_name, help_text FROM tenants WHERE phone_number = $1",
+        phone)[1]
 end
 
 function M.by_email_hash(reg, hash)
@@ -138,7 +141,7 @@ local function fetch(id)
     local row = M.by_id(db.registry(), id)
     if row == nil then return false end
     return { id = id, status = row.status, server = row.db_server, dbname = row.db_name,
-             name = row.church_name, phone = row.phone_number }
+             name = row.church_name, phone = row.phone_number, time_zone = row.time_zone, help_text = row.help_text }
 end
 
 -- The tenant's registry entry, or nil when there is none.
@@ -176,6 +179,25 @@ function M.get(id)
     if entry == nil then errors.raise("not_found") end
     if entry.status ~= "active" then errors.raise("tenant_unavailable") end
     return db.pool(entry.server, entry.dbname)
+end
+
+-- Changes a church's settings: changes = { name?, time_zone?, help_text? }
+-- (nil keeps a value). Returns its new entry, or nil when it has none; this
+-- worker's cache holds the new entry at once (others' within
+-- tenants.cache_ttl_s). Raises validation_failed, changing nothing, for a
+-- time zone PostgreSQL does not know (pg_timezone_names).
+function M.update_church(id, changes)
+    local tz = changes.time_zone or db.null
+    local row = db.registry():query([[
+        UPDATE tenants SET church_name = coalesce($2, church_name), time_zone = coalesce($3, time_zone),
+            help_text = coalesce($4, help_text)
+        WHERE id = $1 AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $3))
+        RETURNING id]], id, changes.name or db.null, tz, changes.help_text or db.null)[1]
+    if row == nil and changes.time_zone ~= nil then
+        errors.raise("validation_failed", { fields = { timeZone = "must be a known IANA time zone name" } })
+    end
+    cache:forget(id)
+    return M.lookup(id)
 end
 
 return M

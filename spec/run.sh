@@ -49,6 +49,7 @@ busted() {
 for suite in "${suites[@]}"; do
     case $suite in
     c)
+        run_suite "c: module graph of core/" bash scripts/check_includes.sh core "$BUILD/obj"
         for t in $C_TESTS; do
             run_suite "c: $t" "$BUILD/$t"
         done

@@ -25,6 +25,7 @@
 local config = require "steeple.config"
 local log = require "steeple.log"
 local db = require "db"
+local church = require "church"
 local errors = require "errors"
 local migrate = require "migrate"
 local template = require "template"
@@ -139,7 +140,7 @@ local function provision(t, input)
     if not tenants.activate_provisioned(db.registry(), t.id) then
         error("the registration was undone while it ran (provisioning timeout)", 0)
     end
-    body.church = { id = t.id, name = input.churchName, phoneNumber = input.phoneNumber or db.null }
+    body.church = church.json { id = t.id, name = input.churchName, phone = input.phoneNumber or db.null }
     return body
 end
 

@@ -22,6 +22,8 @@ local errors = require "errors"
 local json = require "json"
 local metrics = require "steeple.metrics"
 local numbers = require "messaging.numbers"
+local consent = require "messaging.consent"
+local outbound = require "messaging.outbound"
 
 local type, ipairs, error, pcall = type, ipairs, error, pcall
 local find, sub = string.find, string.sub
@@ -101,6 +103,8 @@ local function parse_received(p, ev)
     ev.church_number, ev.contact_number = to.phone_number, p.from.phone_number
     ev.text = text_of(p.text, "data.payload.text", MAX_TEXT)
     ev.media = check_media(p.media)
+    -- Telnyx answered a keyword itself: steeple sends no reply of its own
+    ev.autoresponse = p.autoresponse_type ~= nil and p.autoresponse_type ~= NULL
 end
 
 local function parse_status(p, ev)
@@ -165,30 +169,47 @@ end
 local MAX_KNOWN <const> = 100000
 local known, nknown = {}, 0
 
+-- The message of a known conversation, and its contact brought back if it
+-- was deleted meanwhile (one index probe when it was not).
 local INSERT_MESSAGE <const> = [[
-    INSERT INTO messages (conversation_id, direction, from_number, to_number, text, media, status,
-                          provider_message_id)
-    VALUES ($1, 'inbound', $2, $3, $4, $5::jsonb, 'received', $6)
-    ON CONFLICT (provider_message_id) DO NOTHING
-    RETURNING id]]
+    WITH m AS (
+        INSERT INTO messages (conversation_id, direction, from_number, to_number, text, media, status,
+                              provider_message_id)
+        VALUES ($1, 'inbound', $2, $3, $4, $5::jsonb, 'received', $6)
+        ON CONFLICT (provider_message_id) DO NOTHING
+        RETURNING id),
+    back AS (
+        UPDATE contacts SET deleted_at = NULL, created_at = now(), updated_at = now()
+        WHERE phone_number = $2 AND deleted_at IS NOT NULL AND EXISTS (SELECT 1 FROM m))
+    SELECT id FROM m]]
 
 -- One statement: contact and conversation upserted, the message inserted
 -- unless its provider id is known; a trigger moves the conversation's
--- activity and unread count (0004_conversation_counters.sql).
+-- activity and unread count (0004_conversation_counters.sql). A new contact
+-- of a suppressed number starts opted out (the suppression's source), any
+-- other unknown; a deleted one is brought back. The contact's row stays
+-- locked until the transaction ends.
 local UPSERT_AND_INSERT <const> = [[
     WITH c AS (
-        INSERT INTO contacts (phone_number) VALUES ($1)
-        ON CONFLICT (phone_number) DO UPDATE SET phone_number = EXCLUDED.phone_number
+        INSERT INTO contacts (phone_number, consent, consent_source, consent_at)
+        SELECT n.phone, CASE WHEN s.source IS NULL THEN 'unknown' ELSE 'opted_out' END, s.source, s.created_at
+        FROM (SELECT $1::text AS phone) n LEFT JOIN suppressions s ON s.phone_number = n.phone
+        ON CONFLICT (phone_number) DO UPDATE SET
+            deleted_at = NULL,
+            created_at = CASE WHEN contacts.deleted_at IS NULL THEN contacts.created_at ELSE now() END,
+            updated_at = CASE WHEN contacts.deleted_at IS NULL THEN contacts.updated_at ELSE now() END
         RETURNING id),
     v AS (
         INSERT INTO conversations (contact_id) SELECT id FROM c
         ON CONFLICT (contact_id) DO UPDATE SET contact_id = EXCLUDED.contact_id
-        RETURNING id)
-    INSERT INTO messages (conversation_id, direction, from_number, to_number, text, media, status,
-                          provider_message_id)
-    SELECT id, 'inbound', $1, $2, $3, $4::jsonb, 'received', $5 FROM v
-    ON CONFLICT (provider_message_id) DO NOTHING
-    RETURNING id, conversation_id]]
+        RETURNING id),
+    m AS (
+        INSERT INTO messages (conversation_id, direction, from_number, to_number, text, media, status,
+                              provider_message_id)
+        SELECT id, 'inbound', $1, $2, $3, $4::jsonb, 'received', $5 FROM v
+        ON CONFLICT (provider_message_id) DO NOTHING
+        RETURNING id, conversation_id)
+    SELECT m.id, m.conversation_id, c.id AS contact_id FROM m, c]]
 
 local function remember(key, conversation_id)
     if known[key] == nil then
@@ -198,9 +219,39 @@ local function remember(key, conversation_id)
     known[key] = conversation_id
 end
 
-local function store_received(handle, ev)
+-- A retried keyword event: its transaction is rolled back (nothing changes).
+local DUPLICATE <const> = { message = "a duplicate event" }
+
+-- The slower path of a text that may be a keyword (messaging/consent.lua):
+-- one transaction stores the message, applies the keyword and queues the
+-- reply (none when Telnyx answered it: ev.autoresponse), whose delivery
+-- starts once it committed. A word that is no list's keyword only stores.
+local function store_keyword(handle, church, ev, media, kind, word)
+    local ok, conversation, reply = pcall(db.transaction, handle, function(tx)
+        local row = tx:query(UPSERT_AND_INSERT, ev.contact_number, ev.church_number, ev.text, media,
+            ev.message_id)[1]
+        if row == nil then error(DUPLICATE, 0) end
+        local text, exempt = consent.apply(tx, church, { id = row.contact_id, phone = ev.contact_number },
+            kind, word, row.id)
+        if text == nil or ev.autoresponse then return row.conversation_id end
+        return row.conversation_id, outbound.enqueue(tx, church.id, { conversation_id = row.conversation_id,
+            from = ev.church_number, to = ev.contact_number, text = text, media = json.empty_array,
+            exempt = exempt })
+    end)
+    if not ok then
+        if conversation == DUPLICATE then return "duplicate" end
+        error(conversation, 0)
+    end
+    remember(handle.dbname .. "|" .. ev.contact_number, conversation)
+    if reply then outbound.start(church.server, church.dbname, reply.id) end
+    return "stored"
+end
+
+local function store_received(handle, church, ev)
     local key = handle.dbname .. "|" .. ev.contact_number
     local media = codec.encode(ev.media)
+    local kind, word = consent.keyword(ev.text)
+    if kind then return store_keyword(handle, church, ev, media, kind, word) end
     local conversation = known[key]
     if conversation then
         local ok, rows = pcall(handle.query, handle, INSERT_MESSAGE, conversation, ev.contact_number,
@@ -238,7 +289,7 @@ function M.apply_to(church, ev, body)
         if handle == nil then
             result = M.dead_letter(ev, "no church has this number", body)
         elseif ev.type == "message.received" then
-            result = store_received(handle, ev)
+            result = store_received(handle, church, ev)
         else
             result = store_status(handle, ev)
         end

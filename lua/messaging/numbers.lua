@@ -3,7 +3,7 @@
 -- misses, tenants.cache_ttl_s; known numbers keep routing through a registry
 -- outage).
 --
---   numbers.tenant(phone)  -> { id, status, server, dbname } or nil (no church has it);
+--   numbers.tenant(phone)  -> { id, status, server, dbname, name, help_text } or nil (no church has it);
 --                             raises a database error when the registry cannot say
 --   numbers.forget(phone)
 
@@ -19,7 +19,8 @@ local cache = ttl_cache.new(config.tenants.cache_ttl_s, 10000)
 local function fetch(phone)
     local row = tenants.by_phone(db.registry(), phone)
     if row == nil then return false end
-    return { id = row.id, status = row.status, server = row.db_server, dbname = row.db_name }
+    return { id = row.id, status = row.status, server = row.db_server, dbname = row.db_name,
+             name = row.church_name, help_text = row.help_text }
 end
 
 function M.tenant(phone)

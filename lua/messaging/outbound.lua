@@ -8,6 +8,11 @@
 --       input = { text, media = { { url } } }, church = { phone, server, dbname };
 --       raises (nothing queued, nothing sent) when the church's database or
 --       the registry cannot take it
+--   outbound.enqueue(tx, tenant_id, msg) -> the row of msg queued on the caller's
+--       transaction of the church's database; msg = { conversation_id, from, to,
+--       text, media (a JSON array), exempt (sent even to an opted-out number) };
+--       once the transaction committed, outbound.start sends it
+--   outbound.start(server, dbname, id)  starts deliver() as a background task
 --   outbound.deliver(server, dbname, id)  sends one message until it is sent or failed
 --   outbound.sweep()  (worker 0, from housekeeping) starts deliveries of queued
 --                     messages whose time has come: after a restart, or a lost
@@ -23,6 +28,12 @@
 --     (it never waits for it) and has counted nothing left to send. A queue()
 --     either committed its message before the sweep counted, or writes its
 --     mark after the sweep removed the old one.
+--
+-- Nothing is sent to a number that opted out (suppressed, or its contact
+-- opted_out), but for the messages queued exempt (the STOP confirmation, the
+-- HELP answer): the claim finds it and fails the message instead. A send that
+-- Telnyx refuses with error 40300 (the number blocked the sender) fails, and
+-- the number is marked opted out by the carrier (messaging/consent.lua).
 --
 -- A send is claimed in the database before each try: the message moves to
 -- sending, with next_attempt_at as the try's deadline (a lease), so two tasks
@@ -44,6 +55,7 @@ local errors = require "errors"
 local json = require "json"
 local tenants = require "tenants"
 local conversations = require "messaging.conversations"
+local consent = require "messaging.consent"
 
 local ipairs, type, pcall, error, min = ipairs, type, pcall, error, math.min
 
@@ -60,13 +72,27 @@ local RECORD_WAIT_MS <const> = 200
 local codec = json.new(8)
 
 -- Claims the message for one try; returns its row, or nil when it is not
--- queued or another task holds it.
+-- queued or another task holds it. A message to a number that opted out
+-- (unless exempt) is failed instead: its row comes back with blocked true.
+local CLAIM <const> = [[
+    WITH b AS (
+        SELECT m.id, NOT m.opt_out_exempt AND (
+                EXISTS (SELECT 1 FROM suppressions s WHERE s.phone_number = m.to_number)
+                OR EXISTS (SELECT 1 FROM contacts k WHERE k.phone_number = m.to_number AND k.consent = 'opted_out'))
+            AS blocked
+        FROM messages m WHERE m.id = $1)
+    UPDATE messages SET
+        status = CASE WHEN b.blocked THEN 'failed' ELSE 'sending' END,
+        send_attempts = send_attempts + CASE WHEN b.blocked THEN 0 ELSE 1 END,
+        next_attempt_at = CASE WHEN b.blocked THEN NULL ELSE now() + make_interval(secs => $2) END,
+        updated_at = now()
+    FROM b
+    WHERE messages.id = b.id AND messages.status = 'queued' AND messages.next_attempt_at <= now()
+    RETURNING b.blocked, messages.send_attempts, messages.from_number, messages.to_number, messages.text,
+        messages.media]]
+
 local function claim(handle, id)
-    return handle:query([[
-        UPDATE messages SET status = 'sending', send_attempts = send_attempts + 1,
-            next_attempt_at = now() + make_interval(secs => $2), updated_at = now()
-        WHERE id = $1 AND status = 'queued' AND next_attempt_at <= now()
-        RETURNING send_attempts, from_number, to_number, text, media]], id, LEASE_S)[1]
+    return handle:query(CLAIM, id, LEASE_S)[1]
 end
 
 local function media_urls(media)
@@ -75,7 +101,20 @@ local function media_urls(media)
     return urls
 end
 
--- One call to the API: "sent", provider id | "rejected", why | "retry", why.
+-- True when an error answer of the API carries the code 40300: the number
+-- blocked the sender (it texted STOP to the carrier).
+local function carrier_blocked(text)
+    local ok, answer = pcall(codec.decode_object, text or "")
+    local list = ok and type(answer) == "table" and answer.errors
+    if type(list) ~= "table" then return false end
+    for _, e in ipairs(list) do
+        if type(e) == "table" and (e.code == "40300" or e.code == 40300) then return true end
+    end
+    return false
+end
+
+-- One call to the API: "sent", provider id | "rejected", why | "opted_out", why
+-- | "retry", why.
 local function call_api(msg)
     local body = { from = msg.from_number, to = msg.to_number, text = msg.text }
     local urls = media_urls(msg.media)
@@ -94,21 +133,29 @@ local function call_api(msg)
         if type(id) ~= "string" then return "retry", "a 2xx answer without data.id" end
         return "sent", id
     end
-    if status >= 400 and status < 500 then return "rejected", "HTTP " .. status end
+    if status >= 400 and status < 500 then
+        if carrier_blocked(text) then return "opted_out", "HTTP " .. status .. ", code 40300" end
+        return "rejected", "HTTP " .. status
+    end
     return "retry", "HTTP " .. status
 end
 
--- Writes the outcome of a try (one statement), trying again while the
--- database fails transiently; raises the last error.
-local function record(handle, sql, ...)
+-- Runs fn(...), trying again while the database fails transiently; raises
+-- the last error.
+local function persist(fn, ...)
     local wait = RECORD_WAIT_MS
     for try = 1, RECORD_TRIES do
-        local ok, err = pcall(handle.query, handle, sql, ...)
+        local ok, err = pcall(fn, ...)
         if ok then return end
         if try == RECORD_TRIES or not db.is_transient(err) then error(err, 0) end
         steeple.sleep(wait)
         wait = wait * 2
     end
+end
+
+-- Writes the outcome of a try (one statement), as persist.
+local function record(handle, sql, ...)
+    persist(handle.query, handle, sql, ...)
 end
 
 local FINISH <const> = [[
@@ -139,13 +186,27 @@ local function accepted(handle, id, provider_id)
         .. "and is not sent again", { message = id, provider_id = provider_id, error = errors.describe(err) })
 end
 
+-- Telnyx refused the send with 40300: the message fails and its number is
+-- opted out by the carrier.
+local function carrier_refused(handle, id, msg)
+    log.warn("outbound message refused: the number blocked the church (40300); it is opted out",
+        { message = id })
+    finish(handle, id, "failed")
+    persist(consent.carrier_opt_out, handle, msg.to_number)
+end
+
 function M.deliver(server, dbname, id)
     local handle = db.pool(server, dbname)
     while true do
         local msg = claim(handle, id)
         if msg == nil then return end
+        if msg.blocked then
+            log.info("outbound message failed unsent: its number opted out", { message = id })
+            return
+        end
         local outcome, detail = call_api(msg)
         if outcome == "sent" then return accepted(handle, id, detail) end
+        if outcome == "opted_out" then return carrier_refused(handle, id, msg) end
         if outcome == "rejected" or msg.send_attempts >= config.telnyx.send_attempts then
             log.warn("outbound message failed", { message = id, reason = detail, attempts = msg.send_attempts })
             finish(handle, id, "failed")
@@ -157,7 +218,7 @@ function M.deliver(server, dbname, id)
 end
 
 -- Starts deliver() as a background task; its failures are logged.
-local function start(server, dbname, id)
+function M.start(server, dbname, id)
     steeple.spawn(function()
         local ok, err = pcall(M.deliver, server, dbname, id)
         if not ok then
@@ -167,22 +228,28 @@ local function start(server, dbname, id)
     end)
 end
 
+local MESSAGE_COLUMNS <const> = conversations.message_columns()
 local INSERT_QUEUED <const> = [[
     INSERT INTO messages (conversation_id, direction, from_number, to_number, text, media, status,
-                          next_attempt_at)
-    VALUES ($1, 'outbound', $2, $3, $4, $5::jsonb, 'queued', now())
-    RETURNING ]]
+                          next_attempt_at, opt_out_exempt)
+    VALUES ($1, 'outbound', $2, $3, $4, $5::jsonb, 'queued', now(), $6)
+    RETURNING ]] .. MESSAGE_COLUMNS
 
--- The mark first, then the message, in one transaction of the church's
--- database holding its outbox lock (shared): see the top of this file.
+-- The mark first, then the message, in the transaction holding the church's
+-- outbox lock (shared): see the top of this file.
+function M.enqueue(tx, tenant_id, msg)
+    tx:query("SELECT 1 AS locked FROM pg_advisory_xact_lock_shared($1)", OUTBOX_LOCK)
+    tenants.mark_outbox(db.registry(), tenant_id)
+    return tx:query(INSERT_QUEUED, msg.conversation_id, msg.from, msg.to, msg.text, codec.encode(msg.media),
+        msg.exempt == true)[1]
+end
+
 function M.queue(session, conversation, input, church)
     local row = db.transaction(session.db, function(tx)
-        tx:query("SELECT 1 AS locked FROM pg_advisory_xact_lock_shared($1)", OUTBOX_LOCK)
-        tenants.mark_outbox(db.registry(), session.tenant_id)
-        return tx:query(INSERT_QUEUED .. conversations.message_columns(), conversation.id, church.phone,
-            conversation.contact_phone, input.text, codec.encode(input.media))[1]
+        return M.enqueue(tx, session.tenant_id, { conversation_id = conversation.id, from = church.phone,
+            to = conversation.contact_phone, text = input.text, media = input.media })
     end)
-    start(church.server, church.dbname, row.id)
+    M.start(church.server, church.dbname, row.id)
     return row
 end
 
@@ -218,7 +285,7 @@ local function sweep_church(t)
     local due = handle:query([[
         SELECT id FROM messages WHERE status = 'queued' AND next_attempt_at <= now()
         ORDER BY next_attempt_at LIMIT 50]])
-    for _, m in ipairs(due) do start(t.db_server, t.db_name, m.id) end
+    for _, m in ipairs(due) do M.start(t.db_server, t.db_name, m.id) end
     unmark_if_idle(handle, t.tenant_id)
 end
 

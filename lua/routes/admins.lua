@@ -4,6 +4,8 @@ local v = require "validate"
 local errors = require "errors"
 local session = require "auth.session"
 local admins = require "auth.admins"
+local church = require "church"
+local tenants = require "tenants"
 
 local NEW_ADMIN = v.object {
     email = v.email(),
@@ -12,9 +14,11 @@ local NEW_ADMIN = v.object {
     role = v.one_of { values = { "admin", "owner" }, default = "admin" },
 }
 
-local function church(entry)
-    return { id = entry.id, name = entry.name, phoneNumber = entry.phone }
-end
+local CHURCH_SETTINGS = v.object {
+    name = v.text { min = 2, max = 200, optional = true },
+    timeZone = v.text { min = 1, max = 64, optional = true },
+    helpText = v.text { min = 0, max = 300, optional = true },
+}
 
 return {
     ["/api/me"] = {
@@ -24,8 +28,18 @@ return {
             if admin == nil then errors.raise("unauthorized") end
             return {
                 status = 200, tenant = s.tenant_id,
-                json = { tenantId = s.tenant_id, admin = admins.json(admin), church = church(s.tenant) },
+                json = { tenantId = s.tenant_id, admin = admins.json(admin), church = church.json(s.tenant) },
             }
+        end,
+    },
+    ["/api/church"] = {
+        PATCH = function(req)
+            local s = session.require(req, "owner")
+            local input = CHURCH_SETTINGS(req:json())
+            local entry = tenants.update_church(s.tenant_id,
+                { name = input.name, time_zone = input.timeZone, help_text = input.helpText })
+            if entry == nil then errors.raise("unauthorized") end
+            return { status = 200, tenant = s.tenant_id, json = { church = church.json(entry) } }
         end,
     },
     ["/api/admins"] = {

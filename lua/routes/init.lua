@@ -5,4 +5,6 @@ return {
     "auth",
     "admins",
     "messaging",
+    "contacts",
+    "contacts_import",
 }

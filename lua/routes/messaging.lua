@@ -1,46 +1,38 @@
 -- Conversations (Bearer) and the Telnyx webhooks.
 
 local errors = require "errors"
-local json = require "json"
 local db = require "db"
 local session = require "auth.session"
 local conversations = require "messaging.conversations"
+local contacts = require "contacts.store"
 local outbound = require "messaging.outbound"
 local paging = require "paging"
+local v = require "validate"
 local webhook = require "messaging.webhook"
 
-local type, ipairs = type, ipairs
-local find = string.find
-local utf8_len = utf8.len
+local ipairs = ipairs
 
-local MAX_TEXT <const> = 1600
 local MAX_MEDIA <const> = 10
+
+local MESSAGE = v.object {
+    text = v.text { min = 0, max = 1600, keep_space = true, controls = true, default = "",
+        message = "must be at most 1600 characters" },
+    mediaUrls = v.array { of = v.url { max = 2048 }, max = MAX_MEDIA, optional = true,
+        message = "must be an array of at most 10 URLs", item_message = "must hold http(s) URLs" },
+}
 
 local function invalid(field, message)
     errors.raise("validation_failed", { fields = { [field] = message } })
 end
 
--- { text, media = { { url } } } of a new message, or raises validation_failed.
+-- { text, media = { { url } } } of a new message, or raises validation_failed
+-- naming every bad field.
 local function outbound_input(body)
-    local text, urls = body.text, body.mediaUrls
-    if text == nil or text == json.null then text = "" end
-    if type(text) ~= "string" then invalid("text", "must be a string") end
-    -- 4 bytes a character at most: a longer text is refused unread
-    if #text > 4 * MAX_TEXT then invalid("text", "must be at most 1600 characters") end
-    local n = utf8_len(text)
-    if n == nil then invalid("text", "must be a string") end
-    if n > MAX_TEXT then invalid("text", "must be at most 1600 characters") end
-    if urls == nil or urls == json.null then urls = {} end
-    if type(urls) ~= "table" or #urls > MAX_MEDIA then invalid("mediaUrls", "must be an array of at most 10 URLs") end
+    local input = MESSAGE(body)
     local media = {}
-    for i, u in ipairs(urls) do
-        if type(u) ~= "string" or #u > 2048 or not find(u, "^https?://[^%s]+$") then
-            invalid("mediaUrls", "must hold http(s) URLs")
-        end
-        media[i] = { url = u }
-    end
-    if text == "" and #media == 0 then invalid("text", "is required without mediaUrls") end
-    return { text = text, media = conversations.array(media) }
+    for i, u in ipairs(input.mediaUrls or {}) do media[i] = { url = u } end
+    if input.text == "" and #media == 0 then invalid("text", "is required without mediaUrls") end
+    return { text = input.text, media = conversations.array(media) }
 end
 
 -- The church's messaging number and database, or raises validation_failed.
@@ -76,6 +68,8 @@ return {
             local conversation = conversations.get(s.db, req.params.id)
             if conversation == nil then errors.raise("not_found") end
             local input = outbound_input(req:json())
+            -- an opted-out contact gets nothing (the consent rules): nothing stored or sent
+            if contacts.opted_out(s.db, conversation.contact_phone) then errors.raise("opted_out") end
             local row = outbound.queue(s, conversation, input, church_of(s))
             return { status = 202, tenant = s.tenant_id, json = { message = conversations.message_json(row) } }
         end,

@@ -9,12 +9,14 @@
 #    of argon_rate.c with as many threads for ARGON_S seconds (ratio, target
 #    >= 0.9); the same with a wrong password and with an unknown email (ratios
 #    to the right password); ROUNDS alternating rounds of all four, the
-#    ratios taken over their sums, as the machine's load drifts;
+#    ratios taken over their sums, as the machine's load drifts; and the
+#    right password over the owners of CHURCHES churches (each login needs
+#    its own church's database) against one church: ratio and non-2xx;
 #  - GET /health alone (wrk, 2 connections, HEALTH_S seconds) and under a
 #    login flood: p50/p99 and the ratio of the p99s.
 # The server runs with STEEPLE_AUTH_RATE_PER_MIN=0 and fixed bench keys.
 #
-#   REGS=20 CONC=20 ROUNDS=2 LOGIN_S=10 ARGON_S=5 HEALTH_S=5 WORKERS=1 THREADS=2 \
+#   REGS=20 CONC=20 CHURCHES=20 ROUNDS=2 LOGIN_S=10 ARGON_S=5 HEALTH_S=5 WORKERS=1 THREADS=2 \
 #   ARGON2_KIB=19456 ARGON2_ITER=2 KEEP=1 bash spec/bench/bench_auth.sh
 #
 # CONC must stay within the hashing queue (THREADS x 16 per worker), or the
@@ -23,6 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 REGS=${REGS:-20}
 CONC=${CONC:-20}
+CHURCHES=${CHURCHES:-20}
 ROUNDS=${ROUNDS:-2}
 LOGIN_S=${LOGIN_S:-10}
 ARGON_S=${ARGON_S:-5}
@@ -148,6 +151,13 @@ owner=login-$run@bench.example
 read -r status _ < <(post /api/auth/register "$(register_json "$owner")")
 [ "$status" = 201 ] || { cat "$work/body" >&2; echo >&2; die "registering the login account answered $status"; }
 token=$(sed 's/.*"accessToken":"\([^"]*\)".*/\1/' "$work/body")
+owners=("$owner")
+for i in $(seq 2 "$CHURCHES"); do
+    e=owner-$run-$i@bench.example
+    read -r status _ < <(post /api/auth/register "$(register_json "$e")")
+    [ "$status" = 201 ] || { cat "$work/body" >&2; echo >&2; die "registering church $i answered $status"; }
+    owners+=("$e")
+done
 
 # wrk script: POST /api/auth/login for each of the given emails in turn, one
 # password; done() prints "status CODE COUNT" per status and "duration_us N".
@@ -214,8 +224,9 @@ sum() { awk -v a="$1" -v b="$2" 'BEGIN { print a + b }'; }
 raw_rate() { "$work/argon_rate" "$hashers" "$ARGON_S" "$ARGON2_ITER" "$ARGON2_KIB" || die "argon_rate failed"; }
 login_script "$work/right.lua" "$PASSWORD" "$owner"
 login_script "$work/unknown.lua" "$PASSWORD" "nobody-$run@bench.example"
+login_script "$work/many.lua" "$PASSWORD" "${owners[@]}"
 echo "login: wrk 16 connections, ${LOGIN_S} s per run; raw argon2id: argon_rate.c, $hashers threads, ${ARGON_S} s per run"
-raw_sum=0 right_sum=0 wrong_sum=0 unknown_sum=0
+raw_sum=0 right_sum=0 wrong_sum=0 unknown_sum=0 many_sum=0 many_other=0
 for round in $(seq "$ROUNDS"); do
     raw=$(raw_rate)
     echo "round $round: raw argon2id verifies: $raw/s"
@@ -238,15 +249,20 @@ for round in $(seq "$ROUNDS"); do
     login_line "$round" "wrong password (401, over $nwrong admins)" "$wrong" "$other" "$non2xx" "$detail"
     read -r unknown other non2xx detail < <(login_wrk "$work/unknown.lua" "$LOGIN_S" 401 "unknown$round")
     login_line "$round" "unknown email (401)" "$unknown" "$other" "$non2xx" "$detail"
+    read -r many other non2xx detail < <(login_wrk "$work/many.lua" "$LOGIN_S" 200 "many$round")
+    login_line "$round" "right password over $CHURCHES churches (200)" "$many" "$other" "$non2xx" "$detail"
+    many_sum=$(sum "$many_sum" "$many") many_other=$((many_other + other))
     raw_sum=$(sum "$raw_sum" "$raw") right_sum=$(sum "$right_sum" "$right")
     wrong_sum=$(sum "$wrong_sum" "$wrong") unknown_sum=$(sum "$unknown_sum" "$unknown")
 done
 login_raw=$(ratio "$right_sum" "$raw_sum")
 wrong_right=$(ratio "$wrong_sum" "$right_sum")
 unknown_right=$(ratio "$unknown_sum" "$right_sum")
+many_right=$(ratio "$many_sum" "$right_sum")
 echo "login over $ROUNDS rounds: raw argon2id $(ratio "$raw_sum" "$ROUNDS")/s, right $(ratio "$right_sum" "$ROUNDS")/s," \
      "wrong $(ratio "$wrong_sum" "$ROUNDS")/s, unknown $(ratio "$unknown_sum" "$ROUNDS")/s"
 echo "login/raw argon2id: $login_raw (target >= 0.9); wrong/right: $wrong_right; unknown/right: $unknown_right"
+echo "login over $CHURCHES churches/one church: $many_right ($many_other responses other than 200)"
 
 # --- /health under a login flood -----------------------------------------------
 health_wrk() { # name → "p50_ms p99_ms"
@@ -281,4 +297,5 @@ echo "--- summary ---"
 echo "registration migrations/template: p50 $reg_p50, $CONC concurrent wall $reg_conc"
 echo "login/raw argon2id ($hashers threads, $ROUNDS rounds): $login_raw (target >= 0.9)"
 echo "login wrong/right password: $wrong_right; unknown email/right: $unknown_right"
+echo "login over $CHURCHES churches/one church: $many_right ($many_other responses other than 200)"
 echo "/health p99 under login flood/alone: $health_ratio"

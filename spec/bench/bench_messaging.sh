@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Messaging benchmarks, in one run on a private cluster (var/bench-pg):
-#  - the spool (spool_rate.c on core/spool.c, in a directory on the repo's
+#  - the spool (spool_rate.c on core/spool*.c, in a directory on the repo's
 #    disk): durable appends/s with SPOOL_INFLIGHT appends in flight (group
 #    commit) vs one at a time (one fdatasync per record), SPOOL_S seconds
 #    each, and their ratio;
@@ -71,7 +71,7 @@ sum() { awk -v a="$1" -v b="$2" 'BEGIN { print a + b }'; }
 CFLAGS_BENCH="-std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Wshadow -Wpointer-arith -Wcast-align -Wwrite-strings
     -Wmissing-prototypes -Wstrict-prototypes -Wformat=2 -Wno-unused-parameter"
 # shellcheck disable=SC2086,SC2046
-cc $CFLAGS_BENCH -Icore -o "$work/spool_rate" spec/bench/spool_rate.c core/spool.c core/log.c \
+cc $CFLAGS_BENCH -Icore -o "$work/spool_rate" spec/bench/spool_rate.c core/spool*.c core/log.c \
     $(pkg-config --cflags --libs libevent) -lpthread
 # shellcheck disable=SC2086,SC2046
 cc $CFLAGS_BENCH -o "$work/sign_webhooks" spec/bench/sign_webhooks.c $(pkg-config --cflags --libs libsodium)

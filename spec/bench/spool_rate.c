@@ -1,4 +1,4 @@
-/* spool_rate.c — durable appends per second through core/spool.c.
+/* spool_rate.c — durable appends per second through core/spool*.c.
  *
  *   spool_rate DIR SECONDS INFLIGHT [BYTES]
  *
@@ -11,7 +11,7 @@
  * commit). Prints "APPENDS_PER_S APPENDS FSYNCS SECONDS", counting appends
  * whose callback reported them durable.
  *
- *   cc -std=c11 -D_GNU_SOURCE -O2 -Icore -o spool_rate spec/bench/spool_rate.c core/spool.c core/log.c \
+ *   cc -std=c11 -D_GNU_SOURCE -O2 -Icore -o spool_rate spec/bench/spool_rate.c core/spool*.c core/log.c \
  *      $(pkg-config --cflags --libs libevent) -lpthread */
 #include "log.h"
 #include "spool.h"

@@ -11,7 +11,7 @@
 # coverage instrumentation and ASan+UBSan, so a fuzz build never touches
 # build/ or build/asan/.
 
-FUZZ_TARGETS := jwt webhook json spool config request
+FUZZ_TARGETS := jwt webhook json spool spool_record config request csv
 FUZZ_SECONDS ?= 10
 FUZZ_DIR     := build/fuzz
 
@@ -47,9 +47,21 @@ $(FUZZ_DIR)/obj/%.o: core/%.c $(FUZZ_DIR)/flags.stamp
 $(FUZZ_DIR)/obj/fuzz_%.o: spec/fuzz/fuzz_%.c spec/fuzz/fuzz_util.h $(FUZZ_DIR)/flags.stamp
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -Icore -MMD -MP -c $< -o $@
 
-$(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/fuzz_%.o $(FUZZ_OBJS)
-	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+FUZZ_LINK = $(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	  -o $@ $^ $(FUZZ_LDLIBS)
+
+$(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/fuzz_%.o $(FUZZ_OBJS)
+	$(FUZZ_LINK)
+
+# The spool's targets link only what they test: fuzz_spool the spool's files
+# (core/spool*.c) and the logger, fuzz_spool_record the record format alone.
+FUZZ_SPOOL_OBJS := $(addprefix $(FUZZ_DIR)/obj/,$(filter spool%.o,$(CORE_OBJS)) log.o)
+
+$(FUZZ_DIR)/fuzz_spool: $(FUZZ_DIR)/obj/fuzz_spool.o $(FUZZ_SPOOL_OBJS)
+	$(FUZZ_LINK)
+
+$(FUZZ_DIR)/fuzz_spool_record: $(FUZZ_DIR)/obj/fuzz_spool_record.o $(FUZZ_DIR)/obj/spool_record.o
+	$(FUZZ_LINK)
 
 -include $(wildcard $(FUZZ_DIR)/obj/*.d)
 

@@ -7,14 +7,16 @@
 #include "fuzz_util.h"
 #include "log.h"
 #include "lua_host.h"
+#include "lua_libs.h"
+#include "request.h"
 #include "worker.h"
 
 /* Writes config_text as the worker's config file and builds the script state
  * as worker_reload does: script_state_new (the configuration through
  * lua/conf.lua, lua/app.lua and every route module required, globals locked)
  * from the repository's lua/. Aborts when that fails: the harness is broken,
- * not the input. Leaves the state current in w->scripts and its limits in
- * w->cfg, and the line-coverage hook armed on its main thread. */
+ * not the input. Leaves the state current in w->host.scripts and its limits in
+ * w->host.cfg, and the line-coverage hook armed on its main thread. */
 static inline struct script_state *fuzz_app_state(struct worker *w, const char *config_text)
 {
     static char path[256];
@@ -22,16 +24,19 @@ static inline struct script_state *fuzz_app_state(struct worker *w, const char *
         abort();
     snprintf(path, sizeof path, "%s/app-config.lua", fuzz_tmpdir());
     fuzz_write_file(path, config_text, strlen(config_text));
-    w->lua_dir = fuzz_lua_dir();
-    w->config_path = path;
+    w->host.lua_dir = fuzz_lua_dir();
+    w->host.config_path = path;
+    request_set_init(&w->requests, &w->host);
+    w->host.requests = &w->requests;
     char err[2048];
-    struct script_state *ss = script_state_new(w, err, sizeof err);
+    struct script_state *ss =
+        script_state_new(&w->host, steeple_newstate(w->host.lua_dir), err, sizeof err);
     if (ss == NULL) {
         fprintf(stderr, "fuzz: cannot build the script state: %s\n", err);
         abort();
     }
-    w->scripts = ss;
-    w->cfg = ss->cfg;
+    w->host.scripts = ss;
+    w->host.cfg = ss->cfg;
     log_set_level((enum log_level)ss->cfg.log_level);
     fuzz_lua_hook_on(ss->L, 0);
     return ss;

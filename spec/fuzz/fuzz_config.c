@@ -1,7 +1,7 @@
 /* fuzz_config.c — configuration loading (core/config_load.c, lua/conf.lua).
  *
  * Feeds the input as the content of a config.lua file (a tmpfs file), loaded
- * the way config_load() and the script states load it: script_open_libs, then
+ * the way config_load() and the script states load it: steeple_openlibs, then
  * config_push (conf.load(path, os.getenv)) and config_read under a pcall. The
  * harness builds that Lua state itself so that it can cap it: an allocator
  * that refuses past 64 MiB, and a hook that raises after ~200k VM
@@ -17,7 +17,8 @@
  *     it (port 1..65535, workers 0..256, threads 1..64, limits, log level,
  *     env, non-empty listen, NUL-terminated strings...);
  *   - config_load() agrees: the same struct config, or the same message. */
-#include "config.h"
+#include "config_load.h"
+#include "lua_libs.h"
 #include "fuzz_util.h"
 #include "log.h"
 #include "lua_host.h"
@@ -136,7 +137,7 @@ static int load_capped(struct config *out, char *err, size_t errlen)
     lua_State *L = lua_newstate(fuzz_lua_alloc, &budget);
     if (L == NULL)
         abort();
-    script_open_libs(L, fuzz_lua_dir());
+    steeple_openlibs(L, fuzz_lua_dir());
     fuzz_lua_hook_on(L, INSTRUCTIONS);
     struct load_args a = {out, err, errlen};
     lua_pushcfunction(L, load);
@@ -173,7 +174,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (r == 0)
         check_config(&mine);
     memset(&real, 0, sizeof real);
-    int rc = config_load(fuzz_lua_dir(), path, &real, real_err, sizeof real_err);
+    int rc = config_load(steeple_newstate(fuzz_lua_dir()), path, &real, real_err, sizeof real_err);
     if (r == 0) {
         FUZZ_CHECK(rc == 0, "config_load refused what loaded here: %s", real_err);
         FUZZ_CHECK(memcmp(&mine, &real, sizeof mine) == 0, "config_load read another config");

@@ -3,7 +3,7 @@
  * Feeds: byte 0 picks max_depth (1..80: the events codec uses 16, the app
  * limits.json_max_depth, 64 by default); the rest is the body given to
  * json.new(max_depth).decode_object, in a Lua state set up as the server's
- * (script_open_libs: the real preloads, package.path = the repo's lua/).
+ * (steeple_openlibs: the real preloads, package.path = the repo's lua/).
  * Asserts:
  *   - decode_object never raises: it returns a table, or nil, "invalid_json"
  *     and a string reason;
@@ -17,7 +17,7 @@
  *     that text accepts it and gives an equal value (numbers compared at
  *     the 14 significant digits the encoder writes). */
 #include "fuzz_util.h"
-#include "lua_host.h"
+#include "lua_libs.h"
 
 static lua_State *L;
 static int check_ref;
@@ -106,7 +106,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     L = lua_newstate(fuzz_lua_alloc, &budget);
     if (L == NULL)
         abort();
-    script_open_libs(L, fuzz_lua_dir());
+    steeple_openlibs(L, fuzz_lua_dir());
     if (luaL_loadbuffer(L, harness, sizeof harness - 1, "=fuzz_json") != LUA_OK ||
         lua_pcall(L, 0, 1, 0) != LUA_OK) {
         fprintf(stderr, "fuzz_json: %s\n", lua_tostring(L, -1));

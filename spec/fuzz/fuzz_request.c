@@ -384,7 +384,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         snprintf(handled_method[handled], sizeof handled_method[0], "%s", m ? m : "?");
     handled++;
     current = req;
-    struct http_conn *conn = http_conns_find(w.conns, req);
+    struct http_conn *conn = http_conns_find(w.requests.conns, req);
     evbuffer_drain(current_body, evbuffer_get_length(current_body));
     struct evbuffer *body = conn ? http_conn_body(conn) : NULL;
     size_t blen = body ? evbuffer_get_length(body) : 0;
@@ -397,22 +397,22 @@ static void on_request(struct evhttp_request *req, void *arg)
 static struct bufferevent *new_connection(struct event_base *base, void *arg)
 {
     struct worker *wk = arg;
-    conn_guard_accepted(wk->guard);
-    return http_conns_bufferevent(wk->conns);
+    conn_guard_accepted(wk->requests.guard);
+    return http_conns_bufferevent(wk->requests.conns);
 }
 
 static void apply_limits(void)
 {
-    const struct config_limits *lim = &w.cfg.limits;
-    http_conns_set_limits(w.conns, lim->header_bytes, lim->body_bytes);
+    const struct config_limits *lim = &w.host.cfg.limits;
+    http_conns_set_limits(w.requests.conns, lim->header_bytes, lim->body_bytes);
     evhttp_set_max_body_size(w.http, 0);
     evhttp_set_max_headers_size(w.http, lim->header_bytes);
     evhttp_set_timeout(w.http, (int)(lim->read_timeout_s + 0.999));
     double t = lim->request_timeout_s;
     struct timeval tv = {(time_t)t, (suseconds_t)((t - (time_t)t) * 1e6)};
-    const struct timeval *common = event_base_init_common_timeout(w.base, &tv);
+    const struct timeval *common = event_base_init_common_timeout(w.host.base, &tv);
     w.request_timeout_plain = tv;
-    w.request_timeout_tv = common ? common : &w.request_timeout_plain;
+    w.requests.timeout_tv = common ? common : &w.request_timeout_plain;
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -449,21 +449,21 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
              "}\n",
              data_key, telnyx_key, fuzz_tmpdir());
 
-    w.base = event_base_new();
-    if (w.base == NULL)
+    w.host.base = event_base_new();
+    if (w.host.base == NULL)
         abort();
     struct script_state *ss = fuzz_app_state(&w, config);
     char err[256];
-    w.http = evhttp_new(w.base);
-    w.conns = http_conns_new(w.base, ss->cfg.limits.header_bytes, ss->cfg.limits.body_bytes,
-                             request_body_limit, &w);
+    w.http = evhttp_new(w.host.base);
+    w.requests.conns = http_conns_new(w.host.base, ss->cfg.limits.header_bytes, ss->cfg.limits.body_bytes,
+                             script_body_limit, &w.host);
     current_body = evbuffer_new();
-    if (w.http == NULL || w.conns == NULL || current_body == NULL)
+    if (w.http == NULL || w.requests.conns == NULL || current_body == NULL)
         abort();
     evhttp_set_allowed_methods(w.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-    evhttp_set_gencb(w.http, on_request, &w);
+    evhttp_set_gencb(w.http, on_request, &w.requests);
     evhttp_set_bevcb(w.http, new_connection, &w);
     apply_limits();
     struct evhttp_bound_socket *bound = evhttp_bind_socket_with_handle(w.http, "127.0.0.1", 0);
@@ -472,13 +472,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     w.listener = evhttp_bound_socket_get_listener(bound);
     socklen_t slen = sizeof server;
     getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&server, &slen);
-    w.guard = conn_guard_new(w.base, w.listener, ntohs(server.sin_port), 1024, 0,
-                             w.cfg.limits.read_timeout_s);
-    w.pool = threadpool_new(w.base, 1, 16);
-    w.watchdog = watchdog_start(0.1, 5.0, request_overrun);
-    w.cluster = db_cluster_new(w.base, &ss->cfg, err, sizeof err);
-    w.spool = spool_open(w.base, ss->cfg.spool_dir, 0, 1, err, sizeof err);
-    if (!w.guard || !w.pool || !w.watchdog || !w.cluster || !w.spool) {
+    w.requests.guard = conn_guard_new(w.host.base, w.listener, ntohs(server.sin_port), 1024, 0,
+                             w.host.cfg.limits.read_timeout_s);
+    w.host.pool = threadpool_new(w.host.base, 1, 16);
+    w.requests.watchdog = watchdog_start(0.1, 5.0, request_overrun);
+    w.host.cluster = db_cluster_new(w.host.base, &ss->cfg, err, sizeof err);
+    w.host.spool = spool_open(w.host.base, ss->cfg.spool_dir, 0, 1, err, sizeof err);
+    if (!w.requests.guard || !w.host.pool || !w.requests.watchdog || !w.host.cluster || !w.host.spool) {
         fprintf(stderr, "fuzz_request: cannot build the worker: %s\n", err);
         abort();
     }
@@ -528,18 +528,18 @@ static void pump(int cfd, const uint8_t *data, size_t size, struct out *o)
             else if (errno != EAGAIN)
                 sent = size; /* the server closed: stop sending */
         }
-        event_base_loop(w.base, EVLOOP_NONBLOCK);
+        event_base_loop(w.host.base, EVLOOP_NONBLOCK);
         int progress = 0;
         if (drain(cfd, o, &progress))
             return;
-        if (w.ninflight > 0 || w.writing > 0 || sent < size || progress)
+        if (w.requests.nlive > 0 || w.requests.writing > 0 || sent < size || progress)
             quiet = 0;
         else if (++quiet >= 4)
             return;
-        if (w.ninflight > 0) { /* a pool job: wait for its event */
+        if (w.requests.nlive > 0) { /* a pool job: wait for its event */
             struct timeval tv = {0, 1000};
-            event_base_loopexit(w.base, &tv);
-            event_base_loop(w.base, EVLOOP_ONCE);
+            event_base_loopexit(w.host.base, &tv);
+            event_base_loop(w.host.base, EVLOOP_ONCE);
         }
         FUZZ_CHECK(now_s() - start < 4.0, "a request still in flight after 4 s");
     }
@@ -676,9 +676,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_responses(&o);
     close(cfd); /* the client goes; evhttp sees the connection reset */
     for (int i = 0; i < 8; i++)
-        event_base_loop(w.base, EVLOOP_NONBLOCK);
-    FUZZ_CHECK(w.ninflight == 0, "%d requests still in flight after the client left",
-               w.ninflight);
+        event_base_loop(w.host.base, EVLOOP_NONBLOCK);
+    FUZZ_CHECK(w.requests.nlive == 0, "%d requests still in flight after the client left",
+               w.requests.nlive);
     if (++runs % 4096 == 0)
         FUZZ_CHECK(open_fds() < 256, "file descriptors pile up: %d open", open_fds());
     return 0;

@@ -1,4 +1,5 @@
-/* fuzz_spool.c — the spool's record reader and writer (core/spool.c).
+/* fuzz_spool.c — the spool's record reader and writer (core/spool*.c; it
+ * links those files and the logger only).
  *
  * Feeds: the tail of the input as the content of a segment file (own,
  * w0-0000000001.spool, or an orphan's, w1-…, which worker 0 of 1 adopts), in
@@ -34,13 +35,14 @@
 #include "fuzz_util.h"
 #include "log.h"
 #include "spool.h"
+#include "spool_oracle.h"
 
 #include <dirent.h>
 #include <event2/event.h>
 #include <fcntl.h>
 
 #define MAX_RECS 2048
-#define HEADER 12u
+#define HEADER ORACLE_HEADER
 
 static struct event_base *base;
 static char dir[128];
@@ -60,34 +62,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return base ? 0 : -1;
 }
 
-/* CRC-32C bit by bit, independent of spool.c's table. */
-static uint32_t crc32c_bitwise(const uint8_t *p, size_t n)
-{
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++)
-            c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
-    }
-    return ~c;
-}
-
-static uint32_t le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* The records of file[0 .. size) from off on; *stop gets where the valid
  * part ends. Returns the count. */
 static size_t parse(const uint8_t *file, size_t size, size_t off, struct span *out, size_t *stop)
 {
     size_t n = 0;
     while (off < size && n < MAX_RECS) {
-        if (size - off < HEADER || memcmp(file + off, "STPL", 4) != 0)
-            break;
-        uint32_t len = le32(file + off + 4);
-        if (len > SPOOL_MAX_RECORD || size - off - HEADER < len ||
-            crc32c_bitwise(file + off + HEADER, len) != le32(file + off + 8))
+        uint32_t len;
+        if (oracle_record(file, size, off, SPOOL_MAX_RECORD, &len) != ORACLE_OK)
             break;
         out[n++] = (struct span){file + off + HEADER, len};
         off += HEADER + len;

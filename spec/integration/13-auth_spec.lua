@@ -64,7 +64,8 @@ describe("auth", function()
             assert.equal(201, res.status, res.body)
             local j = res.json
             assert.is_string(j.tenantId)
-            assert.same({ id = j.tenantId, name = "Church reg", phoneNumber = "+15550000001" }, j.church)
+            assert.same({ id = j.tenantId, name = "Church reg", phoneNumber = "+15550000001",
+                timeZone = "America/New_York", helpText = "" }, j.church)
             assert.equal(body.email, j.admin.email)
             assert.equal("Admin reg", j.admin.name)
             assert.equal("owner", j.admin.role)
@@ -289,7 +290,8 @@ describe("auth", function()
             assert.equal(200, res.status, res.body)
             assert.equal(a.tenantId, res.json.tenantId)
             assert.same(a.admin, res.json.admin)
-            assert.same({ id = a.tenantId, name = "Church tokA", phoneNumber = cjson.null }, res.json.church)
+            assert.same({ id = a.tenantId, name = "Church tokA", phoneNumber = cjson.null,
+                timeZone = "America/New_York", helpText = "" }, res.json.church)
         end)
 
         it("refuses missing, malformed, forged and expired tokens", function()

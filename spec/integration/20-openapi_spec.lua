@@ -106,6 +106,11 @@ describe("openapi.json against the server", function()
     local reg, srv, tx
     local owner, suspended, member, conversation_id -- fixtures of setup()
 
+    -- The owner's church database.
+    local function url_of_owner()
+        return pg.url_of((psql(reg.url, "SELECT db_name FROM tenants WHERE id = '" .. owner.tenant .. "'")))
+    end
+
     -- One request of operation key. opts: method/path come from key unless
     -- opts.path is given (a concrete path); body (table or text), token,
     -- content_type (default application/json for a body), headers, address,
@@ -174,6 +179,7 @@ describe("openapi.json against the server", function()
                 auth = { max_failures = 2, trusted_proxies = "127.0.0.1" },
                 telnyx = { send_attempts = 1 },
                 metrics = { allow = "127.0.0.1" },
+                contacts = { import_max_bytes = BODY_LIMIT },
             },
             env = {
                 DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false,
@@ -365,6 +371,25 @@ describe("openapi.json against the server", function()
         assert.same({}, srv:unexpected_errors())
     end)
 
+    it("POST /api/contacts/import", function()
+        local key = "POST /api/contacts/import"
+        local csv = { token = owner.access, body = "phone,first_name\n(555) 310-4001,Ann\nnope,Bob\n",
+                      content_type = "text/csv" }
+        local res = call(key, csv)
+        assert.equal(200, res.status, res.body)
+        assert.same({ created = 1, updated = 0, unchanged = 0, rejected = { { row = 3, reason = "invalid_phone" } } },
+            res.json)
+        csv.body = "name\nAnn\n"
+        assert.equal("validation_failed", call(key, csv).json.error.code)
+        assert.equal(401, call(key, { body = "phone\n", content_type = "text/csv" }).status)
+        res = call(key, { token = suspended.access, body = "phone\n", content_type = "text/csv" })
+        assert.equal("tenant_unavailable", res.json.error.code)
+        assert.equal(415, call(key, { token = owner.access, body = "phone\n" }).status)
+        oversized(key)
+        assert_all_seen(key)
+        assert.same({}, srv:unexpected_errors())
+    end)
+
     it("GET /api/conversations", function()
         local key = "GET /api/conversations"
         local res = call(key, { token = owner.access })
@@ -412,6 +437,8 @@ describe("openapi.json against the server", function()
         assert.equal(503, call(key, { token = suspended.access, path = path, body = { text = "x" } }).status)
         assert.equal(415, call(key, { token = owner.access, path = path, body = "{}", content_type = "text/plain" }).status)
         oversized(key, path)
+        psql(url_of_owner(), "INSERT INTO suppressions (phone_number, source) VALUES ('+15553109999', 'carrier')")
+        assert.equal("opted_out", call(key, { token = owner.access, path = path, body = { text = "x" } }).json.error.code)
         assert_all_seen(key)
         -- the send is refused (nothing listens at TELNYX_API_BASE): failed after one try
         assert.truthy(server.wait_until(function()
@@ -419,6 +446,175 @@ describe("openapi.json against the server", function()
             return list.json.messages[1].status == "failed"
         end, 30))
         assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("PATCH /api/church", function()
+        local key = "PATCH /api/church"
+        local res = call(key, { token = owner.access, body = { helpText = "Text us." } })
+        assert.equal(200, res.status, res.body)
+        assert.same({ "Text us.", "America/New_York" }, { res.json.church.helpText, res.json.church.timeZone })
+        assert.equal("validation_failed", call(key, { token = owner.access, body = { timeZone = "Nowhere/City" } })
+            .json.error.code)
+        assert.equal("invalid_json", call(key, { token = owner.access, body = "[]" }).json.error.code)
+        assert.equal("forbidden", call(key, { token = member.access, body = { name = "Mine now" } }).json.error.code)
+        assert.equal(401, call(key, { body = {} }).status)
+        assert.equal("tenant_unavailable", call(key, { token = suspended.access, body = {} }).json.error.code)
+        assert.equal(415, call(key, { token = owner.access, body = "{}", content_type = "text/plain" }).status)
+        oversized(key)
+        assert_all_seen(key)
+        assert.same({ "Text us." }, { call("GET /api/me", { token = owner.access }).json.church.helpText })
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    describe("contacts and lists", function()
+        local list, contact -- made by the first cases, used by the later ones
+        local NO_ID <const> = "00000000-0000-4000-8000-000000000000"
+
+        -- The statuses every operation of a church's data shares: 401 and 503.
+        local function unauthorized_and_suspended(key, opts)
+            local o = {}
+            for k, v in pairs(opts) do o[k] = v end
+            o.token = nil
+            assert.equal(401, call(key, o).status)
+            o.token = suspended.access
+            assert.equal("tenant_unavailable", call(key, o).json.error.code)
+        end
+
+        it("POST /api/lists and GET /api/lists", function()
+            local key = "POST /api/lists"
+            local res = call(key, { token = owner.access, body = { name = "Youth", keyword = "youth" } })
+            assert.equal(201, res.status, res.body)
+            list = res.json.list
+            assert.equal("keyword_taken", call(key, { token = owner.access, body = { name = "Y", keyword = "YOUTH" } })
+                .json.error.code)
+            assert.equal("validation_failed", call(key, { token = owner.access, body = { name = "x", keyword = "STOP" } })
+                .json.error.code)
+            assert.equal(415, call(key, { token = owner.access, body = "{}", content_type = "text/plain" }).status)
+            oversized(key)
+            unauthorized_and_suspended(key, { body = { name = "x" } })
+            assert_all_seen(key)
+            key = "GET /api/lists"
+            assert.same({ list }, call(key, { token = owner.access }).json.lists)
+            unauthorized_and_suspended(key, {})
+            assert_all_seen(key)
+            assert.same({}, srv:unexpected_errors())
+        end)
+
+        it("GET, PATCH and DELETE /api/lists/{id}", function()
+            local other = call("POST /api/lists", { token = owner.access, body = { name = "Other", keyword = "OTHER" } })
+                .json.list
+            local path = "/api/lists/" .. other.id
+            local key = "GET /api/lists/{id}"
+            assert.equal(200, call(key, { token = owner.access, path = path }).status)
+            assert.equal(404, call(key, { token = owner.access, path = "/api/lists/nope" }).status)
+            unauthorized_and_suspended(key, { path = path })
+            assert_all_seen(key)
+            key = "PATCH /api/lists/{id}"
+            assert.equal("Choir", call(key, { token = owner.access, path = path, body = { name = "Choir" } }).json.list.name)
+            assert.equal("keyword_taken", call(key, { token = owner.access, path = path, body = { keyword = "youth" } })
+                .json.error.code)
+            assert.equal(400, call(key, { token = owner.access, path = path, body = { name = "" } }).status)
+            assert.equal(404, call(key, { token = owner.access, path = "/api/lists/" .. NO_ID, body = {} }).status)
+            assert.equal(415, call(key, { token = owner.access, path = path, body = "{}", content_type = "text/plain" })
+                .status)
+            oversized(key, path)
+            unauthorized_and_suspended(key, { path = path, body = {} })
+            assert_all_seen(key)
+            key = "DELETE /api/lists/{id}"
+            assert.equal(204, call(key, { token = owner.access, path = path }).status)
+            assert.equal(404, call(key, { token = owner.access, path = path }).status)
+            unauthorized_and_suspended(key, { path = path })
+            assert_all_seen(key)
+            assert.same({}, srv:unexpected_errors())
+        end)
+
+        it("POST and GET /api/contacts", function()
+            local key = "POST /api/contacts"
+            local res = call(key, { token = owner.access,
+                body = { phoneNumber = "+15553200001", firstName = "Ruth", lists = { list.id }, consent = "opted_in" } })
+            assert.equal(201, res.status, res.body)
+            contact = res.json.contact
+            assert.equal("contact_exists", call(key, { token = owner.access, body = { phoneNumber = "+15553200001" } })
+                .json.error.code)
+            psql(url_of_owner(), "INSERT INTO suppressions (phone_number, source) VALUES ('+15553200002', 'keyword')")
+            assert.equal("opted_out", call(key, { token = owner.access,
+                body = { phoneNumber = "+15553200002", consent = "opted_in" } }).json.error.code)
+            assert.same({ "lists", "phoneNumber" }, (function()
+                local names = {}
+                for name in pairs(call(key, { token = owner.access, body = { lists = { "nope" } } }).json.error.fields) do
+                    names[#names + 1] = name
+                end
+                table.sort(names)
+                return names
+            end)())
+            assert.equal(415, call(key, { token = owner.access, body = "{}", content_type = "text/plain" }).status)
+            oversized(key)
+            unauthorized_and_suspended(key, { body = { phoneNumber = "+15553200003" } })
+            assert_all_seen(key)
+            key = "GET /api/contacts"
+            res = call(key, { token = owner.access, path = "/api/contacts?q=ru&consent=opted_in&list=" .. list.id })
+            assert.same({ contact }, res.json.contacts)
+            assert.equal(cjson.null, res.json.nextCursor)
+            assert.equal(400, call(key, { token = owner.access, path = "/api/contacts?limit=101" }).status)
+            unauthorized_and_suspended(key, {})
+            assert_all_seen(key)
+            assert.same({}, srv:unexpected_errors())
+        end)
+
+        it("GET, PATCH and DELETE /api/contacts/{id}, and its consent history", function()
+            local path = "/api/contacts/" .. contact.id
+            local key = "GET /api/contacts/{id}"
+            assert.same(contact, call(key, { token = owner.access, path = path }).json.contact)
+            assert.equal(404, call(key, { token = owner.access, path = "/api/contacts/" .. NO_ID }).status)
+            unauthorized_and_suspended(key, { path = path })
+            assert_all_seen(key)
+            key = "GET /api/contacts/{id}/consent"
+            local events = call(key, { token = owner.access, path = path .. "/consent" }).json.events
+            assert.same({ "unknown", "opted_in", "admin" }, { events[1].from, events[1].to, events[1].source })
+            assert.equal(404, call(key, { token = owner.access, path = "/api/contacts/nope/consent" }).status)
+            unauthorized_and_suspended(key, { path = path .. "/consent" })
+            assert_all_seen(key)
+            key = "PATCH /api/contacts/{id}"
+            local res = call(key, { token = owner.access, path = path, body = { lastName = "Miller", lists = {} } })
+            assert.same({ "Miller", {} }, { res.json.contact.lastName, res.json.contact.lists })
+            local stopped = call("POST /api/contacts", { token = owner.access, body = { phoneNumber = "+15553200002" } })
+                .json.contact
+            assert.equal("opted_out", call(key, { token = owner.access, path = "/api/contacts/" .. stopped.id,
+                body = { consent = "opted_in" } }).json.error.code)
+            assert.equal(400, call(key, { token = owner.access, path = path, body = { consent = "opted_out" } }).status)
+            assert.equal(404, call(key, { token = owner.access, path = "/api/contacts/" .. NO_ID, body = {} }).status)
+            assert.equal(415, call(key, { token = owner.access, path = path, body = "{}", content_type = "text/plain" })
+                .status)
+            oversized(key, path)
+            unauthorized_and_suspended(key, { path = path, body = {} })
+            assert_all_seen(key)
+            key = "DELETE /api/contacts/{id}"
+            assert.equal(204, call(key, { token = owner.access, path = "/api/contacts/" .. stopped.id }).status)
+            assert.equal(404, call(key, { token = owner.access, path = "/api/contacts/" .. stopped.id }).status)
+            unauthorized_and_suspended(key, { path = path })
+            assert_all_seen(key)
+            assert.same({}, srv:unexpected_errors())
+        end)
+
+        it("PUT and DELETE /api/lists/{id}/contacts/{contactId}", function()
+            local path = "/api/lists/" .. list.id .. "/contacts/" .. contact.id
+            local missing = "/api/lists/" .. list.id .. "/contacts/" .. NO_ID
+            for _, key in ipairs { "PUT /api/lists/{id}/contacts/{contactId}",
+                "DELETE /api/lists/{id}/contacts/{contactId}" } do
+                assert.equal(204, call(key, { token = owner.access, path = path }).status)
+                assert.equal(404, call(key, { token = owner.access, path = missing }).status)
+                unauthorized_and_suspended(key, { path = path })
+                if key:match("^PUT") then
+                    assert.equal(415, call(key, { token = owner.access, path = path, body = "{}",
+                        content_type = "text/plain" }).status)
+                    oversized(key, path)
+                end
+                assert_all_seen(key)
+            end
+            assert.equal(0, call("GET /api/lists/{id}", { token = owner.access, path = "/api/lists/" .. list.id })
+                .json.list.memberCount)
+            assert.same({}, srv:unexpected_errors())
+        end)
     end)
 
     for i, hook in ipairs(HOOKS) do

@@ -229,6 +229,35 @@ describe("pathological input", function()
           function() return json_post("/api/conversations/" .. conversation .. "/messages",
               { mediaUrls = { "https://a" .. rep(" ", VALUE) .. "b" } }, bearer()) end,
           400, "validation_failed" },
+        -- contacts and lists
+        { "contacts firstName: spaces inside",
+          function() return json_post("/api/contacts", { phoneNumber = "+15558200003", firstName = spaces_inside(VALUE) },
+              bearer()) end,
+          400, "validation_failed" },
+        { "contacts phoneNumber: digits",
+          function() return json_post("/api/contacts", { phoneNumber = "+" .. run_of("1", VALUE) }, bearer()) end,
+          400, "validation_failed" },
+        { "contacts lists: id characters",
+          function() return json_post("/api/contacts", { phoneNumber = "+15558200003", lists = { run_of("a-", VALUE) } },
+              bearer()) end,
+          400, "validation_failed" },
+        { "contacts lists: many items",
+          function()
+              local ids = {}
+              for i = 1, VALUE // 40 do ids[i] = "00000000-0000-4000-8000-000000000000" end
+              return json_post("/api/contacts", { phoneNumber = "+15558200003", lists = ids }, bearer())
+          end,
+          400, "validation_failed" },
+        { "contacts q: letters", function() return get("/api/contacts?q=" .. run_of("a", HEADER_VALUE)) end,
+          400, "validation_failed" },
+        { "contacts q: escaped spaces", function() return get("/api/contacts?q=" .. run_of("%20", HEADER_VALUE)) end,
+          400, "validation_failed" },
+        { "lists keyword: letters",
+          function() return json_post("/api/lists", { name = "x", keyword = run_of("a", VALUE) }, bearer()) end,
+          400, "validation_failed" },
+        { "lists name: spaces inside",
+          function() return json_post("/api/lists", { name = spaces_inside(VALUE) }, bearer()) end,
+          400, "validation_failed" },
         { "messages path id", function() return get("/api/conversations/" .. run_of("a", HEADER_VALUE) .. "/messages") end,
           404, "not_found" },
         -- query parameters

@@ -2,17 +2,24 @@
 --
 --   auth.post(srv, path, body [, headers])   JSON POST (body: table or raw string)
 --   auth.get(srv, path, token)                GET with a bearer token
+--   auth.call(srv, method, path, token [, body])
+--                                             a request with a bearer token (or none);
+--                                             body: a table (sent as JSON), a string or nil
+--   auth.fields(res)                          the fields map of a 400 validation_failed answer
 --   auth.church(n [, extra])                  a valid registration body, unique per n
 --   auth.forge(header, claims, secret)        a JWT (header: JSON text) signed by openssl
 --   auth.b64url(s)                            base64url without padding
 --   auth.tenant_databases(psql, url)          names of the tenant databases on a cluster
 --   auth.registry(prefix)                     a new, migrated registry (and template):
---                                             { name, url, env }; reg:count(sql), reg:drop()
+--                                             { name, url, env }; reg:count(sql), reg:drop(),
+--                                             reg:church(srv, n [, extra]) registers church n:
+--                                             { id, token, number, db, registered }
 local http = require "support.http"
 local server = require "support.server"
 local pg = require "support.pg"
 local cjson = require "cjson"
 local secrets = require "support.secrets"
+local luassert = require "luassert"
 
 local M = {}
 
@@ -35,6 +42,19 @@ function M.get(srv, path, token)
         port = srv.port, path = path, timeout = 30,
         headers = token and { Authorization = "Bearer " .. token } or nil,
     })
+end
+
+function M.call(srv, method, path, token, body)
+    local headers = { Authorization = token and ("Bearer " .. token) or nil }
+    if body ~= nil then headers["Content-Type"] = "application/json" end
+    return assert(http.request { port = srv.port, method = method, path = path, headers = headers, timeout = 30,
+        body = body ~= nil and (type(body) == "string" and body or cjson.encode(body)) or nil })
+end
+
+function M.fields(res)
+    luassert.equal(400, res.status, res.body)
+    luassert.equal("validation_failed", res.json.error.code)
+    return res.json.error.fields
 end
 
 function M.church(n, extra)
@@ -88,6 +108,14 @@ end
 
 function Registry:count(sql)
     return tonumber((pg.psql(self.url, sql)))
+end
+
+function Registry:church(srv, n, extra)
+    local res = M.post(srv, "/api/auth/register", M.church(n, extra))
+    luassert.equal(201, res.status, res.body)
+    local id = res.json.tenantId
+    return { id = id, token = res.json.accessToken, number = res.json.church.phoneNumber, registered = res.json,
+        db = (pg.psql(self.url, "SELECT db_name FROM tenants WHERE id = '" .. id .. "'")) }
 end
 
 -- Drops every tenant database the registry lists, the registry and the template.

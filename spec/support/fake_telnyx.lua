@@ -1,18 +1,21 @@
 -- A fake Telnyx messaging API for the specs (plain HTTP on 127.0.0.1):
 --
---   lua5.4 spec/support/fake_telnyx.lua PORT LOG
+--   lua5.4 spec/support/fake_telnyx.lua PORT LOG [BLOCKED]
 --
 -- POST /v2/messages answers by the message text:
 --   contains "[500-once]"  500 the first time for that text, then like any other
 --   contains "[422]"       422
+--   contains "[40300]"     403 {"errors":[{"code":"40300",…}]}: the number blocked the sender
 --   contains "[timeout]"   never answers (the connection is held open)
 --   anything else          200 {"data":{"id":"fake-N","to":[{"status":"queued"}]}}
+-- and a message to a number listed in the file BLOCKED (one a line, read at
+-- each request; optional) gets the 40300 answer too, whatever its text.
 -- Every request is appended to LOG as one JSON line
 -- {"path":…,"authorization":…,"body":{…},"answer":STATUS}.
 local socket = require "socket"
 local cjson = require "cjson.safe"
 
-local port, log_path = tonumber(arg[1]), arg[2]
+local port, log_path, blocked_path = tonumber(arg[1]), arg[2], arg[3]
 local server = assert(socket.bind("127.0.0.1", port))
 server:settimeout(0.05)
 
@@ -23,6 +26,23 @@ local function log(entry)
     f:write(cjson.encode(entry), "\n")
     f:close()
 end
+
+-- True when the number is listed in the BLOCKED file.
+local function blocked(number)
+    local f = blocked_path and io.open(blocked_path)
+    if not f then return false end
+    for line in f:lines() do
+        if line == number then
+            f:close()
+            return true
+        end
+    end
+    f:close()
+    return false
+end
+
+local BLOCKED_ANSWER <const> = '{"errors":[{"code":"40300","title":"Blocked due to STOP message",'
+    .. '"detail":"Messages cannot be sent from this number to the destination number."}]}'
 
 local function read_request(c)
     c:settimeout(5)
@@ -61,6 +81,8 @@ while true do
                 status, reply = 404, '{"errors":[{"title":"not found"}]}'
             elseif text:find("[timeout]", 1, true) then
                 status = 0
+            elseif text:find("[40300]", 1, true) or blocked(type(decoded) == "table" and decoded.to) then
+                status, reply = 403, BLOCKED_ANSWER
             elseif text:find("[422]", 1, true) then
                 status, reply = 422, '{"errors":[{"title":"invalid"}]}'
             elseif text:find("[500-once]", 1, true) and not failed_once[text] then

@@ -61,6 +61,7 @@ local EXPECTED_DEFAULTS = {
                sweep_interval_s = 5 },
     metrics = { allow = "127.0.0.0/8,::1" },
     spool = { dir = "var/spool", after_ms = 1000, replay_interval_s = 1, give_up_s = 3600 },
+    contacts = { import_max_bytes = 5242880, import_max_rows = 50000 },
     bench = {},
 }
 
@@ -85,6 +86,7 @@ local LATER_KEYS = {
     { "telnyx.sweep_interval_s", true }, { "metrics.allow", true }, { "spool.dir", false },
     { "spool.after_ms", true },
     { "spool.replay_interval_s", true }, { "spool.give_up_s", true },
+    { "contacts.import_max_bytes", true }, { "contacts.import_max_rows", true },
 }
 local LATER_NAMES = {}
 for i, k in ipairs(LATER_KEYS) do LATER_NAMES[i] = k[1] end
@@ -131,7 +133,7 @@ describe("conf", function()
             for _, k in ipairs(LATER_NAMES) do expected[#expected + 1] = k end
             expected[#expected + 1] = "bench.plain_path"
             assert.same(expected, keys)
-            assert.equal(58, #conf.schema)
+            assert.equal(60, #conf.schema)
         end)
 
         it("looks entries up by key", function()
@@ -201,6 +203,7 @@ describe("conf", function()
                                sweep_interval_s = 1 },
                     metrics = { allow = "10.1.2.3" },
                     spool = { dir = "s", after_ms = 50, replay_interval_s = 0.5, give_up_s = 2 },
+                    contacts = { import_max_bytes = 1000, import_max_rows = 10 },
                     bench = { plain_path = "/plain" },
                 }
             ]]))
@@ -225,6 +228,7 @@ describe("conf", function()
                            send_attempts = 2, timeout_ms = 500, sweep_interval_s = 1 },
                 metrics = { allow = "10.1.2.3" },
                 spool = { dir = "s", after_ms = 50, replay_interval_s = 0.5, give_up_s = 2 },
+                contacts = { import_max_bytes = 1000, import_max_rows = 10 },
                 bench = { plain_path = "/plain" },
             }, cfg)
         end)
@@ -393,6 +397,8 @@ describe("conf", function()
             { "tenants.max_provisioning", 1, 1000, "must be between 1 and 1000" },
             { "auth.ipv6_prefix", 1, 128, "must be between 1 and 128" },
             { "spool.give_up_s", 0, 2592000, "must be between 0 and 2592000" },
+            { "contacts.import_max_bytes", 1, 1073741824, "must be between 1 and 1073741824" },
+            { "contacts.import_max_rows", 1, 10000000, "must be between 1 and 10000000" },
         }
 
         local function file_for(key, value)

@@ -105,4 +105,52 @@ describe("validate", function()
         assert.equal("validation_failed", e.code)
         assert.equal("is required", e.opts.fields.email)
     end)
+    describe("arrays, URLs and ids", function()
+        local message = v.object {
+            text = v.text { min = 0, max = 5, keep_space = true, controls = true, default = "",
+                message = "must be at most 5 characters" },
+            urls = v.array { of = v.url { max = 30 }, max = 2, optional = true,
+                message = "must be an array of at most 2 URLs", item_message = "must hold http(s) URLs" },
+            ids = v.array { of = v.id(), max = 3, optional = true },
+        }
+        local ID <const> = "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+        it("cleans them, keeping text as given and repeated items once", function()
+            assert.same({ text = " a\nb ", urls = { "https://x.example/a", "HTTP://y" }, ids = { ID } },
+                message:check { text = " a\nb ", urls = { "https://x.example/a", "HTTP://y" },
+                    ids = { ID, ID:upper() } })
+            assert.same({ text = "", urls = {}, ids = {} }, message:check { urls = {}, ids = {} })
+            assert.same({ text = "" }, message:check { text = json.null })
+        end)
+
+        it("reports every bad field at once", function()
+            local out, bad = message:check { text = "toolong", urls = "https://x.example", ids = { "nope" } }
+            assert.is_nil(out)
+            assert.same({ text = "must be at most 5 characters", urls = "must be an array of at most 2 URLs",
+                ids = "item 1 must be an id" }, bad)
+        end)
+
+        it("refuses objects, sparse tables, long arrays and bad items", function()
+            local bad = {
+                { urls = { a = "https://x" } }, { urls = { [2] = "https://x" } },
+                { urls = { "https://a", "https://b", "https://c" } }, { urls = { "ftp://x" } },
+                { urls = { "https://a b" } }, { urls = { "https://" .. ("a"):rep(30) } }, { urls = { 5 } },
+                { urls = { json.null } }, { urls = { "https://x\1y" } }, { urls = 7 },
+            }
+            for i, t in ipairs(bad) do
+                local out, bad_fields = message:check(t)
+                assert.is_nil(out, i)
+                assert.is_string(bad_fields.urls, i)
+            end
+            local many = {}
+            for i = 1, 100000 do many[i] = "https://x" end
+            assert.same({ urls = "must be an array of at most 2 URLs" }, select(2, message:check { urls = many }))
+        end)
+
+        it("takes ids in the UUID text form only", function()
+            for _, bad in ipairs { "", "0f8fad5b", ID .. "0", " " .. ID, ID:gsub("-", ""), 42 } do
+                assert.same({ ids = "item 1 must be an id" }, select(2, message:check { ids = { bad } }), tostring(bad))
+            end
+        end)
+    end)
 end)

@@ -17,6 +17,8 @@ local ALLOWED = {
     "^conversations%.message_columns%(%)$",        -- the message columns
     "^M%.message_columns%(%)$",
     "^p$",                                         -- message_columns' prefix ("" or "m.")
+    "^where_sql%(where%)$",                        -- contacts/store.lua: conditions of constants and $n
+    "^placeholder%(#params %+ 1%)$",               -- contacts/store.lua: "$n"
 }
 
 local SQL_WORDS = { "SELECT", "INSERT", "UPDATE", "DELETE", "RETURNING", "FROM", " AS " }

@@ -8,4 +8,6 @@ return {
     "0005_refresh_token_families.sql",
     "0006_outbound_sending.sql",
     "0007_contacts.sql",
+    "0008_consent_replies.sql",
+    "0009_list_member_counts.sql",
 }

@@ -1,0 +1,185 @@
+-- POST /api/contacts/import: a CSV file of contacts, all rows or none.
+--
+-- The file is read in C (steeple.csv: quotes, line breaks, BOM, encoding and
+-- name lengths, per-row rejections), COPYed into a temporary table, and one
+-- statement normalizes the numbers to E.164, merges them into contacts
+-- (created, names updated, deleted ones brought back), records consent and
+-- adds list memberships, all in one transaction.
+
+local errors = require "errors"
+local db = require "db"
+local json = require "json"
+local csv = require "steeple.csv"
+local config = require "steeple.config"
+local session = require "auth.session"
+
+local ipairs, tonumber = ipairs, tonumber
+local find, gmatch = string.find, string.gmatch
+local sort = table.sort
+
+local MAX_BYTES <const> = config.contacts.import_max_bytes
+local MAX_ROWS <const> = config.contacts.import_max_rows
+local UUID <const> = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+
+-- phone, first_name, last_name with their limits in characters
+local COLUMNS <const> = { { "phone", 64 }, { "first_name", 100 }, { "last_name", 100 } }
+
+-- The C parser's reasons, as the API words them.
+local REASONS <const> = {
+    too_long = { phone = "invalid_phone", first_name = "name_too_long", last_name = "name_too_long" },
+    invalid_encoding = "invalid_encoding",
+    unterminated_quote = "unterminated_quote",
+}
+
+local STAGE_SQL <const> = [[
+CREATE TEMP TABLE import_rows (line integer, phone text, first_name text, last_name text) ON COMMIT DROP]]
+
+local COPY_SQL <const> = "COPY import_rows (line, phone, first_name, last_name) FROM STDIN"
+
+-- $1: consent=opted_in given; $2: the list id or NULL.
+local MERGE_SQL <const> = [[
+WITH staged AS (
+    SELECT line, first_name, last_name,
+           CASE WHEN p ~ '^\+[1-9][0-9]{7,14}$' THEN p
+                WHEN p ~ '^[2-9][0-9]{9}$' THEN '+1' || p
+                WHEN p ~ '^1[2-9][0-9]{9}$' THEN '+' || p
+           END AS phone
+    FROM (SELECT line, first_name, last_name, regexp_replace(phone, '[\s().-]', '', 'g') AS p
+          FROM import_rows) r
+), uniq AS (
+    SELECT DISTINCT ON (phone) phone, first_name, last_name
+    FROM staged WHERE phone IS NOT NULL ORDER BY phone, line
+), old AS (
+    SELECT c.id, c.first_name, c.last_name, c.consent, c.deleted_at
+    FROM contacts c JOIN uniq u ON u.phone = c.phone_number
+), merged AS (
+    INSERT INTO contacts AS c (phone_number, first_name, last_name, consent, consent_source, consent_at)
+    SELECT u.phone, u.first_name, u.last_name,
+           CASE WHEN s.source IS NOT NULL THEN 'opted_out' WHEN $1::boolean THEN 'opted_in' ELSE 'unknown' END,
+           CASE WHEN s.source IS NOT NULL THEN s.source WHEN $1::boolean THEN 'import' END,
+           CASE WHEN s.source IS NOT NULL OR $1::boolean THEN now() END
+    FROM uniq u LEFT JOIN suppressions s ON s.phone_number = u.phone
+    ON CONFLICT (phone_number) DO UPDATE SET
+        first_name = CASE WHEN c.deleted_at IS NULL THEN coalesce(EXCLUDED.first_name, c.first_name)
+                          ELSE EXCLUDED.first_name END,
+        last_name = CASE WHEN c.deleted_at IS NULL THEN coalesce(EXCLUDED.last_name, c.last_name)
+                         ELSE EXCLUDED.last_name END,
+        consent = CASE WHEN c.consent = 'unknown' AND EXCLUDED.consent = 'opted_in' THEN 'opted_in'
+                       ELSE c.consent END,
+        consent_source = CASE WHEN c.consent = 'unknown' AND EXCLUDED.consent = 'opted_in' THEN 'import'
+                              ELSE c.consent_source END,
+        consent_at = CASE WHEN c.consent = 'unknown' AND EXCLUDED.consent = 'opted_in' THEN now()
+                          ELSE c.consent_at END,
+        created_at = CASE WHEN c.deleted_at IS NULL THEN c.created_at ELSE now() END,
+        deleted_at = NULL,
+        updated_at = now()
+    WHERE c.deleted_at IS NOT NULL
+       OR (EXCLUDED.first_name IS NOT NULL AND EXCLUDED.first_name IS DISTINCT FROM c.first_name)
+       OR (EXCLUDED.last_name IS NOT NULL AND EXCLUDED.last_name IS DISTINCT FROM c.last_name)
+       OR (c.consent = 'unknown' AND EXCLUDED.consent = 'opted_in')
+    RETURNING c.id, c.phone_number, c.first_name, c.last_name, c.consent, c.consent_source
+), events AS (
+    INSERT INTO consent_events (phone_number, contact_id, from_state, to_state, source)
+    SELECT m.phone_number, m.id, coalesce(o.consent, 'unknown'), m.consent, m.consent_source
+    FROM merged m LEFT JOIN old o ON o.id = m.id
+    WHERE m.consent <> coalesce(o.consent, 'unknown')
+    RETURNING 1
+), members AS (
+    INSERT INTO list_members (list_id, contact_id)
+    SELECT $2::uuid, id FROM (SELECT id FROM merged UNION SELECT id FROM old) ids
+    WHERE $2::uuid IS NOT NULL
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM merged m LEFT JOIN old o ON o.id = m.id
+        WHERE o.id IS NULL OR o.deleted_at IS NOT NULL) AS created,
+       (SELECT count(*) FROM merged m JOIN old o ON o.id = m.id
+        WHERE o.deleted_at IS NULL AND (m.first_name IS DISTINCT FROM o.first_name
+                                        OR m.last_name IS DISTINCT FROM o.last_name)) AS updated,
+       (SELECT count(*) FROM uniq) AS accepted,
+       (SELECT count(*) FROM events) AS consent_changes,
+       (SELECT count(*) FROM members) AS memberships,
+       (SELECT string_agg(line::text, ',') FROM staged WHERE phone IS NULL) AS invalid]]
+
+local function invalid(field, message)
+    errors.raise("validation_failed", { fields = { [field] = message } })
+end
+
+-- The query parameters: whether to opt in, and the list id or nil.
+local function options(req)
+    local args = req:args()
+    if args.consent ~= nil and args.consent ~= "opted_in" then
+        invalid("consent", "must be opted_in when given")
+    end
+    local list = args.list
+    if list ~= nil and not find(list, UUID) then invalid("list", "must be the id of a list") end
+    return args.consent == "opted_in", list
+end
+
+-- Reads the file; returns the parser's result or raises validation_failed.
+local function parse(body)
+    local out, err = csv.to_copy(body, COLUMNS, MAX_ROWS)
+    if err == "too_many_rows" then
+        invalid("file", "must have at most " .. MAX_ROWS .. " rows")
+    elseif err then
+        invalid("file", "must be a CSV text file with a header row")
+    elseif not out.found.phone then
+        invalid("phone", "the header row must have a phone column")
+    end
+    return out
+end
+
+-- The rows the parser and the merge refused, by line.
+local function rejections(out, invalid_lines)
+    local list = {}
+    for _, r in ipairs(out.rejected) do
+        local reason = REASONS[r.reason]
+        if r.column then reason = reason[r.column] end
+        list[#list + 1] = { row = r.row, reason = reason }
+    end
+    if invalid_lines == nil or invalid_lines == db.null then invalid_lines = "" end
+    for line in gmatch(invalid_lines, "%d+") do
+        list[#list + 1] = { row = tonumber(line), reason = "invalid_phone" }
+    end
+    if #list == 0 then return json.empty_array end
+    sort(list, function(a, b) return a.row < b.row end)
+    return list
+end
+
+-- Stages and merges the rows in one transaction; returns the merge's counts.
+local function merge(handle, out, opt_in, list)
+    return db.transaction(handle, function(tx)
+        if list and #tx:query("SELECT 1 FROM lists WHERE id = $1 FOR KEY SHARE", list) == 0 then
+            invalid("list", "must be the id of a list")
+        end
+        if out.accepted == 0 then
+            return { created = 0, updated = 0, accepted = 0 }
+        end
+        tx:query(STAGE_SQL)
+        tx:copy(COPY_SQL, out.text)
+        return tx:query(MERGE_SQL, opt_in, list or db.null)[1]
+    end)
+end
+
+local function import(req)
+    local s = session.require(req)
+    local opt_in, list = options(req)
+    local out = parse(req.body)
+    local counts = merge(s.db, out, opt_in, list)
+    return {
+        status = 200, tenant = s.tenant_id,
+        json = {
+            created = counts.created, updated = counts.updated,
+            unchanged = counts.accepted - counts.created - counts.updated,
+            rejected = rejections(out, counts.invalid),
+        },
+    }
+end
+
+return {
+    ["/api/contacts/import"] = {
+        body_bytes = MAX_BYTES,
+        media_type = "text/csv",
+        POST = import,
+    },
+}

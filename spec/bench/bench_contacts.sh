@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Contacts benchmarks, on a private cluster (var/bench-pg):
+#  - CSV import: POST /api/contacts/import of ROWS generated rows (1% invalid
+#    numbers, 1% repeated numbers, every 10th last name quoted with a comma
+#    and a doubled quote, a BOM, CRLF), ?consent=opted_in&list=<id>, into a
+#    fresh church each round (so every number is created), ROUNDS rounds;
+#    against psql's \copy of the same file into a table of the same columns
+#    in the same database (the staging step alone: the baseline), in the same
+#    run. Prints each round's seconds, the best of each and their ratio
+#    (target: import <= 2x psql \copy), and checks the counts it answered.
+# (The contacts page and search parts are added with the list routes.)
+#
+#   ROWS=50000 ROUNDS=3 KEEP=1 PGPORT_BENCH=5439 bash spec/bench/bench_contacts.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROWS=${ROWS:-50000}
+ROUNDS=${ROUNDS:-3}
+PORT_PG=${PGPORT_BENCH:-5439}
+BIN=$PWD/build/steeple
+PGDIR=var/bench-pg
+PASSWORD=bench-password-123
+run=$(date +%s)-$$
+mkdir -p var
+work=$(mktemp -d "$PWD/var/bench-contacts.XXXXXX")
+pid=''
+stop_server() {
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    pid=
+}
+cleanup() {
+    stop_server
+    bash scripts/pg.sh --dir "$PGDIR" --port "$PORT_PG" destroy >/dev/null 2>&1 || true
+    [ -n "${KEEP:-}" ] && echo "kept $work" >&2 || rm -rf "$work"
+}
+trap cleanup EXIT
+server_log() { [ -f "$work/log" ] && { echo "--- last lines of the server log ($work/log):" >&2; tail -20 "$work/log" >&2; }; return 0; }
+die() { echo "bench_contacts: $*" >&2; server_log; exit 1; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
+best() { sort -g | head -1; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+
+# --- the file --------------------------------------------------------------------
+awk -v rows="$ROWS" 'BEGIN {
+    printf "\357\273\277phone,first_name,last_name,notes\r\n"
+    for (i = 1; i <= rows; i++) {
+        n = 2000000 + i
+        if (i % 100 == 0) phone = "555-12"                        # invalid
+        else if (i % 100 == 50) phone = sprintf("+1555%07d", n - 1) # repeated
+        else if (i % 3 == 0) phone = sprintf("(555) %03d-%04d", int(n / 10000), n % 10000)
+        else if (i % 3 == 1) phone = sprintf("555-%03d-%04d", int(n / 10000), n % 10000)
+        else phone = sprintf("+1555%07d", n)
+        last = (i % 10 == 0) ? sprintf("\"Doe, \"\"Jr\"\" %d\"", i) : sprintf("Last%d", i)
+        printf "%s,First%d,%s,note %d\r\n", phone, i, last, i
+    }
+}' > "$work/contacts.csv"
+expect_created=$((ROWS - ROWS / 100 - ROWS / 100))
+expect_rejected=$((ROWS / 100))
+
+# --- cluster and server ------------------------------------------------------------
+bash scripts/pg.sh --dir "$PGDIR" --port "$PORT_PG" start
+export DATABASE_URL
+DATABASE_URL=$(bash scripts/pg.sh --dir "$PGDIR" --port "$PORT_PG" url)
+export STEEPLE_TENANT_DATABASE_URLS=
+export STEEPLE_JWT_SECRET=steeple-bench-jwt-secret-of-at-least-32-bytes
+export STEEPLE_DATA_KEY=c3RlZXBsZS1iZW5jaC1kYXRhLWtleS0zMi1ieXRlcyE= # "steeple-bench-data-key-32-bytes!"
+export STEEPLE_AUTH_RATE_PER_MIN=0
+export STEEPLE_SPOOL_DIR=$work/spool
+"$BIN" migrate registry >/dev/null
+"$BIN" migrate tenants >/dev/null
+
+db_url() { # database → its URL on the bench cluster
+    local base=${DATABASE_URL%%\?*}
+    echo "${base%/*}/$1?${DATABASE_URL#*\?}"
+}
+sql() { # database sql → unaligned rows
+    psql "$(db_url "$1")" -XAtq -v ON_ERROR_STOP=1 -c "$2"
+}
+
+port=$(lua5.4 -e 's=require("socket").bind("127.0.0.1",0); local _, p = s:getsockname(); print(p); s:close()')
+base=http://127.0.0.1:$port
+cat > "$work/config.lua" <<CFG
+return { port = $port, workers = 1, log = { level = "warn" }, limits = { request_timeout_s = 120 },
+         db = { statement_timeout_ms = 120000 } }
+CFG
+"$BIN" serve --config "$work/config.lua" 2>>"$work/log" &
+pid=$!
+for _ in $(seq 100); do
+    curl -sf "$base/health" >/dev/null && break
+    kill -0 "$pid" 2>/dev/null || die "the server exited at start-up"
+    sleep 0.1
+done
+curl -sf "$base/health" >/dev/null || die "the server did not start"
+
+import_times=()
+copy_times=()
+for r in $(seq "$ROUNDS"); do
+    status=$(curl -s -o "$work/reg$r" -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data \
+        "$(printf '{"churchName":"Bench Church %d","email":"import%d-%s@bench.example","password":"%s","adminName":"Bench Admin"}' \
+            "$r" "$r" "$run" "$PASSWORD")" "$base/api/auth/register")
+    [ "$status" = 201 ] || die "registration $r answered $status: $(cat "$work/reg$r")"
+    token=$(lua5.4 -e 'print(require("cjson").decode(io.read("a")).accessToken)' < "$work/reg$r")
+    tid=$(lua5.4 -e 'print(require("cjson").decode(io.read("a")).tenantId)' < "$work/reg$r")
+    db=$(psql "$DATABASE_URL" -XAtq -c "SELECT db_name FROM tenants WHERE id = '$tid'")
+    list=$(sql "$db" "INSERT INTO lists (name) VALUES ('Everyone') RETURNING id")
+    sql "$db" "CREATE TABLE copy_baseline (phone text, first_name text, last_name text, notes text)" >/dev/null
+
+    t0=$(now)
+    psql "$(db_url "$db")" -XAtq -v ON_ERROR_STOP=1 \
+        -c "\\copy copy_baseline FROM '$work/contacts.csv' WITH (FORMAT csv, HEADER true)" >/dev/null
+    t1=$(now)
+    copy_times+=("$(elapsed "$t0" "$t1")")
+
+    t0=$(now)
+    status=$(curl -s -o "$work/import$r" -w '%{http_code}' -X POST -H 'Content-Type: text/csv' \
+        -H "Authorization: Bearer $token" --data-binary "@$work/contacts.csv" \
+        "$base/api/contacts/import?consent=opted_in&list=$list")
+    t1=$(now)
+    [ "$status" = 200 ] || die "import $r answered $status: $(head -c 300 "$work/import$r")"
+    import_times+=("$(elapsed "$t0" "$t1")")
+    read -r created rejected < <(lua5.4 -e 'local j = require("cjson").decode(io.read("a"))
+        print(math.tointeger(j.created), #j.rejected)' < "$work/import$r")
+    [ "$created" = "$expect_created" ] && [ "$rejected" = "$expect_rejected" ] ||
+        die "import $r: created $created, rejected $rejected; expected $expect_created and $expect_rejected"
+    members=$(sql "$db" "SELECT member_count FROM lists WHERE id = '$list'")
+    [ "$members" = "$expect_created" ] || die "import $r: the list has $members members, expected $expect_created"
+    echo "round $r: import ${import_times[-1]} s, psql \\copy ${copy_times[-1]} s"
+done
+best_import=$(printf '%s\n' "${import_times[@]}" | best)
+best_copy=$(printf '%s\n' "${copy_times[@]}" | best)
+echo "contacts import of $ROWS rows ($(du -k "$work/contacts.csv" | cut -f1) KiB; $expect_created created," \
+     "$expect_rejected rejected): best ${best_import} s; psql \\copy of the same file: best ${best_copy} s;" \
+     "ratio $(ratio "$best_import" "$best_copy") (target <= 2)"
