@@ -26,6 +26,9 @@
 --   before = fn()     runs in setup() before the server starts
 --   after = fn()      runs in teardown() after the server stopped, before
 --                     server.cleanup()
+-- A case may stop the server itself (srv:assert_stops_cleanly(), srv:stop()):
+-- a server stops once, so teardown()'s stop then signals nothing and only
+-- the cleanup is left to do.
 -- The older helpers (support.server, support.http, ...) work as before; a
 -- spec may use them directly for servers it starts and stops itself.
 local busted = require "busted"
@@ -58,7 +61,7 @@ function M.server(opts, how)
         box.current = server.start(type(opts) == "function" and opts() or opts)
     end)
     teardown(function()
-        if box.current then box.current:stop(how.stop_s or 5) end
+        if box.current then box.current:stop(how.stop_s or 5) end -- a no-op once stopped
         if how.after then how.after() end
         server.cleanup()
     end)
