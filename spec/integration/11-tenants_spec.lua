@@ -125,6 +125,5 @@ describe("tenant pools", function()
 
     it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
         srv:assert_stops_cleanly()
-        srv = nil
     end)
 end)

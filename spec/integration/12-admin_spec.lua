@@ -82,7 +82,6 @@ describe("create and drop database", function()
 
     it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
         srv:assert_stops_cleanly()
-        srv = nil
     end)
 end)
 
