@@ -91,10 +91,7 @@ end
 
 -- The registry's entry for an email: { tenant_id, admin_id, status, db_server, db_name } or nil.
 local function find(email)
-    return db.registry():query([[
-        SELECT e.tenant_id, e.admin_id, t.status, t.db_server, t.db_name
-        FROM admin_emails e JOIN tenants t ON t.id = e.tenant_id
-        WHERE e.email_hash = $1]], admins.email_hash(email))[1]
+    return tenants.by_email_hash(db.registry(), admins.email_hash(email))
 end
 
 function M.login(input)

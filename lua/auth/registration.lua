@@ -76,10 +76,8 @@ end
 
 local function reserve(t, input)
     local ok, err = pcall(db.transaction, db.registry(), function(tx)
-        tx:query([[
-            INSERT INTO tenants (id, church_name, status, db_server, db_name, phone_number)
-            VALUES ($1, $2, 'provisioning', $3, $4, $5)]],
-            t.id, input.churchName, t.server, t.dbname, input.phoneNumber or db.null)
+        tenants.insert_provisioning(tx, { id = t.id, name = input.churchName, server = t.server,
+            dbname = t.dbname, phone = input.phoneNumber or db.null })
         admins.reserve_email(tx, input.email, t.id, t.owner.id)
     end)
     if ok then return end
@@ -93,7 +91,7 @@ local function undo(id, server, dbname)
     local ok, err = pcall(function()
         db.close_pool(server, dbname)
         db.drop_database(server, dbname)
-        db.registry():query("DELETE FROM tenants WHERE id = $1 AND status = 'provisioning'", id)
+        tenants.delete_provisioning(db.registry(), id)
     end)
     if not ok then
         log.warn("undoing a registration failed; the janitor tries again", { tenant = id, error = describe(err) })
@@ -139,10 +137,9 @@ local function provision(t, input)
     migrate.apply(handle, tenant_plan()) -- an empty database, or a template behind the files
     admins.insert(handle, t.owner)
     local body = login.session_body(handle, t.id, t.owner)
-    local rows = db.registry():query([[
-        UPDATE tenants SET status = 'active', updated_at = now()
-        WHERE id = $1 AND status = 'provisioning' RETURNING id]], t.id)
-    if rows[1] == nil then error("the registration was undone while it ran (provisioning timeout)", 0) end
+    if not tenants.activate_provisioned(db.registry(), t.id) then
+        error("the registration was undone while it ran (provisioning timeout)", 0)
+    end
     body.church = church.json { id = t.id, name = input.churchName, phone = input.phoneNumber or db.null }
     return body
 end
@@ -171,10 +168,7 @@ function M.register(input)
 end
 
 function M.sweep()
-    local rows = db.registry():query([[
-        SELECT id, db_server, db_name FROM tenants
-        WHERE status = 'provisioning' AND created_at < now() - make_interval(secs => $1::float8)
-        ORDER BY created_at LIMIT 100]], config.tenants.provisioning_timeout_s)
+    local rows = tenants.stale_provisioning(db.registry(), config.tenants.provisioning_timeout_s)
     local undone = 0
     for _, row in ipairs(rows) do
         if undo(row.id, row.db_server, row.db_name) then

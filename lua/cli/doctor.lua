@@ -7,6 +7,7 @@ local migrate = require "migrate"
 local config = require "steeple.config"
 local crypto = require "steeple.crypto"
 local keys = require "auth.keys"
+local out = require("cli.out").line
 
 local ipairs, pcall, tonumber = ipairs, pcall, tonumber
 local format = string.format
@@ -28,12 +29,11 @@ local function checker()
     return function(label, fix, check)
         local ok, note = pcall(check)
         if ok then
-            io.stdout:write(format("ok    %s%s\n", label, note and (": " .. note) or ""))
+            out("ok    %s%s", label, note and (": " .. note) or "")
         else
             failed = failed + 1
-            io.stdout:write(format("FAIL  %s: %s\n      fix: %s\n", label, describe(note), fix))
+            out("FAIL  %s: %s\n      fix: %s", label, describe(note), fix)
         end
-        io.stdout:flush()
         return ok
     end, function() return failed end
 end
@@ -123,10 +123,10 @@ function M.main()
         for _, server in ipairs(db.servers(true)) do template_check(check, server, dir) end
     end
     if failures() > 0 then
-        io.stdout:write(format("%d checks failed\n", failures()))
+        out("%d checks failed", failures())
         return 1
     end
-    io.stdout:write("all checks passed\n")
+    out("all checks passed")
     return 0
 end
 

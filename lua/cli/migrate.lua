@@ -11,19 +11,14 @@ local migrate = require "migrate"
 local config = require "steeple.config"
 local steeple = require "steeple"
 local template = require "template"
+local tenants = require "tenants"
+local out = require("cli.out").line
 
 local ipairs, pcall, tonumber = ipairs, pcall, tonumber
-local format = string.format
 
 local describe = errors.describe
 
 local M = {}
-
-local function out(fmt, ...)
-    io.stdout:write(format(fmt, ...), "\n")
-    io.stdout:flush()
-end
-
 
 local function registry(dir)
     local plan = migrate.plan(dir .. "/registry")
@@ -56,15 +51,13 @@ local function targets(plan)
                 built = ok and res or nil, failure = not ok and res or nil }
         end
     end
-    local rows = db.registry():query([[SELECT db_server, db_name FROM tenants
-        WHERE status <> 'provisioning' ORDER BY db_name]])
-    for _, row in ipairs(rows) do
+    for _, row in ipairs(tenants.databases(db.registry())) do
         list[#list + 1] = { server = row.db_server, name = row.db_name }
     end
     return list
 end
 
-local function tenants(dir, concurrency)
+local function all_tenants(dir, concurrency)
     local plan = migrate.plan(dir .. "/tenant")
     local list = targets(plan)
     local state = { next = 1, done = 0, updated = 0, failed = 0 }
@@ -119,7 +112,7 @@ function M.main(args)
     local dir = config.db.migrations_dir
     local ok, res = pcall(function()
         if what == "registry" then return registry(dir) end
-        if what == "tenants" then return tenants(dir, concurrency) end
+        if what == "tenants" then return all_tenants(dir, concurrency) end
         return usage()
     end)
     if ok then return res end

@@ -11,16 +11,11 @@
 local spool = require "steeple.spool"
 local webhook = require "messaging.webhook"
 local errors = require "errors"
+local out = require("cli.out").line
 
-local format = string.format
 local pcall = pcall
 
 local M = {}
-
-local function out(fmt, ...)
-    io.stdout:write(format(fmt, ...), "\n")
-    io.stdout:flush()
-end
 
 local function status()
     local st = spool.stats()

@@ -11,7 +11,9 @@
 
 local db = require "db"
 local errors = require "errors"
+local tenants = require "tenants"
 local uuid = require "uuid"
+local out = require("cli.out").line
 
 local ipairs, pcall, tostring = ipairs, pcall, tostring
 local format = string.format
@@ -19,11 +21,6 @@ local format = string.format
 local describe = errors.describe
 
 local M = {}
-
-local function out(fmt, ...)
-    io.stdout:write(format(fmt, ...), "\n")
-    io.stdout:flush()
-end
 
 local function fail(fmt, ...)
     io.stderr:write("steeple tenants: ", format(fmt, ...), "\n")
@@ -36,10 +33,7 @@ local function text(v)
 end
 
 local function list()
-    local rows = db.registry():query([[
-        SELECT id, status, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') AS created,
-               db_server, db_name, phone_number, church_name
-        FROM tenants ORDER BY created_at, id]])
+    local rows = tenants.list(db.registry())
     out("%-36s  %-12s  %-16s  %-46s  %-16s  %s", "ID", "STATUS", "CREATED (UTC)", "DATABASE", "PHONE", "NAME")
     for _, r in ipairs(rows) do
         out("%-36s  %-12s  %-16s  %-46s  %-16s  %s", r.id, r.status, r.created,
@@ -51,14 +45,11 @@ end
 
 -- Moves a tenant from one status to another; 1 when it is not in `from`.
 local function set_status(id, from, to)
-    local rows = db.registry():query([[
-        UPDATE tenants SET status = $3, updated_at = now()
-        WHERE id = $1 AND status = $2 RETURNING id]], id, from, to)
-    if rows[1] then
+    if tenants.set_status(db.registry(), id, from, to) then
         out("%s: %s", id, to)
         return 0
     end
-    local row = db.registry():query("SELECT status FROM tenants WHERE id = $1", id)[1]
+    local row = tenants.by_id(db.registry(), id)
     if row == nil then return fail("no tenant %s", id) end
     if row.status == to then
         out("%s: already %s", id, to)
@@ -68,11 +59,11 @@ local function set_status(id, from, to)
 end
 
 local function drop(id)
-    local row = db.registry():query("SELECT db_server, db_name FROM tenants WHERE id = $1", id)[1]
+    local row = tenants.by_id(db.registry(), id)
     if row == nil then return fail("no tenant %s", id) end
     -- database first: if that fails the registry row still says where it is
     db.drop_database(row.db_server, row.db_name)
-    db.registry():query("DELETE FROM tenants WHERE id = $1", id)
+    tenants.delete(db.registry(), id)
     out("%s: dropped (database %s/%s)", id, row.db_server, row.db_name)
     return 0
 end

@@ -9,6 +9,7 @@
 
 local config = require "steeple.config"
 local db = require "db"
+local tenants = require "tenants"
 local ttl_cache = require "ttl_cache"
 
 local M = {}
@@ -16,9 +17,7 @@ local M = {}
 local cache = ttl_cache.new(config.tenants.cache_ttl_s, 10000)
 
 local function fetch(phone)
-    local row = db.registry():query(
-        "SELECT id, status, db_server, db_name, church_name, help_text FROM tenants WHERE phone_number = $1",
-        phone)[1]
+    local row = tenants.by_phone(db.registry(), phone)
     if row == nil then return false end
     return { id = row.id, status = row.status, server = row.db_server, dbname = row.db_name,
              name = row.church_name, help_text = row.help_text }

@@ -53,6 +53,7 @@ local steeple = require "steeple"
 local db = require "db"
 local errors = require "errors"
 local json = require "json"
+local tenants = require "tenants"
 local conversations = require "messaging.conversations"
 local consent = require "messaging.consent"
 
@@ -238,9 +239,7 @@ local INSERT_QUEUED <const> = [[
 -- outbox lock (shared): see the top of this file.
 function M.enqueue(tx, tenant_id, msg)
     tx:query("SELECT 1 AS locked FROM pg_advisory_xact_lock_shared($1)", OUTBOX_LOCK)
-    db.registry():query([[
-        INSERT INTO outbox_tenants (tenant_id) VALUES ($1) ON CONFLICT (tenant_id) DO NOTHING]],
-        tenant_id)
+    tenants.mark_outbox(db.registry(), tenant_id)
     return tx:query(INSERT_QUEUED, msg.conversation_id, msg.from, msg.to, msg.text, codec.encode(msg.media),
         msg.exempt == true)[1]
 end
@@ -276,7 +275,7 @@ local function unmark_if_idle(handle, tenant_id)
             SELECT EXISTS (SELECT 1 FROM messages WHERE status = 'queued')
                 OR EXISTS (SELECT 1 FROM messages WHERE status = 'sending' AND next_attempt_at IS NOT NULL)
                 AS busy]])[1].busy
-        if not busy then db.registry():query("DELETE FROM outbox_tenants WHERE tenant_id = $1", tenant_id) end
+        if not busy then tenants.unmark_outbox(db.registry(), tenant_id) end
     end)
 end
 
@@ -291,10 +290,7 @@ local function sweep_church(t)
 end
 
 function M.sweep()
-    local tenants = db.registry():query([[
-        SELECT o.tenant_id, t.db_server, t.db_name FROM outbox_tenants o
-        JOIN tenants t ON t.id = o.tenant_id WHERE t.status <> 'provisioning' LIMIT 100]])
-    for _, t in ipairs(tenants) do
+    for _, t in ipairs(tenants.outbox_marked(db.registry())) do
         local ok, err = pcall(sweep_church, t)
         if not ok then
             log.warn("outbound sweep of a church failed; tried again later",

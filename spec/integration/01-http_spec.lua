@@ -1,6 +1,6 @@
 -- HTTP basics against the real binary: health, routing errors, request ids,
 -- content types, keep-alive, HEAD and the request metrics.
-local server = require "support.server"
+local suite = require "support.suite"
 local http = require "support.http"
 
 local ID_FORMAT <const> = "^[A-Za-z0-9._-]+$"
@@ -38,18 +38,7 @@ describe("http", function()
         return values
     end
 
-    setup(function()
-        srv = server.start { config = { workers = 2 } }
-    end)
-
-    teardown(function()
-        if srv then srv:stop(5) end
-        server.cleanup()
-    end)
-
-    before_each(function()
-        srv:mark()
-    end)
+    srv = suite.server { config = { workers = 2 } }
 
     it("answers GET /health with 200 {status: ok} and a request id", function()
         local res = get("/health")

@@ -1,26 +1,13 @@
 -- Failing handlers: every kind of failure becomes a generic 500 with the
 -- request id, the details go to the log under that id, and the worker keeps
 -- serving.
-local server = require "support.server"
+local suite = require "support.suite"
 local http = require "support.http"
 
 local GENERIC_LEAKS <const> = { "%.lua", "traceback", "boom", "undeclared", "yield", "routes/", "stack" }
 
 describe("failing handlers", function()
-    local srv
-
-    setup(function()
-        srv = server.start { config = { workers = 1 } }
-    end)
-
-    teardown(function()
-        if srv then srv:stop(5) end
-        server.cleanup()
-    end)
-
-    before_each(function()
-        srv:mark()
-    end)
+    local srv = suite.server { config = { workers = 1 } }
 
     local function assert_internal_error(res, id)
         assert.equal(500, res.status)

@@ -5,7 +5,7 @@
 -- (413 payload_too_large, 400 bad_request) with the request id, after the
 -- route is checked (404/405 first), and the connection closes: what the
 -- client sent after the refused request's headers is never read as a request.
-local server = require "support.server"
+local suite = require "support.suite"
 local http = require "support.http"
 
 local BODY_LIMIT <const> = 65536
@@ -18,30 +18,17 @@ local REQUEST_TIMEOUT <const> = 2
 local CLOSE_MARGIN <const> = 15
 
 describe("limits", function()
-    local srv
-
-    setup(function()
-        srv = server.start {
-            config = {
-                workers = 1,
-                limits = {
-                    body_bytes = BODY_LIMIT,
-                    header_bytes = HEADER_LIMIT,
-                    read_timeout_s = READ_TIMEOUT,
-                    request_timeout_s = REQUEST_TIMEOUT,
-                },
+    local srv = suite.server {
+        config = {
+            workers = 1,
+            limits = {
+                body_bytes = BODY_LIMIT,
+                header_bytes = HEADER_LIMIT,
+                read_timeout_s = READ_TIMEOUT,
+                request_timeout_s = REQUEST_TIMEOUT,
             },
-        }
-    end)
-
-    teardown(function()
-        if srv then srv:stop(5) end
-        server.cleanup()
-    end)
-
-    before_each(function()
-        srv:mark()
-    end)
+        },
+    }
 
     local function assert_serving()
         local res = assert(http.request { port = srv.port, path = "/health" })

@@ -1,26 +1,14 @@
 -- Requests run in coroutines: a sleeping or hashing request suspends only
 -- itself, and one worker serves many at once.
 local server = require "support.server"
+local suite = require "support.suite"
 local http = require "support.http"
 
 describe("coroutines", function()
-    local srv
-
-    setup(function()
-        srv = server.start {
-            -- 36 argon2id hashes on 2 threads take seconds on a busy machine
-            config = { workers = 1, threads = 2, limits = { read_timeout_s = 2, request_timeout_s = 30 } },
-        }
-    end)
-
-    teardown(function()
-        if srv then srv:stop(5) end
-        server.cleanup()
-    end)
-
-    before_each(function()
-        srv:mark()
-    end)
+    local srv = suite.server {
+        -- 36 argon2id hashes on 2 threads take seconds on a busy machine
+        config = { workers = 1, threads = 2, limits = { read_timeout_s = 2, request_timeout_s = 30 } },
+    }
 
     it("serves 10 concurrent sleeps on one worker at once", function()
         assert.equal(1, #srv:worker_pids())

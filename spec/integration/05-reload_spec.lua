@@ -1,6 +1,7 @@
 -- Reloading the scripts: SIGHUP, failed reloads that keep the running
 -- scripts, reloads under load, and --watch.
 local server = require "support.server"
+local suite = require "support.suite"
 local http = require "support.http"
 
 local WORKERS <const> = 2
@@ -68,18 +69,10 @@ describe("script reload", function()
         end
     end
 
+    srv = suite.server { config = { workers = WORKERS } }
+
     setup(function()
-        srv = server.start { config = { workers = WORKERS } }
         original = assert(server.read_file(routes_file(srv.scripts)))
-    end)
-
-    teardown(function()
-        if srv then srv:stop(5) end
-        server.cleanup()
-    end)
-
-    before_each(function()
-        srv:mark()
     end)
 
     it("serves the new scripts after SIGHUP", function()
@@ -237,16 +230,7 @@ describe("script reload", function()
 end)
 
 describe("--watch", function()
-    local srv
-
-    setup(function()
-        srv = server.start { config = { workers = 1 }, watch = true }
-    end)
-
-    teardown(function()
-        if srv then srv:stop(5) end
-        server.cleanup()
-    end)
+    local srv = suite.server({ config = { workers = 1 }, watch = true }, { mark = false })
 
     it("reloads when a route file changes, without a signal", function()
         srv:mark()

@@ -1,6 +1,7 @@
 -- The process model: worker restarts, graceful shutdown, start-up errors and
 -- environment overrides.
 local server = require "support.server"
+local suite = require "support.suite"
 local http = require "support.http"
 local socket = require "socket"
 
@@ -27,15 +28,8 @@ describe("process", function()
     end)
 
     describe("with two workers", function()
-        local srv
-
-        setup(function()
-            srv = server.start { config = { workers = 2, limits = { request_timeout_s = 3 } } }
-        end)
-
-        teardown(function()
-            if srv then srv:stop(5) end
-        end)
+        -- each case marks the log where its own lines begin
+        local srv = suite.server({ config = { workers = 2, limits = { request_timeout_s = 3 } } }, { mark = false })
 
         it("logs the start-up line with the port, worker count and master pid", function()
             srv:mark()
@@ -235,19 +229,11 @@ describe("process", function()
     end)
 
     describe("environment overrides", function()
-        local srv, config_port
-
-        setup(function()
+        local config_port
+        local srv = suite.server(function()
             config_port = server.free_port()
-            srv = server.start {
-                config = { port = config_port, workers = 1 },
-                env = { STEEPLE_WORKERS = "2" },
-            }
-        end)
-
-        teardown(function()
-            if srv then srv:stop(5) end
-        end)
+            return { config = { port = config_port, workers = 1 }, env = { STEEPLE_WORKERS = "2" } }
+        end, { mark = false })
 
         it("listens on PORT rather than the config file's port", function()
             assert.not_equal(config_port, srv.port)

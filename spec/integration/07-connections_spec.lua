@@ -3,6 +3,7 @@
 -- connections never lock new clients out; connections whose requests are
 -- running are never closed.
 local server = require "support.server"
+local suite = require "support.suite"
 local http = require "support.http"
 
 local CAP <const> = 4
@@ -20,22 +21,9 @@ local function idle_connections(port, n)
 end
 
 describe("connection cap", function()
-    local srv
-
-    setup(function()
-        srv = server.start {
-            config = { workers = 1, limits = { max_connections = CAP, read_timeout_s = 30, request_timeout_s = 10 } },
-        }
-    end)
-
-    teardown(function()
-        if srv then srv:stop(5) end
-        server.cleanup()
-    end)
-
-    before_each(function()
-        srv:mark()
-    end)
+    local srv = suite.server {
+        config = { workers = 1, limits = { max_connections = CAP, read_timeout_s = 30, request_timeout_s = 10 } },
+    }
 
     it("closes the idle keep-alive connections that waited longest to let a new client in", function()
         local idle = idle_connections(srv.port, CAP)

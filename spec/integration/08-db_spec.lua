@@ -6,6 +6,7 @@
 -- Every database, table and cluster made here has a name unique to this run
 -- and is removed in teardown.
 local server = require "support.server"
+local suite = require "support.suite"
 local http = require "support.http"
 
 local quote = server.quote
@@ -101,7 +102,7 @@ describe("database queries", function()
     local LONG = (PREFIX .. "_long_" .. string.rep("x", 63)):sub(1, 63)
     local url
 
-    setup(function()
+    srv = suite.server(function()
         assert(BASE_URL, "DATABASE_URL is not set (run the specs through spec/run.sh)")
         url = create_database(DB)
         create_database(MIXED)
@@ -113,22 +114,16 @@ describe("database queries", function()
             .. " CREATE TABLE txrows (v text CONSTRAINT txrows_v_key UNIQUE);"
             .. " CREATE TABLE counted (n int);"
             .. " CREATE SEQUENCE runs")
-        srv = server.start {
+        return {
             config = { workers = 1, limits = { request_timeout_s = 10 } },
         }
-    end)
-
-    teardown(function()
-        if srv then srv:stop(5) end
-        server.cleanup()
-        drop_database(DB)
-        drop_database(MIXED)
-        drop_database(LONG)
-    end)
-
-    before_each(function()
-        srv:mark()
-    end)
+    end, {
+        after = function()
+            drop_database(DB)
+            drop_database(MIXED)
+            drop_database(LONG)
+        end,
+    })
 
     local function query(sql, params, extra)
         local body = { sql = sql, params = params, db = DB }
@@ -483,13 +478,13 @@ describe("database pool caps", function()
     local A, B = PREFIX .. "_a", PREFIX .. "_b"
     local url
 
-    setup(function()
+    srv = suite.server(function()
         assert(BASE_URL, "DATABASE_URL is not set (run the specs through spec/run.sh)")
         url = create_database(DB)
         create_database(A)
         create_database(B)
         psql(url, "CREATE SEQUENCE runs")
-        srv = server.start {
+        return {
             config = {
                 workers = 1,
                 db = { pool_max = 2, acquire_timeout_ms = 20000, statement_timeout_ms = 1000 },
@@ -497,19 +492,13 @@ describe("database pool caps", function()
                 limits = { request_timeout_s = 20 },
             },
         }
-    end)
-
-    teardown(function()
-        if srv then srv:stop(5) end
-        server.cleanup()
-        drop_database(DB)
-        drop_database(A)
-        drop_database(B)
-    end)
-
-    before_each(function()
-        srv:mark()
-    end)
+    end, {
+        after = function()
+            drop_database(DB)
+            drop_database(A)
+            drop_database(B)
+        end,
+    })
 
     it("serves 20 concurrent pg_sleep(0.3) with pool_max = 2 and never opens a third connection", function()
         assert.equal(1, #srv:worker_pids())
@@ -642,27 +631,21 @@ describe("database server connection cap", function()
     local DB = PREFIX .. "_smc"
     local url
 
-    setup(function()
+    srv = suite.server(function()
         assert(BASE_URL, "DATABASE_URL is not set (run the specs through spec/run.sh)")
         url = create_database(DB)
-        srv = server.start {
+        return {
             config = {
                 workers = 2,
                 db = { pool_max = 4, server_max_connections = 2, acquire_timeout_ms = 20000 },
                 limits = { request_timeout_s = 20 },
             },
         }
-    end)
-
-    teardown(function()
-        if srv then srv:stop(5) end
-        server.cleanup()
-        drop_database(DB)
-    end)
-
-    before_each(function()
-        srv:mark()
-    end)
+    end, {
+        after = function()
+            drop_database(DB)
+        end,
+    })
 
     it("shares server_max_connections between the workers", function()
         assert.equal(2, #srv:worker_pids())
@@ -699,26 +682,15 @@ describe("database server connection cap", function()
 end)
 
 describe("database acquire timeout", function()
-    local srv
-
-    setup(function()
+    local srv = suite.server(function()
         assert(BASE_URL, "DATABASE_URL is not set (run the specs through spec/run.sh)")
-        srv = server.start {
+        return {
             config = {
                 workers = 1,
                 db = { pool_max = 1, acquire_timeout_ms = 200 },
                 limits = { request_timeout_s = 5 },
             },
         }
-    end)
-
-    teardown(function()
-        if srv then srv:stop(5) end
-        server.cleanup()
-    end)
-
-    before_each(function()
-        srv:mark()
     end)
 
     it("answers 503 service_unavailable with Retry-After to requests that wait past acquire_timeout_ms", function()

@@ -1,6 +1,7 @@
 -- Tenant databases behind a bounded LRU of pools: 300 databases, capacity
 -- 100, concurrent requests over all of them; connections never exceed the caps.
 local server = require "support.server"
+local suite = require "support.suite"
 local http = require "support.http"
 
 local pg = require "support.pg"
@@ -11,10 +12,10 @@ local N <const> = 300
 local SERVER_CAP <const> = 24 -- over both workers
 
 describe("tenant pools", function()
-    local srv, registry, ids, names = nil, "tenantspec_" .. os.time() % 100000, {}, {}
+    local registry, ids, names = "tenantspec_" .. os.time() % 100000, {}, {}
     local suspended
 
-    setup(function()
+    local srv = suite.server(function()
         psql(BASE_URL, "DROP DATABASE IF EXISTS " .. registry .. " WITH (FORCE)")
         assert(select(2, psql(BASE_URL, "CREATE DATABASE " .. registry)))
         local env = { DATABASE_URL = url_of(registry), STEEPLE_TENANT_DATABASE_URLS = false }
@@ -35,7 +36,7 @@ describe("tenant pools", function()
         assert.equal(N, #ids)
         suspended = ids[N]
         psql(url_of(registry), "UPDATE tenants SET status = 'suspended' WHERE id = '" .. suspended .. "'")
-        srv = server.start {
+        return {
             config = {
                 workers = 2,
                 limits = { request_timeout_s = 30 },
@@ -45,21 +46,16 @@ describe("tenant pools", function()
             },
             env = { DATABASE_URL = url_of(registry), STEEPLE_TENANT_DATABASE_URLS = false },
         }
-    end)
-
-    teardown(function()
-        if srv then srv:stop(10) end
-        local drops = {}
-        for _, name in ipairs(names) do drops[#drops + 1] = "DROP DATABASE IF EXISTS " .. name .. " WITH (FORCE);" end
-        drops[#drops + 1] = "DROP DATABASE IF EXISTS " .. registry .. " WITH (FORCE);"
-        drops[#drops + 1] = "DROP DATABASE IF EXISTS steeple_template WITH (FORCE);"
-        psql_file(BASE_URL, table.concat(drops, "\n"))
-        server.cleanup()
-    end)
-
-    before_each(function()
-        srv:mark()
-    end)
+    end, {
+        stop_s = 10,
+        after = function()
+            local drops = {}
+            for _, name in ipairs(names) do drops[#drops + 1] = "DROP DATABASE IF EXISTS " .. name .. " WITH (FORCE);" end
+            drops[#drops + 1] = "DROP DATABASE IF EXISTS " .. registry .. " WITH (FORCE);"
+            drops[#drops + 1] = "DROP DATABASE IF EXISTS steeple_template WITH (FORCE);"
+            psql_file(BASE_URL, table.concat(drops, "\n"))
+        end,
+    })
 
     it("serves concurrent requests over 300 databases within the connection caps", function()
         local specs = {}
@@ -129,6 +125,5 @@ describe("tenant pools", function()
 
     it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
         srv:assert_stops_cleanly()
-        srv = nil
     end)
 end)

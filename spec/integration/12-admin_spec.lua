@@ -1,6 +1,7 @@
 -- CREATE/DROP DATABASE from Lua with checked names, placement over tenant
 -- servers, and two `migrate tenants` at once.
 local server = require "support.server"
+local suite = require "support.suite"
 local http = require "support.http"
 
 local pg = require "support.pg"
@@ -24,7 +25,7 @@ describe("create and drop database", function()
     local stamp = tostring(os.time() % 100000)
     local registry = "admintest_" .. stamp
 
-    setup(function()
+    srv = suite.server(function()
         psql(BASE_URL, "DROP DATABASE IF EXISTS " .. registry .. " WITH (FORCE)")
         psql(BASE_URL, "CREATE DATABASE " .. registry)
         local env = { DATABASE_URL = url_of(registry), STEEPLE_TENANT_DATABASE_URLS = false }
@@ -32,18 +33,14 @@ describe("create and drop database", function()
         assert.equal(0, (server.run_binary({ "migrate", "tenants" }, env, 60))) -- makes the template
         -- one connection per pool: the maintenance pool is full of idle
         -- connections when CREATE DATABASE waits for one
-        srv = server.start { config = { workers = 1, db = { pool_max = 1 } }, env = env }
-    end)
-
-    teardown(function()
-        if srv then srv:stop(5) end
-        psql(BASE_URL, "DROP DATABASE IF EXISTS " .. registry .. " WITH (FORCE)")
-        psql(BASE_URL, "DROP DATABASE IF EXISTS tenant_adm" .. stamp .. " WITH (FORCE)")
-        psql(BASE_URL, "DROP DATABASE IF EXISTS steeple_template WITH (FORCE)")
-        server.cleanup()
-    end)
-
-    before_each(function() srv:mark() end)
+        return { config = { workers = 1, db = { pool_max = 1 } }, env = env }
+    end, {
+        after = function()
+            psql(BASE_URL, "DROP DATABASE IF EXISTS " .. registry .. " WITH (FORCE)")
+            psql(BASE_URL, "DROP DATABASE IF EXISTS tenant_adm" .. stamp .. " WITH (FORCE)")
+            psql(BASE_URL, "DROP DATABASE IF EXISTS steeple_template WITH (FORCE)")
+        end,
+    })
 
     it("creates a tenant database from the migrated template and drops it", function()
         local name = "tenant_adm" .. stamp
@@ -85,7 +82,6 @@ describe("create and drop database", function()
 
     it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
         srv:assert_stops_cleanly()
-        srv = nil
     end)
 end)
 
@@ -93,7 +89,7 @@ describe("placement over two tenant servers", function()
     local srv, second, registry
     local dir = "var/test-pg-place-" .. sh("echo $PPID")
 
-    setup(function()
+    srv = suite.server(function()
         local out, ok = sh("cd " .. server.quote(server.ROOT) .. " && bash scripts/pg.sh --dir " .. dir
             .. " --port 5433 start && bash scripts/pg.sh --dir " .. dir .. " --port 5433 url")
         assert(ok, out)
@@ -102,19 +98,18 @@ describe("placement over two tenant servers", function()
         psql(BASE_URL, "CREATE DATABASE " .. registry)
         local env = { DATABASE_URL = url_of(registry), STEEPLE_TENANT_DATABASE_URLS = false }
         assert.equal(0, (server.run_binary({ "migrate", "registry" }, env, 60)))
-        srv = server.start {
+        return {
             config = { workers = 1 },
             env = { DATABASE_URL = url_of(registry),
                     STEEPLE_TENANT_DATABASE_URLS = url_of("steeple") .. "," .. url_of("postgres", second) },
         }
-    end)
-
-    teardown(function()
-        if srv then srv:stop(5) end
-        psql(BASE_URL, "DROP DATABASE IF EXISTS " .. registry .. " WITH (FORCE)")
-        sh("cd " .. server.quote(server.ROOT) .. " && bash scripts/pg.sh --dir " .. dir .. " --port 5433 destroy")
-        server.cleanup()
-    end)
+    end, {
+        mark = false,
+        after = function()
+            psql(BASE_URL, "DROP DATABASE IF EXISTS " .. registry .. " WITH (FORCE)")
+            sh("cd " .. server.quote(server.ROOT) .. " && bash scripts/pg.sh --dir " .. dir .. " --port 5433 destroy")
+        end,
+    })
 
     it("puts a new tenant on the server with the fewest tenants", function()
         -- servers are named host:port, from a socket URL (?host=/dir&port=N) or a TCP one

@@ -1,6 +1,7 @@
 -- Registration, login, tokens, lockout and admins, against the real binary
 -- and PostgreSQL: every path of API.md's Auth section.
 local server = require "support.server"
+local suite = require "support.suite"
 local http = require "support.http"
 local pg = require "support.pg"
 local auth = require "support.auth"
@@ -45,21 +46,16 @@ local function register(srv, body)
 end
 
 describe("auth", function()
-    local srv
-
-    setup(function()
+    local srv = suite.server(function()
         reg = auth.registry("authspec")
         REG_URL, ENV = reg.url, reg.env
-        srv = server.start { config = CONFIG, env = ENV }
-    end)
-
-    teardown(function()
-        if srv then srv:stop(10) end
-        reg:drop()
-        server.cleanup()
-    end)
-
-    before_each(function() srv:mark() end)
+        return { config = CONFIG, env = ENV }
+    end, {
+        stop_s = 10,
+        after = function()
+            reg:drop()
+        end,
+    })
 
     describe("register", function()
         it("creates the church, its database and its owner, and signs the owner in", function()

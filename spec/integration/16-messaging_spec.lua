@@ -1,5 +1,6 @@
 -- Telnyx webhooks routed to the right church, and the conversations API.
 local server = require "support.server"
+local suite = require "support.suite"
 local http = require "support.http"
 local pg = require "support.pg"
 local auth = require "support.auth"
@@ -15,8 +16,18 @@ local HOOK <const> = "/api/webhooks/telnyx/messaging"
 local function phone(i) return string.format("+1555%07d", 2000000 + i) end
 
 describe("messaging", function()
-    local reg, srv, tx
+    local reg, tx
     local churches = {} -- i -> { id, token, number, db }
+    local srv = suite.server(function()
+        reg = auth.registry("msgspec")
+        tx = telnyx.new()
+        return {
+            config = { workers = 2, limits = { request_timeout_s = 30, body_bytes = 4 * 1024 * 1024 },
+                       db = { acquire_timeout_ms = 20000 } },
+            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false, TELNYX_PUBLIC_KEY = tx.public_key,
+                    STEEPLE_SPOOL_DIR = server.tmpdir() .. "/spool" },
+        }
+    end, { stop_s = 10, after = function() reg:drop() end })
 
     local function count(i, sql)
         return tonumber((psql(url_of(churches[i].db), sql)))
@@ -36,14 +47,6 @@ describe("messaging", function()
     end
 
     setup(function()
-        reg = auth.registry("msgspec")
-        tx = telnyx.new()
-        srv = server.start {
-            config = { workers = 2, limits = { request_timeout_s = 30, body_bytes = 4 * 1024 * 1024 },
-                       db = { acquire_timeout_ms = 20000 } },
-            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false, TELNYX_PUBLIC_KEY = tx.public_key,
-                    STEEPLE_SPOOL_DIR = server.tmpdir() .. "/spool" },
-        }
         for i = 1, CHURCHES do
             local res = auth.post(srv, "/api/auth/register", auth.church("msg" .. i, { phoneNumber = phone(i) }))
             assert.equal(201, res.status, res.body)
@@ -51,14 +54,6 @@ describe("messaging", function()
                 db = (psql(reg.url, "SELECT db_name FROM tenants WHERE id = '" .. res.json.tenantId .. "'")) }
         end
     end)
-
-    teardown(function()
-        if srv then srv:stop(10) end
-        reg:drop()
-        server.cleanup()
-    end)
-
-    before_each(function() srv:mark() end)
 
     describe("webhooks", function()
         it("stores a received message in the church of payload.to, once", function()

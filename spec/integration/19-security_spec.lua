@@ -1,7 +1,7 @@
 -- Security checks over the public routes: one church's token never reaches
 -- another church's rows, responses name no server software, and error
 -- bodies hold no internal names.
-local server = require "support.server"
+local suite = require "support.suite"
 local http = require "support.http"
 local pg = require "support.pg"
 local auth = require "support.auth"
@@ -24,8 +24,16 @@ local function leaks(text)
 end
 
 describe("security", function()
-    local reg, srv, tx
+    local reg, tx
     local a, b -- { token, tenant, conversation, admin }
+    local srv = suite.server(function()
+        reg = auth.registry("secspec")
+        tx = telnyx.new()
+        return {
+            config = { limits = { request_timeout_s = 30 } },
+            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false, TELNYX_PUBLIC_KEY = tx.public_key },
+        }
+    end, { stop_s = 10, mark = false, after = function() reg:drop() end })
 
     local function church(name, number)
         local res = auth.post(srv, "/api/auth/register", auth.church(name, { phoneNumber = number }))
@@ -39,20 +47,8 @@ describe("security", function()
     end
 
     setup(function()
-        reg = auth.registry("secspec")
-        tx = telnyx.new()
-        srv = server.start {
-            config = { limits = { request_timeout_s = 30 } },
-            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false, TELNYX_PUBLIC_KEY = tx.public_key },
-        }
         a = church("seca", "+15556100001")
         b = church("secb", "+15556100002")
-    end)
-
-    teardown(function()
-        if srv then srv:stop(10) end
-        reg:drop()
-        server.cleanup()
     end)
 
     it("never lets one church's token reach another church's rows", function()

@@ -3,6 +3,7 @@
 -- allows, the lock duration never overflows, and a refresh racing a logout
 -- leaves no valid token behind.
 local server = require "support.server"
+local suite = require "support.suite"
 local http = require "support.http"
 local pg = require "support.pg"
 local auth = require "support.auth"
@@ -72,20 +73,15 @@ local function wrong(srv, body, i)
 end
 
 describe("auth races", function()
-    local srv
-
-    setup(function()
+    local srv = suite.server(function()
         reg = auth.registry("racespec")
-        srv = server.start { config = CONFIG, env = reg.env }
-    end)
-
-    teardown(function()
-        if srv then srv:stop(10) end
-        reg:drop()
-        server.cleanup()
-    end)
-
-    before_each(function() srv:mark() end)
+        return { config = CONFIG, env = reg.env }
+    end, {
+        stop_s = 10,
+        after = function()
+            reg:drop()
+        end,
+    })
 
     describe("login lockout", function()
         it("lets 30 concurrent wrong passwords try at most max_failures, then a success resets it", function()

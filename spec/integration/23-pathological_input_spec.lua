@@ -5,6 +5,7 @@
 -- One worker serves it all: the worker is never restarted, and GET /health on
 -- that same worker keeps answering while each request is handled.
 local server = require "support.server"
+local suite = require "support.suite"
 local http = require "support.http"
 local pg = require "support.pg"
 local auth = require "support.auth"
@@ -36,8 +37,22 @@ local function spaces_inside(n) return "a" .. rep(" ", n - 2) .. "b" end
 local function run_of(c, n) return rep(c, n // #c) end
 
 describe("pathological input", function()
-    local reg, srv, tx
+    local reg, tx
     local token, refresh, conversation
+    local srv = suite.server(function()
+        reg = auth.registry("pathspec")
+        tx = telnyx.new()
+        return {
+            config = {
+                workers = 1,
+                limits = { request_timeout_s = REQUEST_TIMEOUT_S, body_bytes = 4 * MIB, header_bytes = MIB },
+                auth = { trusted_proxies = "127.0.0.1" },
+            },
+            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false, TELNYX_PUBLIC_KEY = tx.public_key,
+                    -- on, so that every auth request works out its client address
+                    STEEPLE_AUTH_RATE_PER_MIN = "1000000" },
+        }
+    end, { stop_s = 10, mark = false, after = function() reg:drop() end })
 
     local function json_post(path, body, headers)
         local h = { ["Content-Type"] = "application/json" }
@@ -123,30 +138,12 @@ describe("pathological input", function()
     end
 
     setup(function()
-        reg = auth.registry("pathspec")
-        tx = telnyx.new()
-        srv = server.start {
-            config = {
-                workers = 1,
-                limits = { request_timeout_s = REQUEST_TIMEOUT_S, body_bytes = 4 * MIB, header_bytes = MIB },
-                auth = { trusted_proxies = "127.0.0.1" },
-            },
-            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false, TELNYX_PUBLIC_KEY = tx.public_key,
-                    -- on, so that every auth request works out its client address
-                    STEEPLE_AUTH_RATE_PER_MIN = "1000000" },
-        }
         local res = auth.post(srv, "/api/auth/register", auth.church("pathowner", { phoneNumber = CHURCH_PHONE }))
         assert.equal(201, res.status, res.body)
         token, refresh = res.json.accessToken, res.json.refreshToken
         local hook = tx:post(srv, HOOK, telnyx.received("pm-path-first", CONTACT_PHONE, CHURCH_PHONE, "first"))
         assert.equal(200, hook.status, hook.body)
         conversation = auth.get(srv, "/api/conversations", token).json.conversations[1].id
-    end)
-
-    teardown(function()
-        if srv then srv:stop(10) end
-        reg:drop()
-        server.cleanup()
     end)
 
     before_each(function()

@@ -3,6 +3,7 @@
 -- host:port), and a first scrape of a fresh server already holds every
 -- family of API.md in well-formed Prometheus text.
 local server = require "support.server"
+local suite = require "support.suite"
 local http = require "support.http"
 local pg = require "support.pg"
 local auth = require "support.auth"
@@ -275,22 +276,9 @@ describe("a first scrape of a fresh server", function()
 end)
 
 describe("who may read /metrics", function()
-    local srv
-
-    setup(function()
-        srv = server.start {
-            config = { metrics = { allow = "127.0.0.1/32, ::1" }, auth = { trusted_proxies = "127.0.0.2" } },
-        }
-    end)
-
-    teardown(function()
-        if srv then srv:stop(5) end
-        server.cleanup()
-    end)
-
-    before_each(function()
-        srv:mark()
-    end)
+    local srv = suite.server {
+        config = { metrics = { allow = "127.0.0.1/32, ::1" }, auth = { trusted_proxies = "127.0.0.2" } },
+    }
 
     it("answers an allowed address", function()
         local res = get_from("127.0.0.1", srv.port, "/metrics")
@@ -367,25 +355,19 @@ describe("database servers in /metrics", function()
             .. "VALUES ('%s', 'active', '%s', '%s') RETURNING id", name, server_key, dbname)))
     end
 
-    setup(function()
+    srv = suite.server(function()
         reg = auth.registry("metricnames")
         legacy = tenant("legacy", EAST_ADDRESS, "tenant_mnl" .. auth.STAMP)
         named = tenant("named", "east", "tenant_mnn" .. auth.STAMP)
         unnamed = tenant("unnamed", "127.0.0.1:1", "tenant_mnu" .. auth.STAMP)
-        srv = server.start {
+        return {
             env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = "east=" .. EAST_URL .. "," .. UNUSED_URL },
         }
-    end)
-
-    teardown(function()
-        if srv then srv:stop(5) end
-        reg:drop()
-        server.cleanup()
-    end)
-
-    before_each(function()
-        srv:mark()
-    end)
+    end, {
+        after = function()
+            reg:drop()
+        end,
+    })
 
     it("still finds a church recorded by its server's address after the server got a name", function()
         for id, dbname in pairs({ [legacy] = dbs[1], [named] = dbs[2] }) do

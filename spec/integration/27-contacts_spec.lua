@@ -2,6 +2,7 @@
 -- and its history, keyset pages and filters, isolation between churches,
 -- the opted-out rule of conversation messages, and PATCH /api/church.
 local server = require "support.server"
+local suite = require "support.suite"
 local pg = require "support.pg"
 local auth = require "support.auth"
 local telnyx = require "support.telnyx"
@@ -14,8 +15,20 @@ local psql, url_of = pg.psql, pg.url_of
 local OTHER_ID <const> = "00000000-0000-4000-8000-000000000000"
 
 describe("contacts", function()
-    local reg, srv, tx
+    local reg, tx
     local church, other -- { id, token, db, number }
+    local srv = suite.server(function()
+        reg = auth.registry("contactspec")
+        tx = telnyx.new()
+        return {
+            config = { workers = 1, limits = { request_timeout_s = 30 }, db = { acquire_timeout_ms = 20000 },
+                       telnyx = { send_attempts = 1 } },
+            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false, TELNYX_PUBLIC_KEY = tx.public_key,
+                    STEEPLE_SPOOL_DIR = server.tmpdir() .. "/spool",
+                    -- outbound sends are refused at once: nothing listens there
+                    TELNYX_API_BASE = "http://127.0.0.1:" .. server.free_port() },
+        }
+    end, { stop_s = 10, after = function() reg:drop() end })
 
     local function call(method, path, token, body)
         return auth.call(srv, method, path, token, body)
@@ -51,27 +64,9 @@ describe("contacts", function()
     end
 
     setup(function()
-        reg = auth.registry("contactspec")
-        tx = telnyx.new()
-        srv = server.start {
-            config = { workers = 1, limits = { request_timeout_s = 30 }, db = { acquire_timeout_ms = 20000 },
-                       telnyx = { send_attempts = 1 } },
-            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false, TELNYX_PUBLIC_KEY = tx.public_key,
-                    STEEPLE_SPOOL_DIR = server.tmpdir() .. "/spool",
-                    -- outbound sends are refused at once: nothing listens there
-                    TELNYX_API_BASE = "http://127.0.0.1:" .. server.free_port() },
-        }
         church = register("contacts1", "+15554100001")
         other = register("contacts2", "+15554100002")
     end)
-
-    teardown(function()
-        if srv then srv:stop(10) end
-        reg:drop()
-        server.cleanup()
-    end)
-
-    before_each(function() srv:mark() end)
 
     it("creates, reads, changes and deletes a contact, with its consent history", function()
         local youth, choir = new_list(church, "Youth"), new_list(church, "Choir")

@@ -2,6 +2,7 @@
 -- reserved words, one per church whatever the case), members added and
 -- removed one by one, and isolation between churches.
 local server = require "support.server"
+local suite = require "support.suite"
 local pg = require "support.pg"
 local auth = require "support.auth"
 local cjson = require "cjson"
@@ -12,8 +13,16 @@ local psql, url_of = pg.psql, pg.url_of
 local OTHER_ID <const> = "00000000-0000-4000-8000-000000000000"
 
 describe("lists", function()
-    local reg, srv
+    local reg
     local church, other -- { id, token, db }
+    local srv = suite.server(function()
+        reg = auth.registry("listspec")
+        return {
+            config = { workers = 1, limits = { request_timeout_s = 30 }, db = { acquire_timeout_ms = 20000 } },
+            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false,
+                    STEEPLE_SPOOL_DIR = server.tmpdir() .. "/spool" },
+        }
+    end, { stop_s = 10, after = function() reg:drop() end })
 
     local function call(method, path, token, body)
         return auth.call(srv, method, path, token, body)
@@ -38,23 +47,9 @@ describe("lists", function()
     local fields = auth.fields
 
     setup(function()
-        reg = auth.registry("listspec")
-        srv = server.start {
-            config = { workers = 1, limits = { request_timeout_s = 30 }, db = { acquire_timeout_ms = 20000 } },
-            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false,
-                    STEEPLE_SPOOL_DIR = server.tmpdir() .. "/spool" },
-        }
         church = register("lists1")
         other = register("lists2")
     end)
-
-    teardown(function()
-        if srv then srv:stop(10) end
-        reg:drop()
-        server.cleanup()
-    end)
-
-    before_each(function() srv:mark() end)
 
     it("creates, reads, changes and deletes lists", function()
         assert.same({}, call("GET", "/api/lists", church.token).json.lists)

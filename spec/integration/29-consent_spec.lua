@@ -4,6 +4,7 @@
 -- the send path holding an opt-out, Telnyx's 40300 opting a number out, and
 -- a keyword spooled while the church's database is down applied once.
 local server = require "support.server"
+local suite = require "support.suite"
 local pg = require "support.pg"
 local auth = require "support.auth"
 local telnyx = require "support.telnyx"
@@ -21,9 +22,38 @@ local STOPPED <const> = "Church cA: you are unsubscribed and will get no more me
 local STARTED <const> = "Church cA: you are subscribed again. Reply STOP to unsubscribe, HELP for help."
 
 describe("consent", function()
-    local reg, srv, tx, fake_pid, fake_log, blocked_file, token
+    local reg, tx, fake_pid, fake_log, blocked_file, token
     local dbs = {}
     local seq = 0
+
+    -- the server sends to a fake Telnyx that refuses the numbers in blocked_file
+    local srv = suite.server(function()
+        reg = auth.registry("consentspec")
+        tx = telnyx.new()
+        local port = server.free_port()
+        local dir = server.tmpdir()
+        fake_log, blocked_file = dir .. "/fake.log", dir .. "/blocked"
+        server.write_file(blocked_file, "")
+        local p = io.popen(string.format("cd %s && lua5.4 spec/support/fake_telnyx.lua %d %s %s >/dev/null 2>&1 & echo $!",
+            server.quote(server.ROOT), port, server.quote(fake_log), server.quote(blocked_file)))
+        fake_pid = tonumber(p:read("a"):match("%d+"))
+        p:close()
+        return {
+            config = { limits = { request_timeout_s = 30 },
+                       telnyx = { api_base = "http://127.0.0.1:" .. port, send_attempts = 3, timeout_ms = 1000,
+                                  sweep_interval_s = 1 },
+                       spool = { replay_interval_s = 0.2 },
+                       db = { breaker_open_s = 0.5 } },
+            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false, TELNYX_PUBLIC_KEY = tx.public_key,
+                    TELNYX_API_KEY = "test-api-key", STEEPLE_SPOOL_DIR = dir .. "/spool" },
+        }
+    end, {
+        stop_s = 10,
+        after = function()
+            if fake_pid then os.execute("kill " .. fake_pid) end
+            reg:drop()
+        end,
+    })
 
     local function q(sql, church)
         return (psql(url_of(dbs[church or CHURCH]), sql))
@@ -112,25 +142,6 @@ describe("consent", function()
     end
 
     setup(function()
-        reg = auth.registry("consentspec")
-        tx = telnyx.new()
-        local port = server.free_port()
-        local dir = server.tmpdir()
-        fake_log, blocked_file = dir .. "/fake.log", dir .. "/blocked"
-        server.write_file(blocked_file, "")
-        local p = io.popen(string.format("cd %s && lua5.4 spec/support/fake_telnyx.lua %d %s %s >/dev/null 2>&1 & echo $!",
-            server.quote(server.ROOT), port, server.quote(fake_log), server.quote(blocked_file)))
-        fake_pid = tonumber(p:read("a"):match("%d+"))
-        p:close()
-        srv = server.start {
-            config = { limits = { request_timeout_s = 30 },
-                       telnyx = { api_base = "http://127.0.0.1:" .. port, send_attempts = 3, timeout_ms = 1000,
-                                  sweep_interval_s = 1 },
-                       spool = { replay_interval_s = 0.2 },
-                       db = { breaker_open_s = 0.5 } },
-            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false, TELNYX_PUBLIC_KEY = tx.public_key,
-                    TELNYX_API_KEY = "test-api-key", STEEPLE_SPOOL_DIR = dir .. "/spool" },
-        }
         token = register("cA", CHURCH).accessToken
         -- the second church's help text is set before any of its webhooks
         -- (the routing cache then holds it)
@@ -138,14 +149,6 @@ describe("consent", function()
         psql(reg.url, "UPDATE tenants SET help_text = '" .. HELP_TEXT .. "' WHERE id = '" .. b.tenantId .. "'")
     end)
 
-    teardown(function()
-        if srv then srv:stop(10) end
-        if fake_pid then os.execute("kill " .. fake_pid) end
-        reg:drop()
-        server.cleanup()
-    end)
-
-    before_each(function() srv:mark() end)
 
     it("opts out on each STOP word, whatever its case, spaces and trailing punctuation, with one reply", function()
         local spellings = { "STOP", "stopall", "  Unsubscribe  ", "cancel.", "End!", "QUIT?!", "\tRevoke\n",

@@ -1,5 +1,5 @@
 -- POST /api/contacts/import: a CSV file of contacts merged in one transaction.
-local server = require "support.server"
+local suite = require "support.suite"
 local http = require "support.http"
 local pg = require "support.pg"
 local auth = require "support.auth"
@@ -53,8 +53,16 @@ local function big_file()
 end
 
 describe("contacts import", function()
-    local reg, srv
+    local reg
     local church, other -- { token, db }
+    local srv = suite.server(function()
+        reg = auth.registry("impspec")
+        return {
+            config = { workers = 1, limits = { request_timeout_s = 120 },
+                       db = { acquire_timeout_ms = 20000, statement_timeout_ms = 60000 } },
+            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false },
+        }
+    end, { stop_s = 10, after = function() reg:drop() end })
 
     local function sql(c, text) return psql(url_of(c.db), text) end
     local function count(c, text) return tonumber((sql(c, text))) end
@@ -85,23 +93,7 @@ describe("contacts import", function()
         assert.is_string(res.json.error.fields[field], res.body)
     end
 
-    setup(function()
-        reg = auth.registry("impspec")
-        srv = server.start {
-            config = { workers = 1, limits = { request_timeout_s = 120 },
-                       db = { acquire_timeout_ms = 20000, statement_timeout_ms = 60000 } },
-            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false },
-        }
-        church, other = register(1), register(2)
-    end)
-
-    teardown(function()
-        if srv then srv:stop(10) end
-        reg:drop()
-        server.cleanup()
-    end)
-
-    before_each(function() srv:mark() end)
+    setup(function() church, other = register(1), register(2) end)
 
     it("imports 50,000 rows: exact counts, rejected rows, names, consent and list", function()
         -- existing contacts for rows 1-99: 1-30 and 71-99 the same names, 31-60 other names,

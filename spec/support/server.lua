@@ -8,7 +8,8 @@
 --   srv:entries{ field = value }, srv:wait_entry{ ... }: decoded JSON log lines
 --   srv:mark(); ...; srv:unexpected_errors(allowed_patterns) -> error lines since the mark
 --   srv:stop() -> exited_in_time, exit_status (srv.exited_early is set when the
---       server had already exited without being asked to)
+--       server had already exited without being asked to); only the first
+--       call stops it, a later one returns the first one's answer
 --   srv:metric('name{labels}') -> the value in /metrics
 --   server.run_binary(args, env, timeout) -> status, stderr, stdout
 --   server.SLOW, server.slow(t): $STEEPLE_SPEC_SLOW (default 1), how many times
@@ -406,23 +407,29 @@ end
 
 -- Sends SIGTERM and waits up to timeout (default 10 s); then SIGKILLs the
 -- master and its workers. Returns whether it exited in time, and its status.
+-- Only the first call stops the server: a later one (a spec's own stop, then
+-- its suite's teardown) signals nothing and returns what the first returned.
 function Server:stop(timeout)
-    local status = self:exit_status()
+    if self.stopped then return self.stopped[1], self.stopped[2] end
+    local in_time, status = true, self:exit_status()
     if status then
         if not self.signalled then
             -- Nobody here asked it to stop: a crash or a signal from elsewhere.
             self.exited_early = "the server had exited with status " .. status .. " before it was stopped\n"
                 .. log_tail(self:log_text(), 10)
         end
-        return true, status
+    else
+        local workers = self:worker_pids()
+        self:signal("TERM")
+        status = self:wait_exit(timeout or 10)
+        if not status then
+            self:signal("KILL")
+            for _, pid in ipairs(workers) do self:signal("KILL", pid) end
+            in_time, status = false, self:wait_exit(5)
+        end
     end
-    local workers = self:worker_pids()
-    self:signal("TERM")
-    status = self:wait_exit(timeout or 10)
-    if status then return true, status end
-    self:signal("KILL")
-    for _, pid in ipairs(workers) do self:signal("KILL", pid) end
-    return false, self:wait_exit(5)
+    self.stopped = { in_time, status }
+    return in_time, status
 end
 
 -- The pids of the master's children (the workers), sorted.
