@@ -3,11 +3,19 @@
 #  - CSV import: POST /api/contacts/import of ROWS generated rows (1% invalid
 #    numbers, 1% repeated numbers, every 10th last name quoted with a comma
 #    and a doubled quote, a BOM, CRLF), ?consent=opted_in&list=<id>, into a
-#    fresh church each round (so every number is created), ROUNDS rounds;
-#    against psql's \copy of the same file into a table of the same columns
-#    in the same database (the staging step alone: the baseline), in the same
-#    run. Prints each round's seconds, the best of each and their ratio
-#    (target: import <= 2x psql \copy), and checks the counts it answered.
+#    fresh church each round (so every number is created), ROUNDS rounds.
+#  - The baseline, as the issue words it: psql's \copy of the same file into
+#    the same table, contacts, of another fresh church each round. A plain
+#    \copy cannot take what the raw file holds (numbers to normalize, 1%
+#    invalid, 1% repeated: the unique number refuses the whole file), so it
+#    copies the same rows as the import stores them: the accepted rows, first
+#    occurrence of each number, in E.164, with their names and the import's
+#    consent (opted_in, source import), into contacts with all its indexes
+#    and constraints. The old baseline (the raw file into a plain 4-column
+#    table, the staging step alone) is printed beside it.
+#    Prints each round's seconds, the best of each and the ratio
+#    (target: import <= 2x psql \copy into contacts), and checks the counts
+#    the import answered.
 # (The contacts page and search parts are added with the list routes.)
 #
 #   ROWS=50000 ROUNDS=3 KEEP=1 PGPORT_BENCH=5439 bash spec/bench/bench_contacts.sh
@@ -54,6 +62,14 @@ awk -v rows="$ROWS" 'BEGIN {
         printf "%s,First%d,%s,note %d\r\n", phone, i, last, i
     }
 }' > "$work/contacts.csv"
+# the same rows as the import stores them, for psql's \copy into contacts
+awk -v rows="$ROWS" 'BEGIN {
+    for (i = 1; i <= rows; i++) {
+        if (i % 100 == 0 || i % 100 == 50) continue # invalid, repeated
+        last = (i % 10 == 0) ? sprintf("\"Doe, \"\"Jr\"\" %d\"", i) : sprintf("Last%d", i)
+        printf "+1555%07d,First%d,%s,opted_in,import,2026-01-01 00:00:00+00\n", 2000000 + i, i, last
+    }
+}' > "$work/contacts-e164.csv"
 expect_created=$((ROWS - ROWS / 100 - ROWS / 100))
 expect_rejected=$((ROWS / 100))
 
@@ -92,24 +108,43 @@ for _ in $(seq 100); do
 done
 curl -sf "$base/health" >/dev/null || die "the server did not start"
 
+register() { # round what → the response file
+    local out=$work/reg-$2-$1 status
+    status=$(curl -s -o "$out" -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data \
+        "$(printf '{"churchName":"Bench Church %d","email":"%s%d-%s@bench.example","password":"%s","adminName":"Bench Admin"}' \
+            "$1" "$2" "$1" "$run" "$PASSWORD")" "$base/api/auth/register")
+    [ "$status" = 201 ] || die "registration $2 $1 answered $status: $(cat "$out")"
+    echo "$out"
+}
+json_field() { # file field
+    lua5.4 -e 'print(require("cjson").decode(io.read("a"))[arg[1]])' "$2" < "$1"
+}
+tenant_db() { # registration file → the church's database
+    psql "$DATABASE_URL" -XAtq -c "SELECT db_name FROM tenants WHERE id = '$(json_field "$1" tenantId)'"
+}
+copy_in() { # database table-and-columns file options → seconds
+    local t0 t1
+    t0=$(now)
+    psql "$(db_url "$1")" -XAtq -v ON_ERROR_STOP=1 -c "\\copy $2 FROM '$3' WITH ($4)" >/dev/null
+    t1=$(now)
+    elapsed "$t0" "$t1"
+}
+
 import_times=()
 copy_times=()
+stage_times=()
 for r in $(seq "$ROUNDS"); do
-    status=$(curl -s -o "$work/reg$r" -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data \
-        "$(printf '{"churchName":"Bench Church %d","email":"import%d-%s@bench.example","password":"%s","adminName":"Bench Admin"}' \
-            "$r" "$r" "$run" "$PASSWORD")" "$base/api/auth/register")
-    [ "$status" = 201 ] || die "registration $r answered $status: $(cat "$work/reg$r")"
-    token=$(lua5.4 -e 'print(require("cjson").decode(io.read("a")).accessToken)' < "$work/reg$r")
-    tid=$(lua5.4 -e 'print(require("cjson").decode(io.read("a")).tenantId)' < "$work/reg$r")
-    db=$(psql "$DATABASE_URL" -XAtq -c "SELECT db_name FROM tenants WHERE id = '$tid'")
+    reg=$(register "$r" import)
+    token=$(json_field "$reg" accessToken)
+    db=$(tenant_db "$reg")
     list=$(sql "$db" "INSERT INTO lists (name) VALUES ('Everyone') RETURNING id")
     sql "$db" "CREATE TABLE copy_baseline (phone text, first_name text, last_name text, notes text)" >/dev/null
-
-    t0=$(now)
-    psql "$(db_url "$db")" -XAtq -v ON_ERROR_STOP=1 \
-        -c "\\copy copy_baseline FROM '$work/contacts.csv' WITH (FORMAT csv, HEADER true)" >/dev/null
-    t1=$(now)
-    copy_times+=("$(elapsed "$t0" "$t1")")
+    stage_times+=("$(copy_in "$db" copy_baseline "$work/contacts.csv" 'FORMAT csv, HEADER true')")
+    copy_db=$(tenant_db "$(register "$r" copy)")
+    copy_times+=("$(copy_in "$copy_db" 'contacts (phone_number, first_name, last_name, consent, consent_source, consent_at)' \
+        "$work/contacts-e164.csv" 'FORMAT csv')")
+    copied=$(sql "$copy_db" "SELECT count(*) FROM contacts")
+    [ "$copied" = "$expect_created" ] || die "psql \\copy $r: $copied contacts, expected $expect_created"
 
     t0=$(now)
     status=$(curl -s -o "$work/import$r" -w '%{http_code}' -X POST -H 'Content-Type: text/csv' \
@@ -124,10 +159,13 @@ for r in $(seq "$ROUNDS"); do
         die "import $r: created $created, rejected $rejected; expected $expect_created and $expect_rejected"
     members=$(sql "$db" "SELECT member_count FROM lists WHERE id = '$list'")
     [ "$members" = "$expect_created" ] || die "import $r: the list has $members members, expected $expect_created"
-    echo "round $r: import ${import_times[-1]} s, psql \\copy ${copy_times[-1]} s"
+    echo "round $r: import ${import_times[-1]} s, psql \\copy into contacts ${copy_times[-1]} s," \
+         "into a plain table ${stage_times[-1]} s"
 done
 best_import=$(printf '%s\n' "${import_times[@]}" | best)
 best_copy=$(printf '%s\n' "${copy_times[@]}" | best)
+best_stage=$(printf '%s\n' "${stage_times[@]}" | best)
 echo "contacts import of $ROWS rows ($(du -k "$work/contacts.csv" | cut -f1) KiB; $expect_created created," \
-     "$expect_rejected rejected): best ${best_import} s; psql \\copy of the same file: best ${best_copy} s;" \
-     "ratio $(ratio "$best_import" "$best_copy") (target <= 2)"
+     "$expect_rejected rejected): best ${best_import} s; psql \\copy of the same rows into contacts: best" \
+     "${best_copy} s; ratio $(ratio "$best_import" "$best_copy") (target <= 2); psql \\copy of the raw file" \
+     "into a plain table: best ${best_stage} s, ratio $(ratio "$best_import" "$best_stage")"
