@@ -16,13 +16,20 @@
 #    Prints each round's seconds, the best of each and the ratio
 #    (target: import <= 2x psql \copy into contacts), and checks the counts
 #    the import answered.
-# (The contacts page and search parts are added with the list routes.)
+#  - GET /api/contacts?limit=100 (the first page) and a name-prefix search
+#    (?q=First123&limit=100, about 111 matches) in a church of CONTACTS
+#    contacts (default 100,000): wrk, 2 threads, 64 connections, WRK_S
+#    seconds each (default 10); req/s and p99. The search's plan is printed
+#    (EXPLAIN), with whether it uses a name-prefix index.
+# (The STOP webhook against an ordinary inbound message is not measured yet.)
 #
 #   ROWS=50000 ROUNDS=3 KEEP=1 PGPORT_BENCH=5439 bash spec/bench/bench_contacts.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROWS=${ROWS:-50000}
 ROUNDS=${ROUNDS:-3}
+CONTACTS=${CONTACTS:-100000}
+WRK_S=${WRK_S:-10}
 PORT_PG=${PGPORT_BENCH:-5439}
 BIN=$PWD/build/steeple
 PGDIR=var/bench-pg
@@ -45,6 +52,7 @@ server_log() { [ -f "$work/log" ] && { echo "--- last lines of the server log ($
 die() { echo "bench_contacts: $*" >&2; server_log; exit 1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
 best() { sort -g | head -1; }
+. spec/bench/wrk_summary.sh
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 
@@ -117,7 +125,7 @@ register() { # round what → the response file
     echo "$out"
 }
 json_field() { # file field
-    lua5.4 -e 'print(require("cjson").decode(io.read("a"))[arg[1]])' "$2" < "$1"
+    FIELD=$2 lua5.4 -e 'print(require("cjson").decode(io.read("a"))[os.getenv("FIELD")])' < "$1"
 }
 tenant_db() { # registration file → the church's database
     psql "$DATABASE_URL" -XAtq -c "SELECT db_name FROM tenants WHERE id = '$(json_field "$1" tenantId)'"
@@ -169,3 +177,31 @@ echo "contacts import of $ROWS rows ($(du -k "$work/contacts.csv" | cut -f1) KiB
      "$expect_rejected rejected): best ${best_import} s; psql \\copy of the same rows into contacts: best" \
      "${best_copy} s; ratio $(ratio "$best_import" "$best_copy") (target <= 2); psql \\copy of the raw file" \
      "into a plain table: best ${best_stage} s, ratio $(ratio "$best_import" "$best_stage")"
+
+# --- contacts page and name-prefix search --------------------------------------------
+reg=$(register 0 page)
+token=$(json_field "$reg" accessToken)
+page_db=$(tenant_db "$reg")
+sql "$page_db" "INSERT INTO contacts (phone_number, first_name, last_name, created_at)
+    SELECT '+1555' || lpad((3000000 + i)::text, 7, '0'), 'First' || i, 'Last' || i,
+           now() - make_interval(secs => $CONTACTS - i)
+    FROM generate_series(1, $CONTACTS) i" >/dev/null
+sql "$page_db" "ANALYZE contacts" >/dev/null
+# the statement the route runs for ?q=First123 (lua/contacts/store.lua), its plan
+plan=$(sql "$page_db" "EXPLAIN SELECT c.id FROM contacts c WHERE c.deleted_at IS NULL
+    AND (lower(c.first_name) LIKE lower('First123') || '%' OR lower(c.last_name) LIKE lower('First123') || '%')
+    ORDER BY c.created_at, c.id LIMIT 101")
+echo "search plan (q=First123):"
+echo "$plan" | sed 's/^/    /'
+if grep -q '_name_prefix' <<< "$plan"; then echo "the search uses a name-prefix index"
+else echo "NOTE: the search does not use a name-prefix index"; fi
+for path in "/api/contacts?limit=100" "/api/contacts?q=First123&limit=100"; do
+    n=$(curl -sf -H "Authorization: Bearer $token" "$base$path" |
+        lua5.4 -e 'print(#require("cjson").decode(io.read("a")).contacts)') || die "GET $path failed"
+    [ "$n" -gt 0 ] || die "GET $path answered no contacts"
+    wrk -t2 -c64 -d"${WRK_S}s" --timeout 10s --latency -H "Authorization: Bearer $token" "$base$path" \
+        > "$work/wrk" 2>&1 || die "wrk failed: $(cat "$work/wrk")"
+    read -r rps p99 _ < <(wrk_summary "$work/wrk")
+    bad=$(awk '/^  Non-2xx/ { print $NF } END { }' "$work/wrk")
+    echo "GET $path with $CONTACTS contacts ($n answered): $rps req/s, p99 $p99 ms, non-2xx ${bad:-0}"
+done
