@@ -18,11 +18,11 @@ CREATE FUNCTION list_members_check() RETURNS trigger LANGUAGE plpgsql SET enable
 BEGIN
     PERFORM 1 FROM lists l WHERE l.id IN (SELECT list_id FROM new_members) FOR KEY SHARE;
     IF EXISTS (SELECT 1 FROM new_members n WHERE NOT EXISTS (SELECT 1 FROM lists l WHERE l.id = n.list_id)) THEN
-        RAISE foreign_key_violation USING MESSAGE = 'list_members: no such list',
+        RAISE foreign_key_violation USING MESSAGE = 'insert into list_members violates list_members_list_id_fkey: no such list',
             CONSTRAINT = 'list_members_list_id_fkey', TABLE = 'list_members';
     END IF;
     IF EXISTS (SELECT 1 FROM new_members n WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.id = n.contact_id)) THEN
-        RAISE foreign_key_violation USING MESSAGE = 'list_members: no such contact',
+        RAISE foreign_key_violation USING MESSAGE = 'insert into list_members violates list_members_contact_id_fkey: no such contact',
             CONSTRAINT = 'list_members_contact_id_fkey', TABLE = 'list_members';
     END IF;
     RETURN NULL;
