@@ -160,6 +160,31 @@ describe("lists", function()
         assert.same({}, srv:unexpected_errors())
     end)
 
+    it("holds memberships to existing lists and contacts, and removes them with either", function()
+        local url = url_of(church.db)
+        local list = new_list(church, { name = "Greeters" })
+        local a, b = new_contact(church, "+15554600001"), new_contact(church, "+15554600002")
+        local missing = "00000000-0000-4000-8000-000000000000"
+        local out, ok = psql(url, "INSERT INTO list_members (list_id, contact_id) VALUES ('"
+            .. missing .. "', '" .. a.id .. "')")
+        assert.is_falsy(ok)
+        assert.truthy(out:find("list_members_list_id_fkey", 1, true), out)
+        out, ok = psql(url, "INSERT INTO list_members (list_id, contact_id) VALUES ('"
+            .. list.id .. "', '" .. a.id .. "'), ('" .. list.id .. "', '" .. missing .. "')")
+        assert.is_falsy(ok)
+        assert.truthy(out:find("list_members_contact_id_fkey", 1, true), out)
+        assert.equal("0", (psql(url, "SELECT count(*) FROM list_members WHERE list_id = '" .. list.id .. "'")))
+        local base = "/api/lists/" .. list.id .. "/contacts/"
+        assert.equal(204, call("PUT", base .. a.id, church.token).status)
+        assert.equal(204, call("PUT", base .. b.id, church.token).status)
+        -- a contact removed from the database takes its memberships with it
+        assert.equal("", (psql(url, "DELETE FROM contacts WHERE id = '" .. b.id .. "'")))
+        assert.equal("1", (psql(url, "SELECT count(*) FROM list_members WHERE list_id = '" .. list.id .. "'")))
+        assert.equal(204, call("DELETE", "/api/lists/" .. list.id, church.token).status)
+        assert.equal("0", (psql(url, "SELECT count(*) FROM list_members WHERE contact_id = '" .. a.id .. "'")))
+        assert.same({}, srv:unexpected_errors())
+    end)
+
     it("keeps each church's lists to itself: another church's or malformed ids are 404", function()
         local mine = new_list(church, { name = "Mine" })
         local theirs = new_list(other, { name = "Theirs" })
