@@ -83,7 +83,8 @@ end
 -- 2. ------------------------------------------------------------------------
 local START <const> = [[
     UPDATE broadcasts SET status = 'sending', started_at = now(), updated_at = now()
-    WHERE id = (SELECT id FROM broadcasts WHERE status = 'scheduled' AND send_at <= now()
+    WHERE id = (SELECT id FROM broadcasts
+                WHERE (status = 'scheduled' OR status = 'sending' AND started_at IS NULL) AND send_at <= now()
                 ORDER BY send_at LIMIT 1 FOR UPDATE SKIP LOCKED)
     RETURNING id]]
 
@@ -94,9 +95,11 @@ local AUDIENCE <const> = [[
     audience AS (
         INSERT INTO broadcast_recipients (broadcast_id, phone_number, contact_id, time_zone)
         SELECT DISTINCT ON (c.phone_number) $1::uuid, c.phone_number, c.id, coalesce(z.zone, $2)
-        FROM list_members m JOIN contacts c ON c.id = m.contact_id
+        FROM broadcasts b
+        JOIN list_members m ON m.list_id = ANY (b.list_ids)
+        JOIN contacts c ON c.id = m.contact_id
         LEFT JOIN zones z ON c.phone_number LIKE '+1%' AND z.code = substr(c.phone_number, 3, 3)
-        WHERE m.list_id = ANY ((SELECT list_ids FROM broadcasts WHERE id = $1)) AND c.consent = 'opted_in' AND c.deleted_at IS NULL
+        WHERE b.id = $1 AND c.consent = 'opted_in' AND c.deleted_at IS NULL
           AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.phone_number = c.phone_number)
         ORDER BY c.phone_number
         RETURNING 1)
@@ -292,7 +295,7 @@ end
 -- 5. ------------------------------------------------------------------------
 local NEXT <const> = [[
     SELECT extract(epoch FROM least(
-        (SELECT min(send_at) FROM broadcasts WHERE status = 'scheduled'),
+        (SELECT min(send_at) FROM broadcasts WHERE status = 'scheduled' OR status = 'sending' AND started_at IS NULL),
         (SELECT min(r.not_before) FROM broadcast_recipients r JOIN broadcasts b ON b.id = r.broadcast_id
          WHERE b.status = 'sending' AND r.state = 'pending'),
         (SELECT min(lease_until) FROM broadcast_recipients WHERE state = 'sending')) - now())::float8 AS next]]
@@ -300,7 +303,7 @@ local NEXT <const> = [[
 local function finish_turn(handle, church, later)
     handle:query([[
         UPDATE broadcasts SET status = 'done', finished_at = now(), updated_at = now()
-        WHERE status = 'sending' AND queued = 0]])
+        WHERE status = 'sending' AND started_at IS NOT NULL AND queued = 0]])
     if store.unmark_if_idle(handle, church.tenant_id) then return end
     local next = handle:query(NEXT)[1].next
     if next == db.null then next = 60 end -- paused ones only: resume marks it again
