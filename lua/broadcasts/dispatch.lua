@@ -232,9 +232,11 @@ local FINISH <const> = [[
     UPDATE broadcast_recipients SET state = $4, calling = false, lease_until = NULL
     WHERE message_id = $1 AND state = 'sending']]
 
--- $1 message, $2 seconds to wait
+-- $1 message, $2 seconds to wait, $3 1 when the call does not count as an
+-- attempt (a 429: Telnyx refused it before sending anything), else 0
 local AGAIN <const> = [[
     UPDATE broadcast_recipients SET state = 'pending', calling = false, lease_until = NULL,
+        attempts = attempts - $3,
         not_before = now() + make_interval(secs => $2)
     WHERE message_id = $1 AND state = 'sending']]
 
@@ -254,10 +256,10 @@ local function call(handle, church, msg)
         end
     elseif outcome == "throttled" then
         pace.slow_down(church.tenant_id, wait)
-        record(handle, AGAIN, msg.id, wait)
+        record(handle, AGAIN, msg.id, wait, 1)
     elseif outcome == "retry" and msg.attempts < config.telnyx.send_attempts then
         log.info("broadcast message will be tried again", { message = msg.id, reason = detail })
-        record(handle, AGAIN, msg.id, outbound.backoff_s(msg.attempts))
+        record(handle, AGAIN, msg.id, outbound.backoff_s(msg.attempts), 0)
     else
         log.warn("broadcast message failed", { message = msg.id, reason = detail, attempts = msg.attempts })
         record(handle, FINISH, msg.id, "failed", db.null, "failed")
