@@ -108,6 +108,7 @@ local function mover(action)
             local s = session.require(req)
             return ok(s, 200, { broadcast = store.move(s, path_id(req), action) })
         end,
+        media_type = false,
     }
 end
 
