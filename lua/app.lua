@@ -158,9 +158,9 @@ function M.handle(req)
     if req.body_too_large then
         return send(errors.response(req.id, "payload_too_large"), pattern, req)
     end
-    -- a PUT without a body (adding a list member) has no content type to check
-    local bodiless_put = method == "PUT" and (req.body or "") == ""
-    if BODY_METHODS[method] and not bodiless_put and not media_type_ok(req, media_type or "application/json") then
+    -- a route whose requests carry no body (media_type = false: adding a
+    -- list member, pausing a broadcast) has no content type to check
+    if BODY_METHODS[method] and media_type ~= false and not media_type_ok(req, media_type or "application/json") then
         local message = media_type and "The request body must be sent as " .. media_type .. "."
         return send(errors.response(req.id, "unsupported_media_type", { message = message }), pattern, req)
     end

@@ -33,6 +33,12 @@ local function check_tenant_urls(v)
     return nil
 end
 
+-- "HH:MM", 24-hour clock
+local function check_clock(v)
+    local h, m = match(v, "^(%d%d):(%d%d)$")
+    if h == nil or tonumber(h) > 23 or tonumber(m) > 59 then return "must be a time of day as HH:MM" end
+end
+
 local function check_allow_list(v)
     local _, err = netaddr.list(v)
     return err
@@ -159,6 +165,18 @@ local SCHEMA = {
       reloadable = true, doc = "one call to the Telnyx API, connect included" },
     { key = "telnyx.sweep_interval_s", type = "number", default = 5, min = 0, max = 3600,
       reloadable = true, doc = "how often queued outbound messages are looked for, after a restart too (0: never)" },
+    { key = "telnyx.max_per_second", type = "number", default = 50, min = 0, max = 100000,
+      reloadable = true, doc = "calls to the Telnyx API per second for broadcasts, over all workers and nodes (0: no limit)" },
+    { key = "telnyx.max_in_flight", type = "integer", default = 16, min = 1, max = 1024,
+      reloadable = true, doc = "broadcast calls to the Telnyx API under way at once, per worker" },
+    { key = "messaging.rate_per_min", type = "integer", default = 60, min = 0, max = 1000000,
+      reloadable = true, doc = "broadcast sends per church in any 60 seconds, over all workers and nodes (0: no limit)" },
+    { key = "messaging.daily_cap", type = "integer", default = 2000, min = 0, max = 100000000,
+      reloadable = true, doc = "broadcast sends per church in 24 hours (0: no limit)" },
+    { key = "messaging.quiet_start", type = "string", default = "21:00", check = check_clock,
+      reloadable = true, doc = "quiet hours begin (HH:MM, the recipient's time zone): no broadcast sends" },
+    { key = "messaging.quiet_end", type = "string", default = "08:00", check = check_clock,
+      reloadable = true, doc = "quiet hours end (HH:MM); equal to quiet_start: no quiet hours" },
     { key = "metrics.allow", type = "string", default = "127.0.0.0/8,::1", nonempty = true,
       check = check_allow_list, reloadable = true,
       doc = "comma-separated client addresses or CIDR blocks (IPv4, IPv6) that may read /metrics" },

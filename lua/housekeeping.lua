@@ -7,6 +7,8 @@
 --     its time is up, so that every record is reached however many wait;
 --   * the outbound sweep, on worker 0, every telnyx.sweep_interval_s (0:
 --     never): queued messages whose time has come (after a restart, a lost task);
+--   * the broadcast dispatcher, on every worker, each tick: the turns of
+--     the churches whose broadcasts are due (broadcasts/dispatch.lua);
 --   * the janitor, on worker 0, at start-up and every
 --     tenants.janitor_interval_s (0: never): undoes registrations cut short.
 --
@@ -21,6 +23,7 @@ local spool = require "steeple.spool"
 local errors = require "errors"
 local registration = require "auth.registration"
 local outbound = require "messaging.outbound"
+local dispatch = require "broadcasts.dispatch"
 local webhook = require "messaging.webhook"
 
 local pcall, type = pcall, type
@@ -33,7 +36,7 @@ metrics.describe("steeple_lua_heap_bytes", "gauge", "Memory of the workers' Lua 
 local REPLAY_BATCH <const> = 200
 local REPLAY_BUDGET_S <const> = 0.5
 
-local last = { janitor = -math.huge, outbox = -math.huge, replay = -math.huge }
+local last = { janitor = -math.huge, outbox = -math.huge, replay = -math.huge, broadcasts = -math.huge }
 local pass -- the replay pass under way, kept from one tick to the next
 
 -- Runs fn unless it ran less than interval seconds ago; logs its failure.
@@ -69,7 +72,9 @@ function M.tick()
     -- summed over the workers by /metrics
     metrics.set("steeple_lua_heap_bytes", nil, math.floor(collectgarbage("count") * 1024))
     every("replay", config.spool.replay_interval_s, now, replay)
-    if steeple.worker() ~= 0 or config.db.url == nil then return end
+    if config.db.url == nil then return end
+    every("broadcasts", 0.5, now, dispatch.tick)
+    if steeple.worker() ~= 0 then return end
     every("outbox", config.telnyx.sweep_interval_s, now, outbound.sweep)
     every("janitor", config.tenants.janitor_interval_s, now, registration.sweep)
 end

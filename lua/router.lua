@@ -12,7 +12,8 @@
 --   body_bytes = n   the largest request body its routes accept (an integer,
 --                    1 B to 1 GiB), instead of limits.body_bytes.
 --   media_type = s   the Content-Type its bodies must have (e.g. "text/csv"),
---                    instead of application/json.
+--                    instead of application/json; false: its requests carry
+--                    no body, and no Content-Type is asked of them.
 
 local type, pairs, ipairs, error, setmetatable, tostring = type, pairs, ipairs, error, setmetatable, tostring
 local mathtype = math.type
@@ -67,6 +68,7 @@ end
 -- Checks a route option; returns it.
 local function check_option(pattern, name, value)
     if name == "media_type" then
+        if value == false then return value end
         if type(value) ~= "string" or not match(value, "^[%l%d.+-]+/[%l%d.+-]+$") then
             error(format("router: media_type for '%s' must be a lower-case type/subtype", pattern), 4)
         end

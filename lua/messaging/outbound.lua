@@ -1,8 +1,9 @@
 -- Outbound messages: stored as queued first, then sent through the Telnyx
 -- API (POST {telnyx.api_base}/v2/messages) by a background task. A 2xx
 -- records the provider's id and status sent; a 4xx fails the message at once;
--- a 5xx, a timeout or a connection error is tried again with back-off, up to
--- telnyx.send_attempts, then fails.
+-- a 429, a 5xx, a timeout or a connection error is tried again with back-off
+-- (after a 429 at least the pause it asks for), up to telnyx.send_attempts,
+-- then fails.
 --
 --   outbound.queue(session, conversation, input, church) -> the message row (status queued);
 --       input = { text, media = { { url } } }, church = { phone, server, dbname };
@@ -14,6 +15,9 @@
 --       once the transaction committed, outbound.start sends it
 --   outbound.start(server, dbname, id)  starts deliver() as a background task
 --   outbound.deliver(server, dbname, id)  sends one message until it is sent or failed
+--   outbound.call(msg) -> the outcome of one call to the API (see call_api)
+--   outbound.persist(fn, ...) runs fn, tried again while the database fails transiently
+--   outbound.backoff_s(attempts, at_least) -> the wait before the next try
 --   outbound.sweep()  (worker 0, from housekeeping) starts deliveries of queued
 --                     messages whose time has come: after a restart, or a lost
 --                     task; reports attempts cut short
@@ -57,7 +61,8 @@ local tenants = require "tenants"
 local conversations = require "messaging.conversations"
 local consent = require "messaging.consent"
 
-local ipairs, type, pcall, error, min = ipairs, type, pcall, error, math.min
+local ipairs, type, pcall, error, tonumber = ipairs, type, pcall, error, tonumber
+local min, max = math.min, math.max
 
 local M = {}
 
@@ -113,13 +118,25 @@ local function carrier_blocked(text)
     return false
 end
 
--- One call to the API: "sent", provider id | "rejected", why | "opted_out", why
--- | "retry", why.
+-- The pause a 429 answer asks for, in seconds: its Retry-After (seconds),
+-- else x-ratelimit-reset (seconds from now, or a Unix time), else 1.
+local function throttle_wait(headers)
+    local after = tonumber(headers["retry-after"] or "")
+    if after and after >= 0 then return min(after, BACKOFF_MAX_S) end
+    local reset = tonumber(headers["x-ratelimit-reset"] or "")
+    if reset and reset > 1e9 then reset = reset - steeple.now() end
+    if reset and reset >= 0 then return min(reset, BACKOFF_MAX_S) end
+    return 1
+end
+
+-- One call to the API, msg = { from_number, to_number, text, media }:
+-- "sent", provider id | "rejected", why | "opted_out", why | "retry", why
+-- | "throttled", why, seconds to wait (429).
 local function call_api(msg)
     local body = { from = msg.from_number, to = msg.to_number, text = msg.text }
     local urls = media_urls(msg.media)
     if #urls > 0 then body.media_urls = urls end
-    local status, text = http.request {
+    local status, text, headers = http.request {
         method = "POST", url = config.telnyx.api_base .. "/v2/messages",
         headers = { ["Content-Type"] = "application/json",
                     ["Authorization"] = "Bearer " .. (config.telnyx.api_key or "") },
@@ -127,6 +144,7 @@ local function call_api(msg)
         timeout_ms = config.telnyx.timeout_ms, connect_timeout_ms = config.telnyx.timeout_ms,
     }
     if status == nil then return "retry", text end
+    if status == 429 then return "throttled", "HTTP 429", throttle_wait(headers) end
     if status >= 200 and status < 300 then
         local ok, answer = pcall(codec.decode_object, text)
         local id = ok and type(answer) == "table" and type(answer.data) == "table" and answer.data.id
@@ -167,9 +185,14 @@ local function finish(handle, id, status, provider_id)
     record(handle, FINISH, id, status, provider_id or db.null)
 end
 
+-- The back-off before try attempts + 1, at least at_least seconds.
+local function backoff_s(attempts, at_least)
+    return max(min(2 ^ (attempts - 1), BACKOFF_MAX_S), at_least or 0)
+end
+
 -- Back to queued, due after the back-off; returns the wait in seconds.
-local function backoff(handle, id, attempts)
-    local wait = min(2 ^ (attempts - 1), BACKOFF_MAX_S)
+local function backoff(handle, id, attempts, at_least)
+    local wait = backoff_s(attempts, at_least)
     record(handle, [[
         UPDATE messages SET status = 'queued', next_attempt_at = now() + make_interval(secs => $2),
             updated_at = now()
@@ -204,7 +227,7 @@ function M.deliver(server, dbname, id)
             log.info("outbound message failed unsent: its number opted out", { message = id })
             return
         end
-        local outcome, detail = call_api(msg)
+        local outcome, detail, wait = call_api(msg)
         if outcome == "sent" then return accepted(handle, id, detail) end
         if outcome == "opted_out" then return carrier_refused(handle, id, msg) end
         if outcome == "rejected" or msg.send_attempts >= config.telnyx.send_attempts then
@@ -213,11 +236,15 @@ function M.deliver(server, dbname, id)
             return
         end
         log.info("outbound message will be tried again", { message = id, reason = detail })
-        steeple.sleep(backoff(handle, id, msg.send_attempts) * 1000)
+        steeple.sleep(backoff(handle, id, msg.send_attempts, wait) * 1000)
     end
 end
 
 -- Starts deliver() as a background task; its failures are logged.
+M.call = call_api
+M.persist = persist
+M.backoff_s = backoff_s
+
 function M.start(server, dbname, id)
     steeple.spawn(function()
         local ok, err = pcall(M.deliver, server, dbname, id)

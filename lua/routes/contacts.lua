@@ -193,6 +193,7 @@ return {
             found(lists.add(s.db, path_id(req, "id"), path_id(req, "contactId")))
             return { status = 204, tenant = s.tenant_id }
         end,
+        media_type = false,
         DELETE = function(req)
             local s = session.require(req)
             found(lists.remove(s.db, path_id(req, "id"), path_id(req, "contactId")))

@@ -7,4 +7,5 @@ return {
     "messaging",
     "contacts",
     "contacts_import",
+    "broadcasts",
 }

@@ -1,6 +1,6 @@
 -- A fake Telnyx messaging API for the specs (plain HTTP on 127.0.0.1):
 --
---   lua5.4 spec/support/fake_telnyx.lua PORT LOG [BLOCKED]
+--   lua5.4 spec/support/fake_telnyx.lua PORT LOG [BLOCKED [CHAOS]]
 --
 -- POST /v2/messages answers by the message text:
 --   contains "[500-once]"  500 the first time for that text, then like any other
@@ -10,16 +10,20 @@
 --   anything else          200 {"data":{"id":"fake-N","to":[{"status":"queued"}]}}
 -- and a message to a number listed in the file BLOCKED (one a line, read at
 -- each request; optional) gets the 40300 answer too, whatever its text.
+-- The file CHAOS (optional, read at each request) may hold the lines
+-- "every429=N", "every500=M" and "retry_after=S": then of the requests that
+-- would get 200, every N-th gets 429 with Retry-After S (default 0) and
+-- every M-th 500.
 -- Every request is appended to LOG as one JSON line
--- {"path":…,"authorization":…,"body":{…},"answer":STATUS}.
+-- {"path":…,"authorization":…,"body":{…},"answer":STATUS,"at":SECONDS}.
 local socket = require "socket"
 local cjson = require "cjson.safe"
 
-local port, log_path, blocked_path = tonumber(arg[1]), arg[2], arg[3]
+local port, log_path, blocked_path, chaos_path = tonumber(arg[1]), arg[2], arg[3], arg[4]
 local server = assert(socket.bind("127.0.0.1", port))
 server:settimeout(0.05)
 
-local held, failed_once, n = {}, {}, 0
+local held, failed_once, n, plain = {}, {}, 0, 0
 
 local function log(entry)
     local f = assert(io.open(log_path, "a"))
@@ -39,6 +43,19 @@ local function blocked(number)
     end
     f:close()
     return false
+end
+
+-- The CHAOS file's settings.
+local function chaos()
+    local t = {}
+    local f = chaos_path and io.open(chaos_path)
+    if not f then return t end
+    for line in f:lines() do
+        local k, v = line:match("^(%w+)=([%d.]+)$")
+        if k then t[k] = tonumber(v) end
+    end
+    f:close()
+    return t
 end
 
 local BLOCKED_ANSWER <const> = '{"errors":[{"code":"40300","title":"Blocked due to STOP message",'
@@ -62,9 +79,9 @@ local function read_request(c)
     return { method = method, path = path, headers = headers, body = body }
 end
 
-local function answer(c, status, body)
+local function answer(c, status, body, extra)
     c:send(string.format("HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-        .. "Connection: close\r\n\r\n%s", status, #body, body))
+        .. "%sConnection: close\r\n\r\n%s", status, #body, extra or "", body))
     c:close()
 end
 
@@ -75,7 +92,7 @@ while true do
         if req then
             local decoded = cjson.decode(req.body) or {}
             local text = type(decoded) == "table" and decoded.text or ""
-            local status, reply = 200, nil
+            local status, reply, extra = 200, nil, nil
             if type(text) ~= "string" then text = "" end
             if req.method ~= "POST" or req.path ~= "/v2/messages" then
                 status, reply = 404, '{"errors":[{"title":"not found"}]}'
@@ -89,10 +106,20 @@ while true do
                 failed_once[text] = true
                 status, reply = 500, '{"errors":[{"title":"boom"}]}'
             else
-                n = n + 1
-                reply = string.format('{"data":{"id":"fake-%d","to":[{"status":"queued"}]}}', n)
+                plain = plain + 1
+                local ch = chaos()
+                if ch.every429 and plain % ch.every429 == 0 then
+                    status, reply = 429, '{"errors":[{"code":"10011","title":"Too many requests"}]}'
+                    extra = string.format("Retry-After: %s\r\n", ch.retry_after or 0)
+                elseif ch.every500 and plain % ch.every500 == 0 then
+                    status, reply = 500, '{"errors":[{"title":"boom"}]}'
+                else
+                    n = n + 1
+                    reply = string.format('{"data":{"id":"fake-%d","to":[{"status":"queued"}]}}', n)
+                end
             end
-            log { path = req.path, authorization = req.headers["authorization"], body = decoded, answer = status }
+            log { path = req.path, authorization = req.headers["authorization"], body = decoded, answer = status,
+                  at = socket.gettime() }
             if status == 0 then
                 held[#held + 1] = c -- kept open (and referenced) until many pile up
                 if #held > 100 then
@@ -100,7 +127,7 @@ while true do
                     held = {}
                 end
             else
-                answer(c, status, reply)
+                answer(c, status, reply, extra)
             end
         else
             c:close()

@@ -15,6 +15,7 @@ local ALL_STATUS = {
     contact_exists = 409,
     keyword_taken = 409,
     opted_out = 409,
+    invalid_state = 409,
     payload_too_large = 413,
     unsupported_media_type = 415,
     account_locked = 429,

@@ -5,4 +5,5 @@ return {
     "0002_admin_emails.sql",
     "0003_messaging.sql",
     "0004_church_settings.sql",
+    "0005_broadcasts.sql",
 }

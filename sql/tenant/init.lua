@@ -10,5 +10,6 @@ return {
     "0007_contacts.sql",
     "0008_consent_replies.sql",
     "0009_list_member_counts.sql",
+    "0010_broadcasts.sql",
     "0011_import_speed.sql",
 }
