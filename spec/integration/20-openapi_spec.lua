@@ -605,7 +605,8 @@ describe("openapi.json against the server", function()
                 assert.equal(404, call(key, { token = owner.access, path = missing }).status)
                 unauthorized_and_suspended(key, { path = path })
                 if key:match("^PUT") then
-                    assert.equal(415, call(key, { token = owner.access, path = path, body = "{}",
+                    -- the route takes no body: one sent is ignored, whatever its type, unless over the limit
+                    assert.equal(204, call(key, { token = owner.access, path = path, body = "{}",
                         content_type = "text/plain" }).status)
                     oversized(key, path)
                 end
@@ -615,6 +616,64 @@ describe("openapi.json against the server", function()
                 .json.list.memberCount)
             assert.same({}, srv:unexpected_errors())
         end)
+    end)
+
+    it("the broadcasts and their moves", function()
+        local list = call("POST /api/lists", { token = owner.access, body = { name = "Broadcast", keyword = "BCAST" } })
+            .json.list
+        local later = os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() + 3600)
+        local key = "POST /api/broadcasts"
+        local res = call(key, { token = owner.access, body = { text = "Hi {{firstName|friend}}", lists = { list.id },
+            sendAt = later } })
+        assert.equal(201, res.status, res.body)
+        local b = res.json.broadcast
+        assert.equal("scheduled", b.status)
+        assert.is_string(call(key, { token = owner.access, body = { text = "Hi {{nickname}}", lists = { list.id } } })
+            .json.error.fields.text)
+        assert.equal("invalid_json", call(key, { token = owner.access, body = "[]" }).json.error.code)
+        assert.equal(415, call(key, { token = owner.access, body = "{}", content_type = "text/plain" }).status)
+        oversized(key)
+        assert.equal(401, call(key, { body = {} }).status)
+        assert.equal("tenant_unavailable", call(key, { token = suspended.access, body = {} }).json.error.code)
+        assert_all_seen(key)
+        key = "GET /api/broadcasts"
+        assert.same({ b.id }, { call(key, { token = owner.access }).json.broadcasts[1].id })
+        assert.equal(400, call(key, { token = owner.access, path = "/api/broadcasts?limit=101" }).status)
+        assert.equal(401, call(key).status)
+        assert.equal("tenant_unavailable", call(key, { token = suspended.access }).json.error.code)
+        assert_all_seen(key)
+        local path = "/api/broadcasts/" .. b.id
+        local missing = "/api/broadcasts/00000000-0000-4000-8000-000000000000"
+        key = "GET /api/broadcasts/{id}"
+        assert.same(b, call(key, { token = owner.access, path = path }).json.broadcast)
+        assert.equal(404, call(key, { token = owner.access, path = missing }).status)
+        assert.equal(401, call(key, { path = path }).status)
+        assert.equal("tenant_unavailable", call(key, { token = suspended.access, path = path }).json.error.code)
+        assert_all_seen(key)
+        -- scheduled -> paused -> scheduled -> cancelled, each move refused once out of turn
+        for _, move in ipairs { { "pause", "paused" }, { "resume", "scheduled" }, { "cancel", "cancelled" } } do
+            key = "POST /api/broadcasts/{id}/" .. move[1]
+            if move[1] == "resume" then
+                assert.equal(200, call("POST /api/broadcasts/{id}/pause", { token = owner.access,
+                    path = path .. "/pause" }).status)
+            end
+            res = call(key, { token = owner.access, path = path .. "/" .. move[1] })
+            assert.equal(200, res.status, res.body)
+            assert.equal(move[2], res.json.broadcast.status)
+            -- the same move again is out of turn
+            res = call(key, { token = owner.access, path = path .. "/" .. move[1] })
+            assert.equal("invalid_state", res.json.error.code)
+            if move[1] == "pause" then
+                assert.equal(200, call("POST /api/broadcasts/{id}/resume", { token = owner.access,
+                    path = path .. "/resume" }).status)
+            end
+            assert.equal(404, call(key, { token = owner.access, path = missing .. "/" .. move[1] }).status)
+            assert.equal(401, call(key, { path = path .. "/" .. move[1] }).status)
+            assert.equal("tenant_unavailable", call(key, { token = suspended.access, path = path .. "/" .. move[1] })
+                .json.error.code)
+            assert_all_seen(key)
+        end
+        assert.same({}, srv:unexpected_errors())
     end)
 
     for i, hook in ipairs(HOOKS) do
