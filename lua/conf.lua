@@ -173,6 +173,8 @@ local SCHEMA = {
       reloadable = true, doc = "broadcast sends per church in any 60 seconds, over all workers and nodes (0: no limit)" },
     { key = "messaging.daily_cap", type = "integer", default = 2000, min = 0, max = 100000000,
       reloadable = true, doc = "broadcast sends per church in 24 hours (0: no limit)" },
+    { key = "messaging.dispatch_interval_s", type = "number", default = 1, min = 0, max = 60,
+      reloadable = true, doc = "how often each worker looks for churches whose broadcasts are due (0: never)" },
     { key = "messaging.quiet_start", type = "string", default = "21:00", check = check_clock,
       reloadable = true, doc = "quiet hours begin (HH:MM, the recipient's time zone): no broadcast sends" },
     { key = "messaging.quiet_end", type = "string", default = "08:00", check = check_clock,

@@ -7,8 +7,9 @@
 --     its time is up, so that every record is reached however many wait;
 --   * the outbound sweep, on worker 0, every telnyx.sweep_interval_s (0:
 --     never): queued messages whose time has come (after a restart, a lost task);
---   * the broadcast dispatcher, on every worker, each tick: the turns of
---     the churches whose broadcasts are due (broadcasts/dispatch.lua);
+--   * the broadcast dispatcher, on every worker, every
+--     messaging.dispatch_interval_s (0: never): the turns of the churches
+--     whose broadcasts are due (broadcasts/dispatch.lua);
 --   * the janitor, on worker 0, at start-up and every
 --     tenants.janitor_interval_s (0: never): undoes registrations cut short.
 --
@@ -73,7 +74,7 @@ function M.tick()
     metrics.set("steeple_lua_heap_bytes", nil, math.floor(collectgarbage("count") * 1024))
     every("replay", config.spool.replay_interval_s, now, replay)
     if config.db.url == nil then return end
-    every("broadcasts", 0.5, now, dispatch.tick)
+    every("broadcasts", config.messaging.dispatch_interval_s, now, dispatch.tick)
     if steeple.worker() ~= 0 then return end
     every("outbox", config.telnyx.sweep_interval_s, now, outbound.sweep)
     every("janitor", config.tenants.janitor_interval_s, now, registration.sweep)

@@ -115,7 +115,8 @@ describe("broadcasts", function()
             config = { workers = 2, limits = { request_timeout_s = 30 },
                        telnyx = { api_base = "http://127.0.0.1:" .. port, send_attempts = 3, timeout_ms = 2000,
                                   max_per_second = 0 },
-                       messaging = { rate_per_min = 0, daily_cap = 0, quiet_start = "00:00", quiet_end = "00:00" } },
+                       messaging = { rate_per_min = 0, daily_cap = 0, quiet_start = "00:00", quiet_end = "00:00",
+                                     dispatch_interval_s = 1 } },
             env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false, TELNYX_PUBLIC_KEY = tx.public_key,
                     TELNYX_API_KEY = "test-api-key" },
         }

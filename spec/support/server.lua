@@ -235,11 +235,12 @@ function M.default_config()
         shutdown_timeout_s = 5,
         log = { level = "info" },
         limits = { read_timeout_s = 2 * M.SLOW, request_timeout_s = 2 * M.SLOW },
-        -- the registry connections of the janitor and the outbound sweep
-        -- would change the connection counts many specs assert; the specs
-        -- of those turn them on
+        -- the registry connections of the janitor, the outbound sweep and
+        -- the broadcast dispatcher would change the connection counts many
+        -- specs assert; the specs of those turn them on
         tenants = { janitor_interval_s = 0 },
         telnyx = { sweep_interval_s = 0 },
+        messaging = { dispatch_interval_s = 0 },
     }
 end
 

@@ -59,7 +59,8 @@ local EXPECTED_DEFAULTS = {
     },
     telnyx = { tolerance_s = 300, api_base = "https://api.telnyx.com", send_attempts = 5, timeout_ms = 10000,
                sweep_interval_s = 5, max_per_second = 50, max_in_flight = 16 },
-    messaging = { rate_per_min = 60, daily_cap = 2000, quiet_start = "21:00", quiet_end = "08:00" },
+    messaging = { rate_per_min = 60, daily_cap = 2000, dispatch_interval_s = 1, quiet_start = "21:00",
+                  quiet_end = "08:00" },
     metrics = { allow = "127.0.0.0/8,::1" },
     spool = { dir = "var/spool", after_ms = 1000, replay_interval_s = 1, give_up_s = 3600 },
     contacts = { import_max_bytes = 5242880, import_max_rows = 50000 },
@@ -85,8 +86,8 @@ local LATER_KEYS = {
     { "telnyx.public_key", false }, { "telnyx.tolerance_s", true }, { "telnyx.api_key", false },
     { "telnyx.api_base", false }, { "telnyx.send_attempts", true }, { "telnyx.timeout_ms", true },
     { "telnyx.sweep_interval_s", true }, { "telnyx.max_per_second", true }, { "telnyx.max_in_flight", true },
-    { "messaging.rate_per_min", true }, { "messaging.daily_cap", true }, { "messaging.quiet_start", true },
-    { "messaging.quiet_end", true }, { "metrics.allow", true }, { "spool.dir", false },
+    { "messaging.rate_per_min", true }, { "messaging.daily_cap", true }, { "messaging.dispatch_interval_s", true },
+    { "messaging.quiet_start", true }, { "messaging.quiet_end", true }, { "metrics.allow", true }, { "spool.dir", false },
     { "spool.after_ms", true },
     { "spool.replay_interval_s", true }, { "spool.give_up_s", true },
     { "contacts.import_max_bytes", true }, { "contacts.import_max_rows", true },
@@ -136,7 +137,7 @@ describe("conf", function()
             for _, k in ipairs(LATER_NAMES) do expected[#expected + 1] = k end
             expected[#expected + 1] = "bench.plain_path"
             assert.same(expected, keys)
-            assert.equal(66, #conf.schema)
+            assert.equal(67, #conf.schema)
         end)
 
         it("looks entries up by key", function()
@@ -204,7 +205,7 @@ describe("conf", function()
                     telnyx = { public_key = "]] .. SPEC_KEY .. [[", tolerance_s = 60, api_key = "k",
                                api_base = "http://127.0.0.1:9", send_attempts = 2, timeout_ms = 500,
                                sweep_interval_s = 1, max_per_second = 2.5, max_in_flight = 3 },
-                    messaging = { rate_per_min = 120, daily_cap = 10, quiet_start = "22:30", quiet_end = "07:15" },
+                    messaging = { rate_per_min = 120, daily_cap = 10, dispatch_interval_s = 2, quiet_start = "22:30", quiet_end = "07:15" },
                     metrics = { allow = "10.1.2.3" },
                     spool = { dir = "s", after_ms = 50, replay_interval_s = 0.5, give_up_s = 2 },
                     contacts = { import_max_bytes = 1000, import_max_rows = 10 },
@@ -231,7 +232,7 @@ describe("conf", function()
                 telnyx = { public_key = SPEC_KEY, tolerance_s = 60, api_key = "k", api_base = "http://127.0.0.1:9",
                            send_attempts = 2, timeout_ms = 500, sweep_interval_s = 1,
                            max_per_second = 2.5, max_in_flight = 3 },
-                messaging = { rate_per_min = 120, daily_cap = 10, quiet_start = "22:30", quiet_end = "07:15" },
+                messaging = { rate_per_min = 120, daily_cap = 10, dispatch_interval_s = 2, quiet_start = "22:30", quiet_end = "07:15" },
                 metrics = { allow = "10.1.2.3" },
                 spool = { dir = "s", after_ms = 50, replay_interval_s = 0.5, give_up_s = 2 },
                 contacts = { import_max_bytes = 1000, import_max_rows = 10 },
