@@ -13,7 +13,9 @@
 -- The file CHAOS (optional, read at each request) may hold the lines
 -- "every429=N", "every500=M" and "retry_after=S": then of the requests that
 -- would get 200, every N-th gets 429 with Retry-After S (default 0) and
--- every M-th 500.
+-- every M-th 500; and "delay_ms=D": every answer goes out D milliseconds
+-- after its request was read (other requests are read and answered
+-- meanwhile), so that calls are in flight at any moment.
 -- Every request is appended to LOG as one JSON line
 -- {"path":…,"authorization":…,"body":{…},"answer":STATUS,"at":SECONDS}.
 local socket = require "socket"
@@ -24,6 +26,7 @@ local server = assert(socket.bind("127.0.0.1", port))
 server:settimeout(0.05)
 
 local held, failed_once, n, plain = {}, {}, 0, 0
+local delayed = {} -- answers waiting for their time: { c, at, status, reply, extra }
 
 local function log(entry)
     local f = assert(io.open(log_path, "a"))
@@ -51,7 +54,7 @@ local function chaos()
     local f = chaos_path and io.open(chaos_path)
     if not f then return t end
     for line in f:lines() do
-        local k, v = line:match("^(%w+)=([%d.]+)$")
+        local k, v = line:match("^([%w_]+)=([%d.]+)$")
         if k then t[k] = tonumber(v) end
     end
     f:close()
@@ -85,7 +88,27 @@ local function answer(c, status, body, extra)
     c:close()
 end
 
+-- Sends the delayed answers whose time has come; returns how long until
+-- the next one (seconds), or nil when none waits.
+local function answer_due()
+    local now, next_at = socket.gettime(), nil
+    local i = 1
+    while i <= #delayed do
+        local d = delayed[i]
+        if d.at <= now then
+            answer(d.c, d.status, d.reply, d.extra)
+            table.remove(delayed, i)
+        else
+            next_at = math.min(next_at or d.at, d.at)
+            i = i + 1
+        end
+    end
+    return next_at and next_at - now
+end
+
 while true do
+    local wait = answer_due()
+    server:settimeout(wait and math.min(wait, 0.05) or 0.05)
     local c = server:accept()
     if c then
         local req = read_request(c)
@@ -93,6 +116,7 @@ while true do
             local decoded = cjson.decode(req.body) or {}
             local text = type(decoded) == "table" and decoded.text or ""
             local status, reply, extra = 200, nil, nil
+            local ch = chaos()
             if type(text) ~= "string" then text = "" end
             if req.method ~= "POST" or req.path ~= "/v2/messages" then
                 status, reply = 404, '{"errors":[{"title":"not found"}]}'
@@ -107,7 +131,6 @@ while true do
                 status, reply = 500, '{"errors":[{"title":"boom"}]}'
             else
                 plain = plain + 1
-                local ch = chaos()
                 if ch.every429 and plain % ch.every429 == 0 then
                     status, reply = 429, '{"errors":[{"code":"10011","title":"Too many requests"}]}'
                     extra = string.format("Retry-After: %s\r\n", ch.retry_after or 0)
@@ -126,6 +149,9 @@ while true do
                     for _, h in ipairs(held) do h:close() end
                     held = {}
                 end
+            elseif (ch.delay_ms or 0) > 0 then
+                delayed[#delayed + 1] = { c = c, at = socket.gettime() + ch.delay_ms / 1000, status = status,
+                                          reply = reply, extra = extra }
             else
                 answer(c, status, reply, extra)
             end
