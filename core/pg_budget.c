@@ -1,6 +1,7 @@
 /* pg_budget.c — the node's shared connection budget and the policy's rules
  * (see pg_budget.h). */
 #include "pg_budget.h"
+#include "shm.h"
 
 #include <errno.h>
 #include <math.h>
@@ -8,7 +9,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 
 /* One worker's share of one server; only that worker writes it (and its
  * successor, on attach). */
@@ -38,30 +38,18 @@ static struct region *region;
 static size_t region_size;
 static int me; /* this process's row */
 
-static int shared_mutex_init(pthread_mutex_t *m)
-{
-    pthread_mutexattr_t attr;
-    if (pthread_mutexattr_init(&attr) != 0)
-        return -1;
-    int rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED) != 0 ||
-             pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST) != 0 ||
-             pthread_mutex_init(m, &attr) != 0;
-    pthread_mutexattr_destroy(&attr);
-    return rc ? -1 : 0;
-}
-
 static struct region *region_create(int workers, size_t *size)
 {
     if (workers < 1 || workers > PG_BUDGET_MAX_WORKERS)
         return NULL;
     *size = sizeof(struct region) +
             (size_t)PG_BUDGET_MAX_SERVERS * (size_t)workers * sizeof(struct row);
-    void *p = mmap(NULL, *size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
+    void *p = shm_map(*size);
+    if (p == NULL)
         return NULL;
     struct region *r = p; /* zero-filled: no server, nothing held */
-    if (shared_mutex_init(&r->lock) != 0) {
-        munmap(p, *size);
+    if (shm_mutex_init(&r->lock) != 0) {
+        shm_unmap(p, *size);
         return NULL;
     }
     r->workers = workers;
@@ -84,7 +72,7 @@ int pg_budget_init(int workers)
 void pg_budget_shutdown(void)
 {
     if (region != NULL)
-        munmap(region, region_size);
+        shm_unmap(region, region_size);
     region = NULL;
     region_size = 0;
 }
@@ -129,16 +117,6 @@ void pg_budget_attach(int worker)
     }
 }
 
-/* Takes the registration lock, recovering it from a process that died holding
- * it. Returns 0, or -1. */
-static int region_lock(struct region *r)
-{
-    int rc = pthread_mutex_lock(&r->lock);
-    if (rc == EOWNERDEAD)
-        rc = pthread_mutex_consistent(&r->lock);
-    return rc == 0 ? 0 : -1;
-}
-
 /* Returns key's slot, adding it; -1 when full. Called under the lock. */
 static int find_or_add(struct region *r, const char *key, int cap)
 {
@@ -159,7 +137,7 @@ static int find_or_add(struct region *r, const char *key, int cap)
 int pg_budget_server(const char *key, int cap)
 {
     struct region *r = current();
-    if (r == NULL || cap < 1 || strlen(key) >= PG_BUDGET_KEY_LEN || region_lock(r) != 0)
+    if (r == NULL || cap < 1 || strlen(key) >= PG_BUDGET_KEY_LEN || shm_mutex_lock(&r->lock) != 0)
         return -1;
     int slot = find_or_add(r, key, cap);
     pthread_mutex_unlock(&r->lock);

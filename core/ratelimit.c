@@ -1,5 +1,6 @@
 /* ratelimit.c — shared token buckets (see ratelimit.h). */
 #include "ratelimit.h"
+#include "shm.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -8,7 +9,6 @@
 #include <sodium.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
 
 struct bucket {
     uint64_t hash;
@@ -43,18 +43,6 @@ static size_t round_slots(size_t slots)
     return n;
 }
 
-static int shared_mutex_init(pthread_mutex_t *m)
-{
-    pthread_mutexattr_t attr;
-    if (pthread_mutexattr_init(&attr) != 0)
-        return -1;
-    int rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED) != 0 ||
-             pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST) != 0 ||
-             pthread_mutex_init(m, &attr) != 0;
-    pthread_mutexattr_destroy(&attr);
-    return rc ? -1 : 0;
-}
-
 /* Maps and fills in a new region; returns NULL on failure. */
 static struct region *region_create(size_t slots, size_t *size)
 {
@@ -62,12 +50,12 @@ static struct region *region_create(size_t slots, size_t *size)
     if (n == 0 || sodium_init() < 0)
         return NULL;
     *size = sizeof(struct region) + n * sizeof(struct bucket);
-    void *p = mmap(NULL, *size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
+    void *p = shm_map(*size);
+    if (p == NULL)
         return NULL;
     struct region *r = p; /* zero-filled by the kernel: every bucket unused */
-    if (shared_mutex_init(&r->lock) != 0) {
-        munmap(p, *size);
+    if (shm_mutex_init(&r->lock) != 0) {
+        shm_unmap(p, *size);
         return NULL;
     }
     crypto_shorthash_keygen(r->hash_key);
@@ -81,7 +69,7 @@ static void region_drop(void)
     struct region *r = __atomic_load_n(&region, __ATOMIC_ACQUIRE);
     __atomic_store_n(&region, NULL, __ATOMIC_RELEASE);
     if (r != NULL)
-        munmap(r, region_size);
+        shm_unmap(r, region_size);
 }
 
 int ratelimit_init(size_t slots)
@@ -125,14 +113,6 @@ static struct region *current(void)
 
 /* Takes the shared lock, recovering it from a process that died holding it (a
  * bucket is not critical data). Returns 0, or -1 when the lock is unusable. */
-static int region_lock(struct region *r)
-{
-    int rc = pthread_mutex_lock(&r->lock);
-    if (rc == EOWNERDEAD)
-        rc = pthread_mutex_consistent(&r->lock);
-    return rc == 0 ? 0 : -1;
-}
-
 static uint64_t key_hash(const struct region *r, const void *key, size_t keylen)
 {
     unsigned char out[crypto_shorthash_BYTES];
@@ -215,7 +195,7 @@ int ratelimit_take(const void *key, size_t keylen, double per_minute, double now
     if (key == NULL)
         key = ""; /* with keylen 0 only */
     if (per_minute > 0 && isfinite(per_minute) && isfinite(now) &&
-        keylen <= RATELIMIT_KEY_MAX && (r = current()) != NULL && region_lock(r) == 0) {
+        keylen <= RATELIMIT_KEY_MAX && (r = current()) != NULL && shm_mutex_lock(&r->lock) == 0) {
         double cap = per_minute < 1 ? 1 : per_minute;
         struct bucket *b = find_or_claim(r, key, keylen, now, cap);
         allowed = bucket_take(b, per_minute, cap, now, &wait);
@@ -229,7 +209,7 @@ int ratelimit_take(const void *key, size_t keylen, double per_minute, double now
 size_t ratelimit_count(void)
 {
     struct region *r = __atomic_load_n(&region, __ATOMIC_ACQUIRE);
-    if (r == NULL || region_lock(r) != 0)
+    if (r == NULL || shm_mutex_lock(&r->lock) != 0)
         return 0;
     size_t n = r->used;
     pthread_mutex_unlock(&r->lock);
