@@ -83,7 +83,8 @@ describe("a broadcast killed with SIGKILL mid-run and restarted", function()
                                   max_per_second = 0, max_in_flight = IN_FLIGHT },
                        -- a slot every 20 ms: a sender holds its claimed recipient while it
                        -- waits for its slot, so the kill finds some claimed and not yet called
-                       messaging = { rate_per_min = 3000, daily_cap = 0, quiet_start = "00:00", quiet_end = "00:00" } },
+                       messaging = { rate_per_min = 3000, daily_cap = 0, quiet_start = "00:00", quiet_end = "00:00",
+                                     dispatch_interval_s = 1 } },
             -- the restarted server takes over the killed one's spool
             env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false, TELNYX_PUBLIC_KEY = tx.public_key,
                     TELNYX_API_KEY = "test-api-key", STEEPLE_SPOOL_DIR = dir .. "/spool" },
