@@ -5,6 +5,7 @@
 -- prints "status CODE COUNT" per status, "duplicate N", "spooled N",
 -- "wrapped N" (times a thread went round its list), "duration_us N" and
 -- "timeouts N". wrk runs LuaJIT (Lua 5.1).
+-- luacheck: std luajit, globals wrk tid setup init request response done statuses duplicate spooled wrapped, no unused args
 local file = os.getenv("BENCH_WEBHOOKS")
 local nthreads = tonumber(os.getenv("BENCH_THREADS"))
 local threads = {}
