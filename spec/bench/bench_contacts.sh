@@ -17,19 +17,36 @@
 #    (target: import <= 2x psql \copy into contacts), and checks the counts
 #    the import answered.
 #  - GET /api/contacts?limit=100 (the first page) and a name-prefix search
-#    (?q=First123&limit=100, about 111 matches) in a church of CONTACTS
-#    contacts (default 100,000): wrk, 2 threads, 64 connections, WRK_S
-#    seconds each (default 10); req/s and p99. The search's plan is printed
-#    (EXPLAIN), with whether it uses a name-prefix index.
-# (The STOP webhook against an ordinary inbound message is not measured yet.)
+#    (?q=First123&limit=100, 111 matches) against a server in its default
+#    configuration (2 workers), CHURCHES churches (default 20) of CONTACTS
+#    contacts each (default 100,000), made as bench_tenants.sh makes them
+#    (spec/bench/churches.sh; the contacts seeded in SQL into the first, which
+#    the others copy): wrk, 2 threads, 64 connections, WARM_S seconds of
+#    warm-up then WRK_S seconds measured, the tokens spread uniformly over
+#    1 church (the baseline) and over the CHURCHES churches: req/s, p99 and
+#    the ratio CHURCHES/1. The plans of both statements are printed as the
+#    route ran them (auto_explain, in one more church of the same contacts),
+#    with whether the search uses a name-prefix index.
+#  - Signed message.received webhooks spread over the CHURCHES churches (wrk,
+#    64 connections, WEBHOOK_S seconds each): ordinary messages as
+#    bench_messaging.sh sends them, then STOP from STOP_N contacts (each an
+#    existing contact that opts out: stored, opted out, suppressed, the reply
+#    queued, then sent to a stand-in of Telnyx's API in the bench routes):
+#    stored webhooks/s of each and the ratio STOP/ordinary; the outcomes are
+#    counted in the churches' databases.
 #
-#   ROWS=50000 ROUNDS=3 KEEP=1 PGPORT_BENCH=5439 bash spec/bench/bench_contacts.sh
+#   ROWS=50000 ROUNDS=3 CONTACTS=100000 CHURCHES=20 WRK_S=10 WARM_S=5 WEBHOOK_S=10 \
+#   STOP_N=20000 SEED_JOBS=4 KEEP=1 PGPORT_BENCH=5439 bash spec/bench/bench_contacts.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROWS=${ROWS:-50000}
 ROUNDS=${ROUNDS:-3}
 CONTACTS=${CONTACTS:-100000}
 WRK_S=${WRK_S:-10}
+WARM_S=${WARM_S:-5}
+CHURCHES=${CHURCHES:-20}
+WEBHOOK_S=${WEBHOOK_S:-10}
+SEED_JOBS=${SEED_JOBS:-4}
 PORT_PG=${PGPORT_BENCH:-5439}
 BIN=$PWD/build/steeple
 PGDIR=var/bench-pg
@@ -53,6 +70,7 @@ die() { echo "bench_contacts: $*" >&2; server_log; exit 1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
 best() { sort -g | head -1; }
 . spec/bench/wrk_summary.sh
+. spec/bench/churches.sh
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 
@@ -81,6 +99,10 @@ awk -v rows="$ROWS" 'BEGIN {
 expect_created=$((ROWS - ROWS / 100 - ROWS / 100))
 expect_rejected=$((ROWS / 100))
 
+CFLAGS_BENCH="-std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Wno-unused-parameter"
+# shellcheck disable=SC2086,SC2046
+cc $CFLAGS_BENCH -o "$work/sign_webhooks" spec/bench/sign_webhooks.c $(pkg-config --cflags --libs libsodium)
+
 # --- cluster and server ------------------------------------------------------------
 bash scripts/pg.sh --dir "$PGDIR" --port "$PORT_PG" start
 export DATABASE_URL
@@ -90,6 +112,8 @@ export STEEPLE_JWT_SECRET=steeple-bench-jwt-secret-of-at-least-32-bytes
 export STEEPLE_DATA_KEY=c3RlZXBsZS1iZW5jaC1kYXRhLWtleS0zMi1ieXRlcyE= # "steeple-bench-data-key-32-bytes!"
 export STEEPLE_AUTH_RATE_PER_MIN=0
 export STEEPLE_SPOOL_DIR=$work/spool
+export TELNYX_PUBLIC_KEY
+TELNYX_PUBLIC_KEY=$("$work/sign_webhooks" --public-key)
 "$BIN" migrate registry >/dev/null
 "$BIN" migrate tenants >/dev/null
 
@@ -107,19 +131,22 @@ cat > "$work/config.lua" <<CFG
 return { port = $port, workers = 1, log = { level = "warn" }, limits = { request_timeout_s = 120 },
          db = { statement_timeout_ms = 120000 } }
 CFG
+wait_health() {
+    for _ in $(seq 100); do
+        curl -sf "$base/health" >/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || die "the server exited at start-up"
+        sleep 0.1
+    done
+    die "the server did not start"
+}
 "$BIN" serve --config "$work/config.lua" 2>>"$work/log" &
 pid=$!
-for _ in $(seq 100); do
-    curl -sf "$base/health" >/dev/null && break
-    kill -0 "$pid" 2>/dev/null || die "the server exited at start-up"
-    sleep 0.1
-done
-curl -sf "$base/health" >/dev/null || die "the server did not start"
+wait_health
 
 register() { # round what → the response file
     local out=$work/reg-$2-$1 status
     status=$(curl -s -o "$out" -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data \
-        "$(printf '{"churchName":"Bench Church %d","email":"%s%d-%s@bench.example","password":"%s","adminName":"Bench Admin"}' \
+        "$(printf '{"churchName":"Import Church %d","email":"%s%d-%s@bench.example","password":"%s","adminName":"Bench Admin"}' \
             "$1" "$2" "$1" "$run" "$PASSWORD")" "$base/api/auth/register")
     [ "$status" = 201 ] || die "registration $2 $1 answered $status: $(cat "$out")"
     echo "$out"
@@ -178,30 +205,190 @@ echo "contacts import of $ROWS rows ($(du -k "$work/contacts.csv" | cut -f1) KiB
      "${best_copy} s; ratio $(ratio "$best_import" "$best_copy") (target <= 2); psql \\copy of the raw file" \
      "into a plain table: best ${best_stage} s, ratio $(ratio "$best_import" "$best_stage")"
 
-# --- contacts page and name-prefix search --------------------------------------------
-reg=$(register 0 page)
-token=$(json_field "$reg" accessToken)
-page_db=$(tenant_db "$reg")
-sql "$page_db" "INSERT INTO contacts (phone_number, first_name, last_name, created_at)
-    SELECT '+1555' || lpad((3000000 + i)::text, 7, '0'), 'First' || i, 'Last' || i,
-           now() - make_interval(secs => $CONTACTS - i)
-    FROM generate_series(1, $CONTACTS) i" >/dev/null
-sql "$page_db" "ANALYZE contacts" >/dev/null
-# the statement the route runs for ?q=First123 (lua/contacts/store.lua), its plan
-plan=$(sql "$page_db" "EXPLAIN SELECT c.id FROM contacts c WHERE c.deleted_at IS NULL
-    AND (lower(c.first_name) LIKE lower('First123') || '%' OR lower(c.last_name) LIKE lower('First123') || '%')
-    ORDER BY c.created_at, c.id LIMIT 101")
-echo "search plan (q=First123):"
-echo "$plan" | sed 's/^/    /'
-if grep -q '_name_prefix' <<< "$plan"; then echo "the search uses a name-prefix index"
-else echo "NOTE: the search does not use a name-prefix index"; fi
-for path in "/api/contacts?limit=100" "/api/contacts?q=First123&limit=100"; do
-    n=$(curl -sf -H "Authorization: Bearer $token" "$base$path" |
+# --- many churches: contacts page, name-prefix search, STOP webhooks ---------------
+stop_server
+bench_scripts
+export TELNYX_API_BASE=$base # replies go to the stand-in of POST /v2/messages (bench_routes.lua)
+cat > "$work/config.lua" <<CFG
+return { port = $port, log = { level = "warn" }, auth = { access_ttl_s = 86400 } }
+CFG
+start_server() {
+    "$BIN" serve --config "$work/config.lua" --scripts "$work/lua" 2>>"$work/log" &
+    pid=$!
+    wait_health
+}
+fill_contacts() { # database: CONTACTS contacts, created a second apart, oldest first
+    sql "$1" "INSERT INTO contacts (phone_number, first_name, last_name, created_at)
+        SELECT '+1555' || lpad((3000000 + i)::text, 7, '0'), 'First' || i, 'Last' || i,
+               now() - make_interval(secs => $CONTACTS - i)
+        FROM generate_series(1, $CONTACTS) i" >/dev/null
+    sql "$1" "ANALYZE contacts" >/dev/null
+}
+# churches 1..CHURCHES take the load; one more (the last) shows the plans
+start_server
+seed_churches $((CHURCHES + 1)) "$SEED_JOBS" +15550000001 fill_contacts
+plan_db=$(printf 'tenant_bt%04d' $((CHURCHES + 1)))
+# church i's number is +1555 and i in 7 digits (sign_webhooks.c)
+sql steeple "UPDATE tenants SET phone_number = '+1555' || lpad(substr(church_name, 14)::int::text, 7, '0')
+    WHERE starts_with(church_name, 'Bench Church ') AND phone_number IS NULL" >/dev/null
+# every statement of the plan church's database has its plan in the cluster's log
+sql steeple "ALTER DATABASE $plan_db SET session_preload_libraries = 'auto_explain'" >/dev/null
+sql steeple "ALTER DATABASE $plan_db SET auto_explain.log_min_duration = 0" >/dev/null
+start_server
+mint_tokens "$work/tokens" $((CHURCHES + 1))
+head -n 1 "$work/tokens" > "$work/tokens_1"
+head -n "$CHURCHES" "$work/tokens" > "$work/tokens_n"
+plan_token=$(tail -n 1 "$work/tokens")
+
+run_wrk() { # out seconds tokens path
+    BENCH_TOKENS=$3 BENCH_ZIPF=0 wrk -t2 -c64 -d"$2s" --timeout 10s --latency -s spec/bench/tokens.lua "$base$4" \
+        > "$1" 2>&1 || die "wrk failed: $(cat "$1")"
+}
+PAGE="/api/contacts?limit=100"
+SEARCH="/api/contacts?q=First123&limit=100"
+# The plan of the statement a path runs on contacts (auto_explain, from the
+# cluster's log): its nodes, one a line.
+plan_of() { # path → plan lines
+    local mark
+    mark=$(wc -l < "$PGDIR/log")
+    curl -sf -H "Authorization: Bearer $plan_token" "$base$1" >/dev/null || die "GET $1 failed"
+    sleep 0.5
+    tail -n +"$((mark + 1))" "$PGDIR/log" | awk '
+        /^[0-9]{4}-/ { inplan = 0 }
+        /Query Text: .*FROM contacts c WHERE/ { inplan = 1; n++; next }
+        inplan && n == 1 && /\(cost=/ { sub(/^\t/, ""); sub(/  \(cost=.*/, ""); print }'
+}
+echo "plans with $CONTACTS contacts (auto_explain of the route's statement):"
+search_plan=''
+for path in "$PAGE" "$SEARCH"; do
+    plan=$(plan_of "$path")
+    [ -n "$plan" ] || die "no plan of GET $path in $PGDIR/log"
+    echo "  GET $path:"
+    echo "$plan" | sed 's/^/    /'
+    [ "$path" != "$SEARCH" ] || search_plan=$plan
+done
+# the plan's scans of contacts, its top node above them
+search_top="$(head -1 <<< "$search_plan" | sed -E 's/^ *(-> *)?//') over $(grep -oE \
+    '(Seq|Index|Index Only|Bitmap Heap|Bitmap Index) Scan (using|on) [a-z_]+' <<< "$search_plan" |
+    grep -v list_members | paste -sd, - | sed 's/,/, /g')"
+if grep -q '_name_prefix' <<< "$search_plan"; then search_note="uses a name-prefix index"
+else search_note="NOTE: does not use a name-prefix index"; fi
+echo "search: $search_top; $search_note"
+
+echo "wrk: 64 connections, 2 threads, ${WARM_S} s warm-up then ${WRK_S} s measured; default configuration" \
+     "(2 workers), tokens spread uniformly over the churches"
+printf '%-38s %-10s %9s %9s %8s %7s\n' "path" "churches" "req/s" "p99 ms" "non-2xx" "x1"
+results=()
+for path in "$PAGE" "$SEARCH"; do
+    n=$(curl -sf -H "Authorization: Bearer $(head -1 "$work/tokens")" "$base$path" |
         lua5.4 -e 'print(#require("cjson").decode(io.read("a")).contacts)') || die "GET $path failed"
     [ "$n" -gt 0 ] || die "GET $path answered no contacts"
-    wrk -t2 -c64 -d"${WRK_S}s" --timeout 10s --latency -H "Authorization: Bearer $token" "$base$path" \
-        > "$work/wrk" 2>&1 || die "wrk failed: $(cat "$work/wrk")"
-    read -r rps p99 _ < <(wrk_summary "$work/wrk")
-    bad=$(awk '/^  Non-2xx/ { print $NF } END { }' "$work/wrk")
-    echo "GET $path with $CONTACTS contacts ($n answered): $rps req/s, p99 $p99 ms, non-2xx ${bad:-0}"
+    one=''
+    for tokens in tokens_1 tokens_n; do
+        churches=$(wc -l < "$work/$tokens")
+        run_wrk "$work/warm" "$WARM_S" "$work/$tokens" "$path"
+        out="$work/wrk_$tokens${path//[\/?&=]/_}"
+        run_wrk "$out" "$WRK_S" "$work/$tokens" "$path"
+        read -r rps p99 _ bad detail < <(wrk_summary "$out")
+        [ -n "$one" ] || one=$rps
+        printf '%-38s %-10s %9s %9s %8s %7s%s\n' "$path" "$churches" "$rps" "$p99" "$bad" "$(ratio "$rps" "$one")" \
+            "${detail:+ ($detail )}"
+        results+=("GET $path ($n contacts answered), $churches church(es): $rps req/s, p99 $p99 ms, $bad non-2xx")
+    done
+    results+=("GET $path: $CHURCHES churches / 1 church: $(ratio "$rps" "$one")")
 done
+
+# --- STOP webhooks vs ordinary inbound messages --------------------------------------
+# Both signed by sign_webhooks.c, spread over the CHURCHES churches. Ordinary:
+# as bench_messaging.sh, contacts 1..300 of each church (every 16th from its
+# contact 0). STOP: each from another contact of its church, each one a contact
+# already (seeded below) that opts out: the message stored, the contact opted
+# out, its number suppressed, the history row, the reply queued in the same
+# transaction, then sent (to the stand-in API).
+STOP_N=${STOP_N:-$((WEBHOOK_S * 2000))}
+stop_contacts=$(( (STOP_N + CHURCHES - 1) / CHURCHES ))
+tenant_dbs=()
+for i in $(seq "$CHURCHES"); do tenant_dbs+=("$(sql steeple "SELECT db_name FROM tenants
+    WHERE church_name = 'Bench Church $(printf %04d "$i")'")"); done
+for i in $(seq "$CHURCHES"); do
+    sql "${tenant_dbs[$((i - 1))]}" "WITH c AS (INSERT INTO contacts (phone_number)
+            SELECT '+1666' || lpad('$((i - 1))', 3, '0') || lpad(k::text, 5, '0')
+            FROM generate_series(0, $stop_contacts) k RETURNING id)
+        INSERT INTO conversations (contact_id) SELECT id FROM c" >/dev/null
+done
+over_churches() { # sql → the sum of its one number over the churches' databases
+    local total=0 db
+    for db in "${tenant_dbs[@]}"; do total=$((total + $(sql "$db" "$1"))); done
+    echo "$total"
+}
+field() { awk -v k="$1" '$1 == k { print $2 }' "$2"; }
+spool_pending() { # webhooks spooled and not yet applied, over the workers
+    curl -sf "$base/metrics" | awk '/^steeple_spool_pending/ { n += $2 } END { print n + 0 }'
+}
+outbox() { # replies not yet sent or failed
+    over_churches "SELECT count(*) FROM messages WHERE direction = 'outbound' AND status IN ('queued', 'sending')"
+}
+settle() { # waits (up to 120 s) until the spool is applied and every reply is out
+    local _i
+    for _i in $(seq 240); do
+        [ "$(spool_pending)" = 0 ] && [ "$(outbox)" = 0 ] && return 0
+        sleep 0.5
+    done
+    echo "WARNING: after 120 s, $(spool_pending) webhooks still spooled, $(outbox) replies still queued" >&2
+}
+# name n contacts hot [text] → "stored/s req/s p99 stored spooled not-2xx detail" (stored: 200 "stored")
+hooks() {
+    "$work/sign_webhooks" "$work/hooks_$1" "$2" "$CHURCHES" "$3" "$4" "$run-$1" ${5:+"$5"} ||
+        die "sign_webhooks failed"
+    BENCH_WEBHOOKS=$work/hooks_$1 BENCH_THREADS=1 wrk -t1 -c64 -d"${WEBHOOK_S}s" --timeout 10s --latency \
+        -s spec/bench/webhooks.lua "$base/api/webhooks/telnyx/messaging" > "$work/wrk_hooks_$1" 2>&1 ||
+        die "wrk failed: $(cat "$work/wrk_hooks_$1")"
+    local rps p99 bad detail n200 stored dur
+    read -r rps p99 _ bad detail < <(wrk_summary "$work/wrk_hooks_$1")
+    n200=$(awk '$1 == "status" && $2 == 200 { print $3 }' "$work/wrk_hooks_$1")
+    stored=$((${n200:-0} - $(field duplicate "$work/wrk_hooks_$1")))
+    dur=$(field duration_us "$work/wrk_hooks_$1")
+    [ "$(field wrapped "$work/wrk_hooks_$1")" = 0 ] ||
+        echo "NOTE: wrk went round the $2 $1 webhooks (duplicates): raise STOP_N" >&2
+    echo "$(awk -v s="$stored" -v d="$dur" 'BEGIN { printf "%.1f", s / (d / 1e6) }') $rps $p99 $stored" \
+         "$(field spooled "$work/wrk_hooks_$1") $bad${detail:+ $detail}"
+}
+echo "webhooks: wrk 64 connections, ${WEBHOOK_S} s each, $CHURCHES churches, default configuration (2 workers);" \
+     "stored/s counts the answers 200 \"stored\" (a webhook whose database work takes over spool.after_ms is" \
+     "spooled, answered 202 and applied later: counted apart, and applied before the next run)"
+hooks plain $((WEBHOOK_S * 4000)) 300 16 > "$work/sum_plain"
+read -r plain_rate plain_rps plain_p99 plain_n plain_spooled plain_bad plain_detail < "$work/sum_plain"
+echo "ordinary inbound messages: stored ${plain_rate}/s (${plain_rps} req/s, p99 $plain_p99 ms; $plain_n stored," \
+     "$plain_spooled spooled, $plain_bad not 2xx${plain_detail:+:$plain_detail})"
+settle
+hooks stop "$STOP_N" "$stop_contacts" 1000000000 STOP > "$work/sum_stop"
+read -r stop_rate stop_rps stop_p99 stop_n stop_spooled stop_bad stop_detail < "$work/sum_stop"
+settle
+opted=$(over_churches "SELECT count(*) FROM contacts WHERE consent = 'opted_out' AND consent_source = 'keyword'")
+suppressed=$(over_churches "SELECT count(*) FROM suppressions")
+replies=$(over_churches "SELECT count(*) FROM messages WHERE direction = 'outbound'")
+sent=$(over_churches "SELECT count(*) FROM messages WHERE direction = 'outbound' AND status = 'sent'")
+echo "STOP: stored ${stop_rate}/s (${stop_rps} req/s, p99 $stop_p99 ms; $stop_n stored, $stop_spooled spooled," \
+     "$stop_bad not 2xx${stop_detail:+:$stop_detail}); once settled: $opted contacts opted out by keyword," \
+     "$suppressed numbers suppressed, $replies replies ($sent sent)"
+[ "$opted" -ge $((stop_n + stop_spooled)) ] && [ "$replies" = "$opted" ] && [ "$suppressed" = "$opted" ] ||
+    echo "WARNING: $stop_n STOPs stored and $stop_spooled spooled, but $opted opted out, $suppressed suppressed," \
+         "$replies replies" >&2
+stop_ratio=$(ratio "$stop_rate" "$plain_rate")
+stop_server
+
+errors=$(grep -c '"level":"error"' "$work/log" || true)
+warns=$(grep -c '"level":"warn"' "$work/log" || true)
+echo "server log: $errors error lines, $warns warn lines"
+if [ "$errors" != 0 ] || [ "$warns" != 0 ]; then # their messages, most frequent first
+    grep -E '"level":"(warn|error)"' "$work/log" | sed -E 's/.*"level":"([a-z]+)".*"msg":"(([^"\\]|\\.)*)".*/\1: \2/' |
+        sort | uniq -c | sort -rn | head -5
+fi
+
+echo "--- summary ---"
+echo "contacts import of $ROWS rows: best ${best_import} s; psql \\copy into contacts: best ${best_copy} s;" \
+     "ratio $(ratio "$best_import" "$best_copy") (target <= 2)"
+echo "search plan ($CONTACTS contacts, q=First123): $search_top; $search_note"
+for r in "${results[@]}"; do echo "$r"; done
+echo "webhooks stored, $CHURCHES churches, 64 connections: STOP ${stop_rate}/s ($stop_spooled spooled)," \
+     "ordinary ${plain_rate}/s ($plain_spooled spooled); STOP/ordinary $stop_ratio"

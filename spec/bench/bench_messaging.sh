@@ -201,59 +201,9 @@ ON CONFLICT (provider_message_id) DO NOTHING
 RETURNING id;
 SQL
 
-# wrk script: cycles through the signed requests of a file (thread t of T
-# takes lines t, t+T, ...); done() prints "status CODE COUNT" per status,
-# "duplicate N", "spooled N", "wrapped N" (times a thread went round its list),
-# "duration_us N" and "timeouts N".
-cat > "$work/webhooks.lua" <<'LUA'
-local file = os.getenv("BENCH_WEBHOOKS")
-local nthreads = tonumber(os.getenv("BENCH_THREADS"))
-local threads = {}
-function setup(thread)
-    thread:set("tid", #threads)
-    threads[#threads + 1] = thread
-end
-local reqs, n, i = {}, 0, 0
-function init()
-    statuses, duplicate, spooled, wrapped = {}, 0, 0, 0
-    local k = 0
-    for line in io.lines(file) do
-        if k % nthreads == tid then
-            local ts, sig, body = line:match("^(%d+)\t(%S+)\t(.*)$")
-            n = n + 1
-            reqs[n] = wrk.format("POST", "/api/webhooks/telnyx/messaging", {
-                ["Content-Type"] = "application/json", ["telnyx-timestamp"] = ts,
-                ["telnyx-signature-ed25519"] = sig }, body)
-        end
-        k = k + 1
-    end
-end
-function request()
-    i = i + 1
-    if i > n then i, wrapped = 1, wrapped + 1 end
-    return reqs[i]
-end
-function response(status, headers, body)
-    statuses[status] = (statuses[status] or 0) + 1
-    if body:find('"duplicate"', 1, true) then duplicate = duplicate + 1
-    elseif body:find('"spooled"', 1, true) then spooled = spooled + 1 end
-end
-function done(summary)
-    local total, dup, spo, wr = {}, 0, 0, 0
-    for _, t in ipairs(threads) do
-        for code, c in pairs(t:get("statuses")) do total[code] = (total[code] or 0) + c end
-        dup, spo, wr = dup + t:get("duplicate"), spo + t:get("spooled"), wr + t:get("wrapped")
-    end
-    for code, c in pairs(total) do print("status " .. code .. " " .. c) end
-    print("duplicate " .. dup)
-    print("spooled " .. spo)
-    print("wrapped " .. wr)
-    print("duration_us " .. summary.duration)
-    print("timeouts " .. summary.errors.timeout)
-end
-LUA
+# wrk script: spec/bench/webhooks.lua (signed requests of a file, statuses, duplicates, spooled).
 
-# wrk script for GETs with the token: counts statuses like the one above.
+# wrk script for GETs with the token: counts statuses like webhooks.lua.
 cat > "$work/get.lua" <<LUA
 wrk.headers["Authorization"] = "Bearer $token"
 local threads = {}
@@ -303,7 +253,7 @@ for round in $(seq "$ROUNDS"); do
         die "sign_webhooks failed"
     before=$(stored_rows)
     BENCH_WEBHOOKS=$work/webhooks BENCH_THREADS=1 wrk -t1 -c64 -d"${WEBHOOK_S}s" --timeout 10s --latency \
-        -s "$work/webhooks.lua" "$base/api/webhooks/telnyx/messaging" > "$work/wrk_hooks$round" 2>&1 ||
+        -s spec/bench/webhooks.lua "$base/api/webhooks/telnyx/messaging" > "$work/wrk_hooks$round" 2>&1 ||
         die "wrk failed: $(cat "$work/wrk_hooks$round")"
     read -r rps _ p99 n200 other detail < <(wrk_summary "$work/wrk_hooks$round")
     dup=$(field duplicate "$work/wrk_hooks$round")

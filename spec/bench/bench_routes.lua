@@ -1,10 +1,12 @@
--- Routes for bench_db.sh (installed into a temporary scripts directory).
+-- Routes for the benches (installed into a temporary scripts directory by
+-- spec/bench/churches.sh).
 local db = require "db"
 local tenants = require "tenants"
 local migrate = require "migrate"
 local steeple = require "steeple"
 local config = require "steeple.config"
 local tokens = require "auth.tokens"
+local uuid = require "uuid"
 
 return {
     -- n one-row queries in a row through steeple.db; returns the seconds
@@ -54,6 +56,13 @@ return {
                 db.close_pool("main", name)
             end
             return { status = 200, json = { seconds = steeple.clock() - t0 } }
+        end,
+    },
+    -- a stand-in for Telnyx's POST /v2/messages (telnyx.api_base pointed at
+    -- the bench server): takes every message, as the API does when it queues one
+    ["/v2/messages"] = {
+        POST = function()
+            return { status = 200, json = { data = { id = "bench-" .. uuid.new(), to = { { status = "queued" } } } } }
         end,
     },
 }

@@ -70,9 +70,8 @@ sql() { # database sql → unaligned rows
 }
 
 # The server runs the scripts of a copy of lua/ with the bench routes.
-cp -r lua "$work/lua"
-cp spec/bench/bench_routes.lua "$work/lua/routes/bench.lua"
-sed -i 's/^    "ops",$/    "ops", "bench",/' "$work/lua/routes/init.lua"
+. spec/bench/churches.sh
+bench_scripts
 port=$(lua5.4 -e 's=require("socket").bind("127.0.0.1",0); local _, p = s:getsockname(); print(p); s:close()')
 base=http://127.0.0.1:$port
 cat > "$work/config.lua" <<CFG
@@ -91,85 +90,12 @@ start_server() {
 
 # --- churches -------------------------------------------------------------------
 start_server
-curl -s -o "$work/reg" -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data \
-    "{\"churchName\":\"Bench Church 0001\",\"email\":\"owner-$$@bench.example\",\"password\":\"$PASSWORD\",\"adminName\":\"Bench Owner\",\"phoneNumber\":\"+15557770001\"}" \
-    "$base/api/auth/register" > "$work/reg_status"
-[ "$(cat "$work/reg_status")" = 201 ] || die "registering church 1 answered $(cat "$work/reg_status"): $(cat "$work/reg")"
-stop_server # no connection may stay on the database copied below
-seed_db=$(sql steeple "SELECT db_name FROM tenants WHERE church_name = 'Bench Church 0001'")
-admin=$(sql "$seed_db" "SELECT id FROM admins LIMIT 1")
-for _ in $(seq 100); do # the stopped server's backends are gone
-    [ "$(sql steeple "SELECT count(*) FROM pg_stat_activity WHERE datname = '$seed_db'")" = 0 ] && break
-    sleep 0.1
-done
-t0=$(date +%s.%N)
-for i in $(seq 2 "$CHURCHES"); do
-    printf 'CREATE DATABASE tenant_bt%04d TEMPLATE %s;\n' "$i" "$seed_db"
-done | split -n "r/$SEED_JOBS" - "$work/create."
-for f in "$work"/create.*; do psql "$DATABASE_URL" -XAtq -v ON_ERROR_STOP=1 -f "$f" >/dev/null & done
-wait
-sql steeple "INSERT INTO tenants (church_name, status, db_server, db_name)
-    SELECT 'Bench Church ' || lpad(i::text, 4, '0'), 'active', 'main', 'tenant_bt' || lpad(i::text, 4, '0')
-    FROM generate_series(2, $CHURCHES) AS i" >/dev/null
-t1=$(date +%s.%N)
-made=$(sql steeple "SELECT count(*) FROM tenants WHERE starts_with(church_name, 'Bench Church ')")
-[ "$made" = "$CHURCHES" ] || die "expected $CHURCHES churches, found $made"
-awk -v a="$t0" -v b="$t1" -v n="$CHURCHES" -v j="$SEED_JOBS" 'BEGIN {
-    printf "seeded %d churches: 1 registered, %d copied from its database (%d sessions) in %.1f s\n", n, n - 1, j, b - a }'
-
+seed_churches "$CHURCHES" "$SEED_JOBS" +15557770001
 start_server
-curl -sf "$base/bench/tokens?prefix=Bench%20Church%20&admin=$admin" > "$work/tokens" || die "cannot mint tokens"
-[ "$(wc -l < "$work/tokens")" = "$CHURCHES" ] || die "expected $CHURCHES tokens"
-curl -sf -H "Authorization: Bearer $(head -1 "$work/tokens")" "$base/api/me" >/dev/null || die "GET /api/me failed"
+mint_tokens "$work/tokens" "$CHURCHES"
 
 # --- wrk ------------------------------------------------------------------------
-# BENCH_TOKENS: a file of tokens; BENCH_ZIPF: s (0: uniform). done() prints
-# "status CODE COUNT" per status and "timeouts N". wrk runs LuaJIT (Lua 5.1).
-cat > "$work/tenants.lua" <<'LUA'
-local file, s = os.getenv("BENCH_TOKENS"), tonumber(os.getenv("BENCH_ZIPF") or "0")
-local threads = {}
-function setup(thread)
-    thread:set("tid", #threads + 1)
-    threads[#threads + 1] = thread
-end
-local tokens, cum, n = {}, {}, 0
-function init()
-    statuses = {}
-    for line in io.lines(file) do
-        n = n + 1
-        tokens[n] = { Authorization = "Bearer " .. line }
-    end
-    local total = 0
-    for k = 1, n do
-        total = total + (s > 0 and 1 / k ^ s or 1)
-        cum[k] = total
-    end
-    for k = 1, n do cum[k] = cum[k] / total end
-    math.randomseed(os.time() * 100 + tid)
-end
-local function pick()
-    local r, lo, hi = math.random(), 1, n
-    while lo < hi do
-        local mid = math.floor((lo + hi) / 2)
-        if cum[mid] < r then lo = mid + 1 else hi = mid end
-    end
-    return tokens[lo]
-end
-function request()
-    return wrk.format(nil, nil, pick())
-end
-function response(status)
-    statuses[status] = (statuses[status] or 0) + 1
-end
-function done(summary)
-    local total = {}
-    for _, t in ipairs(threads) do
-        for code, c in pairs(t:get("statuses")) do total[code] = (total[code] or 0) + c end
-    end
-    for code, c in pairs(total) do print("status " .. code .. " " .. c) end
-    print("timeouts " .. summary.errors.timeout)
-end
-LUA
+# spec/bench/tokens.lua: BENCH_TOKENS, a file of tokens; BENCH_ZIPF: s (0: uniform).
 
 # wrk output → "req_per_s p99_ms requests non2xx detail"
 . spec/bench/wrk_summary.sh
@@ -177,7 +103,7 @@ connects() { # the server's connects so far, every reason
     curl -sf "$base/metrics" | awk '/^steeple_db_connects_total\{/ { n += $2 } END { print n + 0 }'
 }
 run_wrk() { # out seconds tokens zipf path
-    BENCH_TOKENS=$3 BENCH_ZIPF=$4 wrk -t2 -c64 -d"$2s" --timeout 10s --latency -s "$work/tenants.lua" "$base$5" \
+    BENCH_TOKENS=$3 BENCH_ZIPF=$4 wrk -t2 -c64 -d"$2s" --timeout 10s --latency -s spec/bench/tokens.lua "$base$5" \
         > "$1" 2>&1 || die "wrk failed: $(cat "$1")"
 }
 

@@ -4,14 +4,15 @@
  *
  *   sign_webhooks --public-key
  *       prints the base64 public key (for TELNYX_PUBLIC_KEY)
- *   sign_webhooks OUT N CHURCHES CONTACTS HOT_EVERY TAG
+ *   sign_webhooks OUT N CHURCHES CONTACTS HOT_EVERY TAG [TEXT]
  *       writes N lines "timestamp<TAB>signature-base64<TAB>body" to OUT, all
  *       with the timestamp of now. Request i goes to church i % CHURCHES
  *       (number +1555 and 7 digits of the church's index + 1); of each
  *       church's requests, every HOT_EVERY-th comes from its contact 0 (one
  *       long conversation), the others go round contacts 1..CONTACTS. Each
  *       request has its own payload.id "bench-TAG-i" (a real insert) and
- *       event id "ev-TAG-i".
+ *       event id "ev-TAG-i". The message's text is TEXT when given (e.g. STOP;
+ *       printable ASCII without " or \), else a sentence naming i.
  *
  *   cc -O2 -o sign_webhooks sign_webhooks.c $(pkg-config --cflags --libs libsodium) */
 #include <sodium.h>
@@ -44,17 +45,24 @@ int main(int argc, char **argv)
         puts(sodium_bin2base64(b64, sizeof b64, pk, sizeof pk, sodium_base64_VARIANT_ORIGINAL));
         return 0;
     }
-    if (argc != 7) {
-        fprintf(stderr, "usage: sign_webhooks --public-key | OUT N CHURCHES CONTACTS HOT_EVERY TAG\n");
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: sign_webhooks --public-key | OUT N CHURCHES CONTACTS HOT_EVERY TAG [TEXT]\n");
         return 2;
     }
     long n = arg_long(argv[2], "N", 1), churches = arg_long(argv[3], "CHURCHES", 1);
     long contacts = arg_long(argv[4], "CONTACTS", 1), hot = arg_long(argv[5], "HOT_EVERY", 2);
-    const char *tag = argv[6];
-    if (churches > 999 || contacts > 99999 || strlen(tag) > 60) {
-        fprintf(stderr, "sign_webhooks: at most 999 churches, 99999 contacts, a tag of 60 bytes\n");
+    const char *tag = argv[6], *text = argc == 8 ? argv[7] : NULL;
+    if (churches > 999 || contacts > 99999 || strlen(tag) > 60 || (text != NULL && strlen(text) > 200)) {
+        fprintf(stderr, "sign_webhooks: at most 999 churches, 99999 contacts, a tag of 60 bytes, a text of 200\n");
         return 2;
     }
+    for (const char *t = text; t != NULL && *t != '\0'; t++) {
+        if (*t < 0x20 || *t > 0x7e || *t == '"' || *t == '\\') {
+            fprintf(stderr, "sign_webhooks: TEXT must be printable ASCII without \" or \\\n");
+            return 2;
+        }
+    }
+    char sentence[120];
     FILE *out = fopen(argv[1], "w");
     if (out == NULL) {
         perror(argv[1]);
@@ -71,13 +79,15 @@ int main(int argc, char **argv)
             contact = 0;
         else
             contact = 1 + (j - (j / hot + 1)) % contacts; /* the j-th request not to contact 0 */
+        if (text == NULL)
+            snprintf(sentence, sizeof sentence,
+                     "Bench message %010ld: see you at the service on Sunday morning, and thank you for the flowers!", i);
         int len = snprintf(body, sizeof body,
             "{\"data\":{\"id\":\"ev-%s-%ld\",\"event_type\":\"message.received\","
             "\"occurred_at\":\"2026-11-29T12:00:00Z\",\"payload\":{\"id\":\"bench-%s-%ld\","
             "\"from\":{\"phone_number\":\"+1666%03ld%05ld\"},\"to\":[{\"phone_number\":\"+1555%07ld\"}],"
-            "\"text\":\"Bench message %010ld: see you at the service on Sunday morning, and thank you for the flowers!\","
-            "\"media\":[]}},\"meta\":{\"attempt\":1}}",
-            tag, i, tag, i, church, contact, church + 1, i);
+            "\"text\":\"%s\",\"media\":[]}},\"meta\":{\"attempt\":1}}",
+            tag, i, tag, i, church, contact, church + 1, text != NULL ? text : sentence);
         if (len < 0 || (size_t)len >= sizeof body)
             return 1;
         memcpy(msg + tslen + 1, body, (size_t)len);
