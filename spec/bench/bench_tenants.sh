@@ -19,7 +19,10 @@
 # access tokens are minted by a bench route. The seeding time is printed.
 #
 # SCENARIOS lists them as churches:s (s = 0: uniform); CHURCHES must cover
-# the largest.
+# the largest. PATHS lists the paths measured; PGDIR and PG_PORT place the
+# cluster. With KEEP=1 the server's /metrics before and after each measured
+# run are kept beside wrk's output. Where connection set-up bounds a run, the
+# summary gives its requests per connect, all and 2xx only (a 503 needs none).
 #
 #   RUN_S=10 WARM_S=5 CHURCHES=1000 SEED_JOBS=4 SCENARIOS="1:0 20:0 200:0 1000:0 1000:1.0" \
 #   BIN=build/steeple KEEP=1 bash spec/bench/bench_tenants.sh
@@ -30,8 +33,10 @@ WARM_S=${WARM_S:-5}
 CHURCHES=${CHURCHES:-1000}
 SEED_JOBS=${SEED_JOBS:-4}
 SCENARIOS=${SCENARIOS:-1:0 20:0 200:0 1000:0 1000:1.0}
+PATHS=${PATHS:-/api/me /api/conversations}
 BIN=${BIN:-$PWD/build/steeple}
-PGDIR=var/bench-pg
+PGDIR=${PGDIR:-var/bench-pg}
+PG_PORT=${PG_PORT:-5439}
 PASSWORD=bench-password-123
 mkdir -p var
 work=$(mktemp -d "$PWD/var/bench-tenants.XXXXXX")
@@ -42,7 +47,7 @@ stop_server() {
 }
 cleanup() {
     stop_server
-    bash scripts/pg.sh --dir "$PGDIR" --port 5439 destroy >/dev/null 2>&1 || true
+    bash scripts/pg.sh --dir "$PGDIR" --port "$PG_PORT" destroy >/dev/null 2>&1 || true
     [ -n "${KEEP:-}" ] && echo "kept $work" >&2 || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -50,9 +55,9 @@ server_log() { [ -f "$work/log" ] && { echo "--- last lines of the server log ($
 die() { echo "bench_tenants: $*" >&2; server_log; exit 1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
 
-bash scripts/pg.sh --dir "$PGDIR" --port 5439 start
+bash scripts/pg.sh --dir "$PGDIR" --port "$PG_PORT" start
 export DATABASE_URL
-DATABASE_URL=$(bash scripts/pg.sh --dir "$PGDIR" --port 5439 url)
+DATABASE_URL=$(bash scripts/pg.sh --dir "$PGDIR" --port "$PG_PORT" url)
 export STEEPLE_TENANT_DATABASE_URLS=
 export STEEPLE_JWT_SECRET=steeple-bench-jwt-secret-of-at-least-32-bytes
 export STEEPLE_DATA_KEY=c3RlZXBsZS1iZW5jaC1kYXRhLWtleS0zMi1ieXRlcyE= # "steeple-bench-data-key-32-bytes!"
@@ -115,25 +120,29 @@ echo "wrk: 64 connections, 2 threads, ${WARM_S} s warm-up then ${RUN_S} s measur
      "server_max_connections 80, pool_max 4)"
 printf '%-26s %-18s %9s %9s %8s %10s %9s %8s\n' "path" "churches" "req/s" "p99 ms" "non-2xx" "connects/s" "req/conn" "x1st"
 results=()
-for path in /api/me /api/conversations; do
+read -r -a paths <<< "$PATHS"
+for path in "${paths[@]}"; do
     one=''
     for sc in "${scenarios[@]}"; do
         n=${sc%%:*} s=${sc#*:}
         head -n "$n" "$work/tokens" > "$work/tokens_$n"
         run_wrk "$work/warm" "$WARM_S" "$work/tokens_$n" "$s" "$path"
-        c0=$(connects)
         out="$work/wrk_${path//\//_}_${n}_$s"
+        [ -z "${KEEP:-}" ] || curl -sf "$base/metrics" > "$out.metrics0"
+        c0=$(connects)
         run_wrk "$out" "$RUN_S" "$work/tokens_$n" "$s" "$path"
         c1=$(connects)
+        [ -z "${KEEP:-}" ] || curl -sf "$base/metrics" > "$out.metrics1"
         read -r rps p99 all bad detail < <(wrk_summary "$out")
         cps=$(awk -v a="$c0" -v b="$c1" -v t="$RUN_S" 'BEGIN { printf "%.1f", (b - a) / t }')
         per=$(ratio "$all" "$((c1 - c0))")
+        good=$(ratio "$((all - bad))" "$((c1 - c0))")
         [ -n "$one" ] || one=$rps
         label="$n uniform"
         [ "$s" = 0 ] || label="$n Zipf s=$s"
         printf '%-26s %-18s %9s %9s %8s %10s %9s %8s%s\n' "$path" "$label" "$rps" "$p99" "$bad" "$cps" "$per" \
             "$(ratio "$rps" "$one")" "${detail:+ ($detail )}"
-        results+=("$path|$label|$rps|$p99|$bad|$all|$cps|$per")
+        results+=("$path|$label|$rps|$p99|$bad|$all|$cps|$per|$good")
     done
 done
 stop_server
@@ -159,13 +168,13 @@ fi
 
 echo "--- summary ---"
 for r in "${results[@]}"; do
-    IFS='|' read -r path label rps p99 bad all cps per <<< "$r"
+    IFS='|' read -r path label rps p99 bad all cps per good <<< "$r"
     line="$path, $label: $rps req/s, p99 $p99 ms, $bad non-2xx of $all, $cps connects/s"
     case $label in
         "1 uniform") ;;
         "20 uniform") line="$line (targets: >= 0.8x the 1-church rate, connects/s near 0, no non-2xx)" ;;
         *)
-            line="$line, $per requests per connect; connects/s / pgbench -C tps: $(ratio "$cps" "$ctps")"
+            line="$line, $per requests ($good 2xx) per connect; connects/s / pgbench -C tps: $(ratio "$cps" "$ctps")"
             line="$line (target when bound by connection set-up: <= 1% non-2xx)" ;;
     esac
     echo "$line"
