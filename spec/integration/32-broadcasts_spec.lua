@@ -267,6 +267,27 @@ describe("broadcasts", function()
             assert.truthy(failed >= 10, "500 answers: " .. failed)
         end)
 
+        it("claims a recipient from the due index, never sorting the whole audience", function()
+            -- the dispatcher's claim (one per send), planned over a 5,000-person
+            -- broadcast made and dropped in one transaction
+            local source = server.read_file(server.ROOT .. "/lua/broadcasts/dispatch.lua")
+            local claim = source:match("local CLAIM <const> = %[%[(.-)%]%]")
+            assert.truthy(claim, "the claim statement of lua/broadcasts/dispatch.lua")
+            local plan = q([[BEGIN;
+                INSERT INTO contacts (phone_number, consent, consent_source, consent_at)
+                SELECT '+1555937' || lpad(i::text, 4, '0'), 'opted_in', 'admin', now() FROM generate_series(1, 5000) i;
+                WITH b AS (INSERT INTO broadcasts (status, text, list_ids, send_at, started_at)
+                           VALUES ('sending', 'Planned', '{}', now(), now()) RETURNING id)
+                INSERT INTO broadcast_recipients (broadcast_id, phone_number, contact_id, time_zone)
+                SELECT b.id, c.phone_number, c.id, 'UTC' FROM b, contacts c WHERE c.phone_number LIKE '+1555937%';
+                ANALYZE broadcasts; ANALYZE broadcast_recipients;
+                PREPARE claim(float8) AS ]] .. claim .. [[;
+                EXPLAIN EXECUTE claim(60);
+                ROLLBACK]])
+            assert.truthy(plan:find("Index Scan using broadcast_recipients_due", 1, true), plan)
+            assert.is_nil(plan:find("Seq Scan on broadcast_recipients", 1, true), plan)
+        end)
+
         it("counts deliveries from the status webhooks and replies from inbound texts", function()
             local list = list_of(3, "+1555935")
             local bc = create { text = "Counted", lists = { list } }
