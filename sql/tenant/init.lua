@@ -12,4 +12,5 @@ return {
     "0009_list_member_counts.sql",
     "0010_broadcasts.sql",
     "0011_import_speed.sql",
+    "0012_broadcast_claim_counts.sql",
 }
