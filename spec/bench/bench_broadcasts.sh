@@ -86,7 +86,8 @@ TCK=$(getconf CLK_TCK)
 pg() { bash scripts/pg.sh --dir "$PGDIR" --port "$PGPORT_B" "$@"; }
 pg start
 if [ "$PGSS" = 1 ]; then
-    echo "shared_preload_libraries = 'pg_stat_statements'" >> "$PGDIR/data/postgresql.conf"
+    printf '%s\n' "shared_preload_libraries = 'pg_stat_statements'" "pg_stat_statements.track = all" \
+        "pg_stat_statements.track_planning = on" >> "$PGDIR/data/postgresql.conf"
     pg stop >/dev/null
     pg start
 fi
@@ -110,30 +111,27 @@ sql() { # database sql → unaligned rows
 }
 if [ "$PGSS" = 1 ]; then sql steeple "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null; fi
 
-# CPU seconds (user + system) of the cluster's processes so far: the live
-# ones (their working directory is the data directory) and the children the
-# postmaster has reaped (backends that ended).
+# CPU seconds (user + system) of the cluster's processes so far: the
+# postmaster, its live children, and the children it has reaped (backends
+# that ended). Builtins only, so that sampling costs little.
+stat_ticks() { # pid [with-children] → its CPU ticks (0 when gone)
+    local line s
+    { read -r line < "/proc/$1/stat"; } 2>/dev/null || { echo 0; return; }
+    read -r -a s <<< "${line##*) }"
+    if [ -n "${2:-}" ]; then echo $((s[11] + s[12] + s[13] + s[14])); else echo $((s[11] + s[12])); fi
+}
+seconds() { awk -v t="$1" -v k="$TCK" 'BEGIN { printf "%.2f", t / k }'; }
 pg_cpu() {
-    local data master p ticks=0 f
-    data=$(realpath "$PGDIR/data")
-    master=$(head -1 "$data/postmaster.pid")
-    for p in /proc/[0-9]*; do
-        [ "$(readlink "$p/cwd" 2>/dev/null)" = "$data" ] || continue
-        f=$(sed 's/^.*) //' "$p/stat" 2>/dev/null) || continue
-        read -r -a s <<< "$f"
-        ticks=$((ticks + s[11] + s[12]))
-        [ "${p#/proc/}" = "$master" ] && ticks=$((ticks + s[13] + s[14]))
-    done
-    awk -v t="$ticks" -v k="$TCK" 'BEGIN { printf "%.2f", t / k }'
+    local master p ticks
+    master=$(head -1 "$PGDIR/data/postmaster.pid")
+    ticks=$(stat_ticks "$master" children)
+    for p in $(ps -o pid= --ppid "$master"); do ticks=$((ticks + $(stat_ticks "$p"))); done
+    seconds "$ticks"
 }
 proc_cpu() { # pid... → their CPU seconds so far (user + system)
-    local p ticks=0 f
-    for p in "$@"; do
-        f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
-        read -r -a s <<< "$f"
-        ticks=$((ticks + s[11] + s[12]))
-    done
-    awk -v t="$ticks" -v k="$TCK" 'BEGIN { printf "%.2f", t / k }'
+    local p ticks=0
+    for p in "$@"; do ticks=$((ticks + $(stat_ticks "$p"))); done
+    seconds "$ticks"
 }
 workers() { ps -o pid= --ppid "$pid" | tr -d ' ' | sort -n; }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -313,9 +311,9 @@ if has_part throughput; then
     if [ "$PGSS" = 1 ]; then sql steeple "SELECT pg_stat_statements_reset()" >/dev/null; fi
     mapfile -t wpids < <(workers)
     while [ "$(date +%s)" -lt "$at" ]; do sleep 0.1; done
-    pg0=$(pg_cpu) w0=$(proc_cpu "${wpids[@]}") f0=$(proc_cpu "$fake_pid") c0=$(now)
+    c0=$(now) pg0=$(pg_cpu) w0=$(proc_cpu "${wpids[@]}") f0=$(proc_cpu "$fake_pid")
     wait_drain "$n" "$at"
-    pg1=$(pg_cpu) w1=$(proc_cpu "${wpids[@]}") f1=$(proc_cpu "$fake_pid") c1=$(now)
+    c1=$(now) pg1=$(pg_cpu) w1=$(proc_cpu "${wpids[@]}") f1=$(proc_cpu "$fake_pid")
     stop_fake # flushes its log
     fake_calls "$fake_log" > "$work/calls"
     read -r calls unique first last mid_rate < <(sort -g "$work/calls" | awk '
@@ -337,7 +335,8 @@ if has_part throughput; then
          "max_per_second 0), max_in_flight 16 per worker, ${#wpids[@]} workers, no quiet hours, fake: $FAKE"
     echo "  calls at the fake: $calls of $n expected, $unique distinct (church, recipient); broadcasts' sent: $sent;" \
          "drained: $([ "$drained" = 1 ] && echo yes || echo "NO (timeout ${DRAIN_TIMEOUT_S} s)")"
-    echo "  first to last call: $wall s: $rate sends/s (middle 80% of the calls: $mid_rate sends/s)"
+    echo "  first to last call: $wall s: $rate sends/s (middle 80% of the calls: $mid_rate sends/s); the first" \
+         "call $(awk -v a="$at" -v b="$first" 'BEGIN { printf "%.1f", b - a }') s after sendAt"
     cpu_line=$(awk -v pa="$pg0" -v pb="$pg1" -v wa="$w0" -v wb="$w1" -v fa="$f0" -v fb="$f1" -v s="$run_s" 'BEGIN {
         printf "CPU over the %.1f s run: PostgreSQL %.1f s (%.0f%% of a core), workers %.1f s (%.0f%%), fake %.1f s (%.0f%%)",
             s, pb - pa, 100 * (pb - pa) / s, wb - wa, 100 * (wb - wa) / s, fb - fa, 100 * (fb - fa) / s }')
@@ -348,11 +347,17 @@ if has_part throughput; then
             printf "worker %s: %.1f / %.1f / %.1f MiB\n", p, first[p] / 1024, max[p] / 1024, last[p] / 1024 } }' "$work/rss")
     echo "$rss_lines" | sed 's/^/    /'
     if [ "$PGSS" = 1 ]; then
-        echo "  statements by total time (pg_stat_statements, every database; ms):"
-        sql steeple "SELECT lpad(round(sum(total_exec_time))::text, 8) || ' ms ' || lpad(sum(calls)::text, 8) || ' calls '
-                || lpad(round((sum(total_exec_time) / greatest(sum(calls), 1))::numeric, 3)::text, 8) || ' ms/call  '
-                || left(regexp_replace(query, '\s+', ' ', 'g'), 90)
-            FROM pg_stat_statements GROUP BY query ORDER BY sum(total_exec_time) DESC LIMIT 12" | sed 's/^/    /'
+        echo "  statements by time (pg_stat_statements, every database, nested ones too: executing + planning):"
+        sql steeple "SELECT lpad(round(sum(total_exec_time))::text, 7) || ' + ' || rpad(round(sum(total_plan_time))::text || ' ms', 9)
+                || lpad(sum(calls)::text, 8) || ' calls ' || lpad(round((sum(total_exec_time + total_plan_time)
+                / greatest(sum(calls), 1))::numeric, 3)::text, 7) || ' ms/call  ' || left(regexp_replace(query, '\s+', ' ', 'g'), 80)
+            FROM pg_stat_statements GROUP BY query ORDER BY sum(total_exec_time + total_plan_time) DESC LIMIT 14" |
+            sed 's/^/    /'
+        sql steeple "SELECT 'all statements: ' || round((sum(total_exec_time) / 1000)::numeric, 1) || ' s executing (top level: '
+                || round((sum(total_exec_time) FILTER (WHERE toplevel) / 1000)::numeric, 1) || ' s), '
+                || round((sum(total_plan_time) / 1000)::numeric, 1) || ' s planning, '
+                || sum(calls) FILTER (WHERE toplevel) || ' top-level calls'
+            FROM pg_stat_statements" | sed 's/^/    /'
     fi
     stop_server
     summary+=("throughput: $rate sends/s handed to the fake (target >= $TARGET; ratio $(ratio "$rate" "$TARGET")); middle 80%: $mid_rate sends/s; $calls calls of $n, $unique distinct, sent $sent")
