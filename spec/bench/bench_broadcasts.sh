@@ -36,7 +36,7 @@
 # wait. One summary block at the end.
 #
 #   CHURCHES=200 RECIPIENTS=1000 RATE_CHURCHES=10 RATE_RECIPIENTS=1500 RATE_PER_MIN=600 \
-#   LEAD_S=15 DRAIN_TIMEOUT_S=1800 SEED_JOBS=4 PGSS=1 FAKE=fast PARTS="throughput rate" \
+#   LEAD_S=15 DRAIN_TIMEOUT_S=3600 SEED_JOBS=4 PGSS=1 FAKE=fast PARTS="throughput rate" \
 #   KEEP=1 bash spec/bench/bench_broadcasts.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -46,7 +46,7 @@ RATE_CHURCHES=${RATE_CHURCHES:-10}
 RATE_RECIPIENTS=${RATE_RECIPIENTS:-1500}
 RATE_PER_MIN=${RATE_PER_MIN:-600}
 LEAD_S=${LEAD_S:-15}
-DRAIN_TIMEOUT_S=${DRAIN_TIMEOUT_S:-1800}
+DRAIN_TIMEOUT_S=${DRAIN_TIMEOUT_S:-3600}
 SEED_JOBS=${SEED_JOBS:-4}
 PGSS=${PGSS:-1}
 FAKE=${FAKE:-fast}
@@ -168,13 +168,13 @@ start_fake() { # log
 # The fake's log as lines "SECONDS FROM TO" of POST /v2/messages.
 fake_calls() { # log
     if [ "$FAKE" = fast ]; then cat "$1"; return; fi
-    lua5.4 -e 'local cjson = require "cjson"
-        for line in io.lines(arg[1]) do
+    FAKE_LOG=$1 lua5.4 -e 'local cjson = require "cjson"
+        for line in io.lines(os.getenv("FAKE_LOG")) do
             local r = cjson.decode(line)
             if r.path == "/v2/messages" and type(r.body) == "table" then
                 print(string.format("%.6f %s %s", r.at, r.body.from, r.body.to))
             end
-        end' "$1"
+        end'
 }
 # config: rate_per_min daily_cap max_per_second
 write_config() {
