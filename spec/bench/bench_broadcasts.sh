@@ -36,7 +36,7 @@
 # wait. One summary block at the end.
 #
 #   CHURCHES=200 RECIPIENTS=1000 RATE_CHURCHES=10 RATE_RECIPIENTS=1500 RATE_PER_MIN=600 \
-#   LEAD_S=15 DRAIN_TIMEOUT_S=3600 SEED_JOBS=4 PGSS=1 FAKE=fast PARTS="throughput rate" \
+#   LEAD_S=30 DRAIN_TIMEOUT_S=3600 SEED_JOBS=4 PGSS=1 FAKE=fast PARTS="throughput rate" \
 #   KEEP=1 bash spec/bench/bench_broadcasts.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -45,7 +45,7 @@ RECIPIENTS=${RECIPIENTS:-1000}
 RATE_CHURCHES=${RATE_CHURCHES:-10}
 RATE_RECIPIENTS=${RATE_RECIPIENTS:-1500}
 RATE_PER_MIN=${RATE_PER_MIN:-600}
-LEAD_S=${LEAD_S:-15}
+LEAD_S=${LEAD_S:-30}
 DRAIN_TIMEOUT_S=${DRAIN_TIMEOUT_S:-3600}
 SEED_JOBS=${SEED_JOBS:-4}
 PGSS=${PGSS:-1}
@@ -257,15 +257,29 @@ awk -v a="$t0" -v b="$t1" -v n="$CHURCHES" -v r="$RECIPIENTS" -v m="$RATE_CHURCH
     if (parts ~ /rate/) printf " %d churches x %d recipients for the rate", m, q
     printf "\n" }'
 
-# Creates one broadcast per token, all with sendAt $2 (Unix seconds).
+# Creates one broadcast per token, all with sendAt $2 (Unix seconds); a 503
+# (no database connection free in time) is tried again, up to 5 rounds.
+retried=0
 create_broadcasts() { # tokens-file send-at list
-    local at body
+    local at round left
     at=$(date -u -d "@$2" +%Y-%m-%dT%H:%M:%SZ)
-    body=$(printf '{"text":"%s","lists":["%s"],"sendAt":"%s"}' "$TEXT" "$3" "$at")
-    xargs -P 8 -I{} curl -s -o /dev/null -w '%{http_code}\n' -X POST -H 'Content-Type: application/json' \
-        -H 'Authorization: Bearer {}' --data "$body" "$base/api/broadcasts" < "$1" > "$work/created"
-    [ "$(grep -cx 201 "$work/created")" = "$(wc -l < "$1")" ] ||
-        die "creating broadcasts answered: $(sort "$work/created" | uniq -c | tr '\n' ' ')"
+    export BODY BASE=$base
+    BODY=$(printf '{"text":"%s","lists":["%s"],"sendAt":"%s"}' "$TEXT" "$3" "$at")
+    cp "$1" "$work/to_create"
+    for round in 1 2 3 4 5; do
+        # "status token" per line
+        xargs -P 8 -I{} bash -c 'echo "$(curl -s -o /dev/null -w "%{http_code}" -X POST \
+            -H "Content-Type: application/json" -H "Authorization: Bearer $1" --data "$BODY" \
+            "$BASE/api/broadcasts") $1"' _ {} < "$work/to_create" > "$work/created"
+        awk '$1 != 201 && $1 != 503 { bad = bad " " $1 } END { if (bad != "") { print "answered" bad; exit 1 } }' \
+            "$work/created" || die "creating broadcasts: $(awk '{ print $1 }' "$work/created" | sort | uniq -c | tr '\n' ' ')"
+        awk '$1 == 503 { print $2 }' "$work/created" > "$work/to_create"
+        left=$(wc -l < "$work/to_create")
+        [ "$left" = 0 ] && break
+        retried=$((retried + left))
+        sleep 1
+    done
+    [ "$left" = 0 ] || die "creating broadcasts: $left still answered 503 after 5 rounds"
     [ "$(date +%s)" -lt "$2" ] || die "the broadcasts were created after their sendAt: raise LEAD_S ($LEAD_S)"
 }
 tokens() { # prefix → a file of tokens, one a line
@@ -307,7 +321,9 @@ if has_part throughput; then
     [ "$(wc -l < "$tok")" = "$CHURCHES" ] || die "expected $CHURCHES tokens"
     n=$((CHURCHES * RECIPIENTS))
     at=$(( $(date +%s) + LEAD_S ))
+    retried=0
     create_broadcasts "$tok" "$at" "$list"
+    created_retried=$retried
     if [ "$PGSS" = 1 ]; then sql steeple "SELECT pg_stat_statements_reset()" >/dev/null; fi
     mapfile -t wpids < <(workers)
     while [ "$(date +%s)" -lt "$at" ]; do sleep 0.1; done
@@ -333,6 +349,7 @@ if has_part throughput; then
     done
     echo "throughput: $CHURCHES churches x $RECIPIENTS recipients, rate limits off (rate_per_min 0, daily_cap 0," \
          "max_per_second 0), max_in_flight 16 per worker, ${#wpids[@]} workers, no quiet hours, fake: $FAKE"
+    echo "  $CHURCHES broadcasts created through POST /api/broadcasts ($created_retried answers 503 tried again)"
     echo "  calls at the fake: $calls of $n expected, $unique distinct (church, recipient); broadcasts' sent: $sent;" \
          "drained: $([ "$drained" = 1 ] && echo yes || echo "NO (timeout ${DRAIN_TIMEOUT_S} s)")"
     echo "  first to last call: $wall s: $rate sends/s (middle 80% of the calls: $mid_rate sends/s); the first" \
@@ -375,6 +392,7 @@ if has_part rate; then
     [ "$(wc -l < "$tok")" = "$RATE_CHURCHES" ] || die "expected $RATE_CHURCHES tokens"
     n=$((RATE_CHURCHES * RATE_RECIPIENTS))
     at=$(( $(date +%s) + LEAD_S ))
+    retried=0
     create_broadcasts "$tok" "$at" "$rate_list"
     while [ "$(date +%s)" -lt "$at" ]; do sleep 0.1; done
     wait_drain "$n" "$at"
