@@ -140,13 +140,19 @@ local function defer_quiet(handle)
 end
 
 -- 4. ------------------------------------------------------------------------
+-- The oldest sending broadcast's first due recipient: each broadcast's
+-- recipients are read in not_before order from broadcast_recipients_due
+-- (the broadcasts in started_at order, until one has a recipient free), so
+-- a claim never sorts a broadcast's whole audience.
 local CLAIM <const> = [[
     WITH r AS (
-        SELECT r.broadcast_id, r.phone_number FROM broadcast_recipients r
-        JOIN broadcasts b ON b.id = r.broadcast_id
-        WHERE b.status = 'sending' AND r.state = 'pending' AND r.not_before <= now()
-        ORDER BY b.started_at, r.not_before
-        LIMIT 1 FOR UPDATE OF r SKIP LOCKED)
+        SELECT d.broadcast_id, d.phone_number
+        FROM (SELECT id FROM broadcasts WHERE status = 'sending' ORDER BY started_at) b
+        CROSS JOIN LATERAL (
+            SELECT r.broadcast_id, r.phone_number FROM broadcast_recipients r
+            WHERE r.broadcast_id = b.id AND r.state = 'pending' AND r.not_before <= now()
+            ORDER BY r.not_before LIMIT 1 FOR UPDATE SKIP LOCKED) d
+        LIMIT 1)
     UPDATE broadcast_recipients x SET state = 'sending', lease_until = now() + make_interval(secs => $1)
     FROM r WHERE x.broadcast_id = r.broadcast_id AND x.phone_number = r.phone_number
     RETURNING x.broadcast_id, x.phone_number]]

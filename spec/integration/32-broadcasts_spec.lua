@@ -268,6 +268,55 @@ describe("broadcasts", function()
             assert.truthy(failed >= 10, "500 answers: " .. failed)
         end)
 
+        it("claims a recipient from the due index, never sorting the whole audience", function()
+            -- the dispatcher's claim (one per send), planned over a 5,000-person
+            -- broadcast made and dropped in one transaction
+            local source = server.read_file(server.ROOT .. "/lua/broadcasts/dispatch.lua")
+            local claim = source:match("local CLAIM <const> = %[%[(.-)%]%]")
+            assert.truthy(claim, "the claim statement of lua/broadcasts/dispatch.lua")
+            local plan = q([[BEGIN;
+                INSERT INTO contacts (phone_number, consent, consent_source, consent_at)
+                SELECT '+1555937' || lpad(i::text, 4, '0'), 'opted_in', 'admin', now() FROM generate_series(1, 5000) i;
+                WITH b AS (INSERT INTO broadcasts (status, text, list_ids, send_at, started_at)
+                           VALUES ('sending', 'Planned', '{}', now(), now()) RETURNING id)
+                INSERT INTO broadcast_recipients (broadcast_id, phone_number, contact_id, time_zone)
+                SELECT b.id, c.phone_number, c.id, 'UTC' FROM b, contacts c WHERE c.phone_number LIKE '+1555937%';
+                ANALYZE broadcasts; ANALYZE broadcast_recipients;
+                PREPARE claim(float8) AS ]] .. claim .. [[;
+                EXPLAIN EXECUTE claim(60);
+                ROLLBACK]])
+            assert.truthy(plan:find("Index Scan using broadcast_recipients_due", 1, true), plan)
+            assert.is_nil(plan:find("Seq Scan on broadcast_recipients", 1, true), plan)
+        end)
+
+        it("leaves the broadcast's row alone when a recipient is claimed or given back", function()
+            -- the row's versions (ctid) through claim, release, claim and
+            -- sent, in one transaction rolled back: only sent writes it
+            local out = q([[BEGIN;
+                INSERT INTO contacts (phone_number, consent, consent_source, consent_at)
+                VALUES ('+15559380001', 'opted_in', 'admin', now());
+                WITH b AS (INSERT INTO broadcasts (status, text, list_ids, send_at, recipients, queued)
+                           VALUES ('paused', 'Row kept', '{}', now(), 1, 1) RETURNING id)
+                INSERT INTO broadcast_recipients (broadcast_id, phone_number, contact_id, time_zone)
+                SELECT b.id, c.phone_number, c.id, 'UTC' FROM b, contacts c WHERE c.phone_number = '+15559380001';
+                CREATE TEMP TABLE seen (step text, version text) ON COMMIT DROP;
+                INSERT INTO seen SELECT 'made', ctid::text FROM broadcasts WHERE text = 'Row kept';
+                UPDATE broadcast_recipients SET state = 'sending' WHERE phone_number = '+15559380001';
+                INSERT INTO seen SELECT 'claimed', ctid::text FROM broadcasts WHERE text = 'Row kept';
+                UPDATE broadcast_recipients SET state = 'pending' WHERE phone_number = '+15559380001';
+                INSERT INTO seen SELECT 'given back', ctid::text FROM broadcasts WHERE text = 'Row kept';
+                UPDATE broadcast_recipients SET state = 'sending' WHERE phone_number = '+15559380001';
+                INSERT INTO seen SELECT 'claimed again', ctid::text FROM broadcasts WHERE text = 'Row kept';
+                UPDATE broadcast_recipients SET state = 'sent' WHERE phone_number = '+15559380001';
+                INSERT INTO seen SELECT 'sent', ctid::text FROM broadcasts WHERE text = 'Row kept';
+                SELECT (SELECT count(DISTINCT version) FROM seen WHERE step <> 'sent') || ' '
+                    || (SELECT count(DISTINCT version) FROM seen) || ' ' || queued || ' ' || sent
+                FROM broadcasts WHERE text = 'Row kept';
+                ROLLBACK]])
+            -- one version until sent, a second one then; the counts right
+            assert.equal("1 2 0 1", out:match("%d+ %d+ %d+ %d+"), out)
+        end)
+
         it("counts deliveries from the status webhooks and replies from inbound texts", function()
             local list = list_of(3, "+1555935")
             local bc = create { text = "Counted", lists = { list } }

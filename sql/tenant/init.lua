@@ -13,4 +13,5 @@ return {
     "0010_broadcasts.sql",
     "0011_import_speed.sql",
     "0012_contact_search.sql",
+    "0013_broadcast_claim_counts.sql",
 }
