@@ -13,8 +13,9 @@
 --       longer sentence is never a keyword.
 --   consent.apply(tx, church, contact, kind, word, message_id)
 --       -> the reply's text and whether it may reach an opted-out number
---       (the STOP confirmation and the HELP answer), or nil when word is no
---       list's keyword (nothing changed). contact = { id, phone }; church =
+--       (the STOP confirmation and the HELP answer), or nil when there is
+--       none: word is no list's keyword (nothing changed), or a STOP comes
+--       from a contact already opted out. contact = { id, phone }; church =
 --       { name, help_text }; message_id is the stored inbound message.
 --   consent.reserved(word) -> true when an upper-case word is one of the
 --       STOP, START or HELP words, which no list may take as its keyword.
@@ -92,10 +93,12 @@ local SET_STATE <const> = [[
         FROM old WHERE c.id = old.id AND old.consent <> $2
         RETURNING c.id)
     INSERT INTO consent_events (phone_number, contact_id, from_state, to_state, source, message_id)
-    SELECT $1, old.id, old.consent, $2, $3, $4 FROM old JOIN moved ON moved.id = old.id]]
+    SELECT $1, old.id, old.consent, $2, $3, $4 FROM old JOIN moved ON moved.id = old.id
+    RETURNING id]]
 
+-- Returns true when the contact's consent moved.
 local function set_state(tx, phone, state, source, message_id)
-    tx:query(SET_STATE, phone, state, source, message_id or db.null)
+    return #tx:query(SET_STATE, phone, state, source, message_id or db.null) > 0
 end
 
 local function suppress(tx, phone, source)
@@ -108,9 +111,12 @@ local function unsuppress(tx, phone)
     tx:query("DELETE FROM suppressions WHERE phone_number = $1", phone)
 end
 
+-- The confirmation goes once, when the contact moves to opted_out: an
+-- opted-out contact gets nothing more, another STOP included.
 local function stop(tx, church, contact, message_id)
-    set_state(tx, contact.phone, "opted_out", "keyword", message_id)
+    local moved = set_state(tx, contact.phone, "opted_out", "keyword", message_id)
     suppress(tx, contact.phone, "keyword")
+    if not moved then return nil end
     return church.name .. ": you are unsubscribed and will get no more messages. Reply START to resubscribe.",
         true
 end
