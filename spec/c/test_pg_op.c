@@ -117,6 +117,16 @@ static struct pg_op *query_op(struct pg_pool *p, const char *sql, struct outcome
     return op;
 }
 
+/* Takes a connection of p (whose pools start empty) through an acquire-only
+ * operation that waits for its connect; o->conn is the connection, or NULL. */
+static void hold(struct pg_pool *p, struct outcome *o)
+{
+    struct pg_op *op = query_op(p, "", o);
+    op->acquire_only = 1;
+    CHECK(pg_op_start(op) == PG_OP_PENDING);
+    CHECK(run_until(&o->calls) && o->conn != NULL);
+}
+
 static void runs_a_statement_with_parameters(void)
 {
     if (setup(2) != 0) {
@@ -209,12 +219,9 @@ static void waits_for_a_connection_given_back(void)
     }
     struct pg_pool *p = main_pool();
     struct outcome held = {0};
-    struct pg_op *op = query_op(p, "", &held);
-    op->acquire_only = 1;
-    CHECK(pg_op_start(op) == PG_OP_PENDING);
-    CHECK(run_until(&held.calls) && held.conn != NULL);
+    hold(p, &held);
     struct outcome o = {0};
-    op = query_op(p, "SELECT pg_backend_pid()", &o);
+    struct pg_op *op = query_op(p, "SELECT pg_backend_pid()", &o);
     CHECK(pg_op_start(op) == PG_OP_PENDING);
     for (int i = 0; i < 20; i++) /* the loop turns; the statement still waits */
         event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
@@ -283,12 +290,9 @@ static void a_wait_ends_at_the_deadline(void)
     }
     struct pg_pool *p = main_pool();
     struct outcome held = {0};
-    struct pg_op *op = query_op(p, "", &held);
-    op->acquire_only = 1;
-    CHECK(pg_op_start(op) == PG_OP_PENDING);
-    CHECK(run_until(&held.calls) && held.conn != NULL);
+    hold(p, &held);
     struct outcome o = {0};
-    op = query_op(p, "SELECT 1", &o);
+    struct pg_op *op = query_op(p, "SELECT 1", &o);
     op->deadline = clock_mono(); /* already over */
     CHECK(pg_op_start(op) == PG_OP_PENDING);
     CHECK(run_until(&o.calls));
@@ -308,12 +312,9 @@ static void cancels_a_wait(void)
     }
     struct pg_pool *p = main_pool();
     struct outcome held = {0};
-    struct pg_op *op = query_op(p, "", &held);
-    op->acquire_only = 1;
-    CHECK(pg_op_start(op) == PG_OP_PENDING);
-    CHECK(run_until(&held.calls) && held.conn != NULL);
+    hold(p, &held);
     struct outcome o = {0};
-    op = query_op(p, "SELECT 1", &o);
+    struct pg_op *op = query_op(p, "SELECT 1", &o);
     CHECK(pg_op_start(op) == PG_OP_PENDING);
     pg_op_cancel(op);
     if (held.conn)
@@ -362,10 +363,7 @@ static void a_pin_hands_over_at_the_end(void)
     }
     struct pg_pool *p = main_pool();
     struct outcome held = {0};
-    struct pg_op *op = query_op(p, "", &held);
-    op->acquire_only = 1;
-    CHECK(pg_op_start(op) == PG_OP_PENDING);
-    CHECK(run_until(&held.calls) && held.conn != NULL);
+    hold(p, &held);
     struct pg_pin *pin = pg_pin_new(held.conn);
     CHECK(pin != NULL);
     if (pin == NULL) {
@@ -373,7 +371,7 @@ static void a_pin_hands_over_at_the_end(void)
         return;
     }
     struct outcome o = {0};
-    op = query_op(NULL, "SELECT 5", &o);
+    struct pg_op *op = query_op(NULL, "SELECT 5", &o);
     op->pin = pin;
     CHECK(pg_op_start(op) == PG_OP_PENDING);
     CHECK(pin->busy);
@@ -389,10 +387,7 @@ static void a_pin_hands_over_at_the_end(void)
     CHECK(run_until(&o2.calls));
     CHECK(o2.status == PGRES_TUPLES_OK);
     struct outcome again = {0}; /* it was closed: a new one connects */
-    op = query_op(p, "", &again);
-    op->acquire_only = 1;
-    CHECK(pg_op_start(op) == PG_OP_PENDING);
-    CHECK(run_until(&again.calls) && again.conn != NULL);
+    hold(p, &again);
     if (again.conn) {
         pin = pg_pin_new(again.conn);
         CHECK(pin != NULL);
