@@ -68,10 +68,7 @@ describe("outbound messages", function()
         tx = telnyx.new()
         fake_port = server.free_port()
         fake_log = server.tmpdir() .. "/fake.log"
-        local p = io.popen(string.format("cd %s && lua5.4 spec/support/fake_telnyx.lua %d %s >/dev/null 2>&1 & echo $!",
-            server.quote(server.ROOT), fake_port, server.quote(fake_log)))
-        fake_pid = tonumber(p:read("a"):match("%d+"))
-        p:close()
+        fake_pid = telnyx.start_fake(fake_port, fake_log)
         start()
         local res = auth.post(srv, "/api/auth/register", auth.church("out", { phoneNumber = CHURCH }))
         assert.equal(201, res.status, res.body)

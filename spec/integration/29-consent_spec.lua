@@ -34,10 +34,7 @@ describe("consent", function()
         local dir = server.tmpdir()
         fake_log, blocked_file = dir .. "/fake.log", dir .. "/blocked"
         server.write_file(blocked_file, "")
-        local p = io.popen(string.format("cd %s && lua5.4 spec/support/fake_telnyx.lua %d %s %s >/dev/null 2>&1 & echo $!",
-            server.quote(server.ROOT), port, server.quote(fake_log), server.quote(blocked_file)))
-        fake_pid = tonumber(p:read("a"):match("%d+"))
-        p:close()
+        fake_pid = telnyx.start_fake(port, fake_log, blocked_file)
         return {
             config = { limits = { request_timeout_s = 30 },
                        telnyx = { api_base = "http://127.0.0.1:" .. port, send_attempts = 3, timeout_ms = 1000,

@@ -105,12 +105,7 @@ describe("broadcasts", function()
         local dir = server.tmpdir()
         fake_log, chaos_file = dir .. "/fake.log", dir .. "/chaos"
         server.write_file(chaos_file, "")
-        local p = io.popen(string.format(
-            "cd %s && lua5.4 spec/support/fake_telnyx.lua %d %s %s %s >/dev/null 2>&1 & echo $!",
-            server.quote(server.ROOT), port, server.quote(fake_log), server.quote(dir .. "/none"),
-            server.quote(chaos_file)))
-        fake_pid = tonumber(p:read("a"):match("%d+"))
-        p:close()
+        fake_pid = telnyx.start_fake(port, fake_log, dir .. "/none", chaos_file)
         srv = server.start {
             config = { workers = 2, limits = { request_timeout_s = 30 },
                        telnyx = { api_base = "http://127.0.0.1:" .. port, send_attempts = 3, timeout_ms = 2000,

@@ -71,12 +71,7 @@ describe("a broadcast killed with SIGKILL mid-run and restarted", function()
         fake_log = dir .. "/fake.log"
         -- every answer 50 ms after its request
         server.write_file(dir .. "/chaos", "delay_ms=50\n")
-        local p = io.popen(string.format(
-            "cd %s && lua5.4 spec/support/fake_telnyx.lua %d %s %s %s >/dev/null 2>&1 & echo $!",
-            server.quote(server.ROOT), port, server.quote(fake_log), server.quote(dir .. "/none"),
-            server.quote(dir .. "/chaos")))
-        fake_pid = tonumber(p:read("a"):match("%d+"))
-        p:close()
+        fake_pid = telnyx.start_fake(port, fake_log, dir .. "/none", dir .. "/chaos")
         options = {
             config = { workers = WORKERS, limits = { request_timeout_s = 30 },
                        telnyx = { api_base = "http://127.0.0.1:" .. port, send_attempts = 3, timeout_ms = 2000,

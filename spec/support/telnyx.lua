@@ -11,12 +11,26 @@
 --       (a busy machine) is spooled and applied later, which is the contract
 --   tx:deliver(srv, body, landed)   a signed POST to the messaging webhook that
 --       must be accepted; then waits (30 s at most) until landed() is true
+--   telnyx.start_fake(port, log [, blocked, chaos])  starts the fake Telnyx API
+--       (support/fake_telnyx.lua, whose header tells its files) in the
+--       background; returns its pid
 local server = require "support.server"
 local http = require "support.http"
 local cjson = require "cjson"
 local secrets = require "support.secrets"
 
 local M = {}
+
+function M.start_fake(port, log, blocked, chaos)
+    local args = { tostring(port), server.quote(log) }
+    if blocked then args[#args + 1] = server.quote(blocked) end
+    if chaos then args[#args + 1] = server.quote(chaos) end
+    local p = io.popen(string.format("cd %s && lua5.4 spec/support/fake_telnyx.lua %s >/dev/null 2>&1 & echo $!",
+        server.quote(server.ROOT), table.concat(args, " ")))
+    local pid = tonumber(p:read("a"):match("%d+"))
+    p:close()
+    return pid
+end
 
 local shell = server.capture
 
