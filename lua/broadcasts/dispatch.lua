@@ -1,7 +1,9 @@
--- The broadcast dispatcher: every worker, once a tick, takes the churches
--- whose mark in the registry's broadcast_tenants is due (never two workers
--- the same church at once: taking one moves its due_at a lease ahead) and
--- gives each a turn of at most TURN_S seconds:
+-- The broadcast dispatcher. Every worker runs lanes (telnyx.max_in_flight
+-- split in shares of at most LANE_SHARE calls); a lane takes one church
+-- whose mark in the registry's broadcast_tenants is due after another
+-- (never two lanes, workers or nodes the same church at once: taking one
+-- moves its due_at a lease ahead) and gives each a turn of at most TURN_S
+-- seconds:
 --
 --   1. recipients whose lease ran out go back to pending, or, when their
 --      call had begun (calling), are failed as an outcome never known
@@ -10,19 +12,20 @@
 --      transaction that moves them to sending (one row per phone number of
 --      the lists' opted-in members, with its time zone);
 --   3. recipients inside quiet hours wait for their window to open;
---   4. senders (their number bounded by telnyx.max_in_flight per worker,
---      shared by the turns under way) each claim one due recipient (FOR
---      UPDATE SKIP LOCKED, a lease), take the church's and the platform's
---      slots (pace.lua), record the call as begun together with the
---      conversation message it sends, call Telnyx and record the outcome;
+--   4. due recipients are sent to in batches of at most the lane's share
+--      (claimed with FOR UPDATE SKIP LOCKED and a lease, the church's and
+--      the platform's slots taken (pace.lua), the calls recorded as begun
+--      together with the conversation messages they send, each call its own
+--      task, the outcomes recorded together);
 --   5. finished broadcasts become done, and the church's mark moves to the
 --      time it has work again, or goes when nothing is scheduled or sending.
 --
 -- A turn ends after TURN_S; the church's next turn (here or on another
--- worker or node) comes once its mark is due again, so a long broadcast
--- holds no other church back.
+-- worker or node) comes once its mark is due again, behind the churches
+-- due before it, so a long broadcast holds no other church back.
 --
---   dispatch.tick()  (every worker, from housekeeping)
+--   dispatch.tick()  (every worker, from housekeeping) starts the lanes
+--                    that are not running
 
 local config = require "steeple.config"
 local log = require "steeple.log"
@@ -39,7 +42,7 @@ local area_codes = require "broadcasts.area_codes"
 local outbound = require "messaging.outbound"
 local consent = require "messaging.consent"
 
-local ipairs, pcall, max, min, floor = ipairs, pcall, math.max, math.min, math.floor
+local ipairs, pcall, error, max, floor, ceil = ipairs, pcall, error, math.max, math.floor, math.ceil
 
 local M = {}
 
@@ -49,12 +52,13 @@ metrics.describe("steeple_broadcast_unknown_total", "counter",
 
 local TURN_S <const> = 3            -- one church's turn
 local TURN_LEASE_S <const> = 30     -- a church taken is not taken again before
-local HORIZON_S <const> = 1         -- the furthest slot a sender waits for
-local CHURCHES_PER_TICK <const> = 16
+local HORIZON_S <const> = 1         -- the furthest slot a call waits for
+local LANE_SHARE <const> = 8        -- calls in flight in one church's turn, at most
 local CLAIM_LEASE_S <const> = 60    -- a claimed recipient, on top of the call's timeout
 
 local codec = json.new(8)
-local senders = 0 -- this worker's senders under way
+local lanes = 0           -- this worker's lanes under way
+local stopping = false    -- the worker is stopping: no task can start
 
 -- The area-code table as a JSON object for the audience statement.
 local ZONES = codec.encode(area_codes)
@@ -140,10 +144,20 @@ local function defer_quiet(handle)
 end
 
 -- 4. ------------------------------------------------------------------------
--- The oldest sending broadcast's first due recipient: each broadcast's
--- recipients are read in not_before order from broadcast_recipients_due
--- (the broadcasts in started_at order, until one has a recipient free), so
--- a claim never sorts a broadcast's whole audience.
+-- A turn's sends go in batches: one statement claims as many due recipients
+-- as the turn's share has room for (skipping, there, whoever opted out after
+-- the audience was fixed), the church's slots are taken for them (pace.lua;
+-- those without one are given back), one statement records their calls as
+-- begun together with the conversation messages they send, and each call
+-- runs as a task of its own. Outcomes gather while calls are under way and
+-- are recorded by one statement before the next claim. A recipient counts
+-- against the share from its claim to its outcome's record, so a turn never
+-- holds more recipients than its share.
+
+-- The oldest sending broadcasts' first due recipients, $2 at most, leased
+-- for $1 s: each broadcast's recipients are read in not_before order from
+-- broadcast_recipients_due (the broadcasts in started_at order, until $2 are
+-- found), so a claim never sorts a broadcast's whole audience.
 local CLAIM <const> = [[
     WITH r AS (
         SELECT d.broadcast_id, d.phone_number
@@ -151,152 +165,252 @@ local CLAIM <const> = [[
         CROSS JOIN LATERAL (
             SELECT r.broadcast_id, r.phone_number FROM broadcast_recipients r
             WHERE r.broadcast_id = b.id AND r.state = 'pending' AND r.not_before <= now()
-            ORDER BY r.not_before LIMIT 1 FOR UPDATE SKIP LOCKED) d
-        LIMIT 1)
-    UPDATE broadcast_recipients x SET state = 'sending', lease_until = now() + make_interval(secs => $1)
-    FROM r WHERE x.broadcast_id = r.broadcast_id AND x.phone_number = r.phone_number
-    RETURNING x.broadcast_id, x.phone_number]]
+            ORDER BY r.not_before LIMIT $2 FOR UPDATE SKIP LOCKED) d
+        LIMIT $2)
+    UPDATE broadcast_recipients x SET
+        state = CASE WHEN c.consent <> 'opted_in' OR c.deleted_at IS NOT NULL
+                          OR EXISTS (SELECT 1 FROM suppressions s WHERE s.phone_number = x.phone_number)
+                     THEN 'opted_out' ELSE 'sending' END,
+        lease_until = now() + make_interval(secs => $1)
+    FROM r, broadcasts b, contacts c
+    WHERE x.broadcast_id = r.broadcast_id AND x.phone_number = r.phone_number
+      AND b.id = x.broadcast_id AND c.id = x.contact_id
+    RETURNING x.broadcast_id, x.phone_number, x.state, b.text, b.media, c.first_name, c.last_name]]
 
+-- Gives claimed recipients back ($1: a JSON array of { broadcast_id,
+-- phone_number }), due again after $2 s.
 local RELEASE <const> = [[
-    UPDATE broadcast_recipients SET state = 'pending', lease_until = NULL,
-        not_before = now() + make_interval(secs => $3)
-    WHERE broadcast_id = $1 AND phone_number = $2 AND state = 'sending']]
+    UPDATE broadcast_recipients x SET state = 'pending', lease_until = NULL,
+        not_before = now() + make_interval(secs => $2)
+    FROM jsonb_to_recordset($1::jsonb) AS r(broadcast_id uuid, phone_number text)
+    WHERE x.broadcast_id = r.broadcast_id AND x.phone_number = r.phone_number AND x.state = 'sending']]
 
--- The recipient, its broadcast and contact, locked for the call's record.
-local LOOK <const> = [[
-    SELECT r.state, r.attempts, r.message_id, r.contact_id, b.status, b.text, b.media,
-           c.first_name, c.last_name,
-           (c.consent <> 'opted_in' OR c.deleted_at IS NOT NULL
-            OR EXISTS (SELECT 1 FROM suppressions s WHERE s.phone_number = r.phone_number)) AS opted_out
-    FROM broadcast_recipients r JOIN broadcasts b ON b.id = r.broadcast_id
-    JOIN contacts c ON c.id = r.contact_id
-    WHERE r.broadcast_id = $1 AND r.phone_number = $2 FOR UPDATE OF r]]
-
-local SET_STATE <const> = [[
-    UPDATE broadcast_recipients SET state = $3, lease_until = NULL, calling = false
-    WHERE broadcast_id = $1 AND phone_number = $2]]
-
--- The conversation message of a first call ($1 contact, $2 from, $3 to,
--- $4 text, $5 media).
-local NEW_MESSAGE <const> = [[
-    WITH conv AS (
-        INSERT INTO conversations (contact_id) VALUES ($1)
+-- Records the calls of claimed recipients as begun ($1: a JSON array of {
+-- broadcast_id, phone_number, text }; $2 the church's number, $3 the
+-- lease): each gets its conversation message, made on its first call and
+-- counted again on the next ones. Recipients whose broadcast was paused or
+-- cancelled meanwhile go back to pending, or are cancelled. Returns the
+-- recipients begun.
+local BEGIN_CALLS <const> = [[
+    WITH i AS (
+        SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(broadcast_id uuid, phone_number text, text text)),
+    live AS MATERIALIZED (
+        SELECT i.broadcast_id, i.phone_number, i.text, r.contact_id, b.media, r.message_id IS NULL AS fresh,
+               coalesce(r.message_id, gen_random_uuid()) AS message_id
+        FROM i JOIN broadcast_recipients r USING (broadcast_id, phone_number)
+        JOIN broadcasts b ON b.id = i.broadcast_id
+        WHERE r.state = 'sending' AND b.status = 'sending'),
+    stopped AS (
+        UPDATE broadcast_recipients x SET lease_until = NULL,
+            state = CASE WHEN b.status = 'cancelled' THEN 'cancelled' ELSE 'pending' END
+        FROM i, broadcasts b
+        WHERE x.broadcast_id = i.broadcast_id AND x.phone_number = i.phone_number
+          AND b.id = i.broadcast_id AND x.state = 'sending' AND b.status <> 'sending'),
+    conv AS (
+        INSERT INTO conversations (contact_id) SELECT DISTINCT contact_id FROM live WHERE fresh
         ON CONFLICT (contact_id) DO UPDATE SET contact_id = EXCLUDED.contact_id
-        RETURNING id)
-    INSERT INTO messages (conversation_id, direction, from_number, to_number, text, media, status,
-                          send_attempts)
-    SELECT conv.id, 'outbound', $2, $3, $4, $5::jsonb, 'sending', 1 FROM conv
-    RETURNING id]]
+        RETURNING id, contact_id),
+    made AS (
+        INSERT INTO messages (id, conversation_id, direction, from_number, to_number, text, media, status,
+                              send_attempts)
+        SELECT l.message_id, conv.id, 'outbound', $2, l.phone_number, l.text, l.media, 'sending', 1
+        FROM live l JOIN conv USING (contact_id) WHERE l.fresh),
+    again AS (
+        UPDATE messages SET send_attempts = send_attempts + 1, updated_at = now()
+        WHERE id IN (SELECT message_id FROM live WHERE NOT fresh))
+    UPDATE broadcast_recipients x SET attempts = x.attempts + 1, calling = true, message_id = l.message_id,
+        lease_until = now() + make_interval(secs => $3)
+    FROM live l WHERE x.broadcast_id = l.broadcast_id AND x.phone_number = l.phone_number
+    RETURNING x.broadcast_id, x.phone_number, x.message_id, x.attempts, l.text, l.media]]
 
-local BEGIN_CALL <const> = [[
-    UPDATE broadcast_recipients SET attempts = attempts + 1, calling = true, message_id = $3,
-        lease_until = now() + make_interval(secs => $4)
-    WHERE broadcast_id = $1 AND phone_number = $2]]
+-- Records outcomes ($1: a JSON array of { message_id, outcome, provider_id,
+-- wait, discount }): sent and failed are final; again is pending once more,
+-- due after wait seconds, its attempt given back when discount is 1 (a 429:
+-- Telnyx refused the call before sending anything).
+local RECORD <const> = [[
+    WITH o AS (
+        SELECT * FROM jsonb_to_recordset($1::jsonb)
+            AS o(message_id uuid, outcome text, provider_id text, wait float8, discount int)),
+    m AS (
+        UPDATE messages SET status = o.outcome, updated_at = now(),
+            provider_message_id = coalesce(o.provider_id, provider_message_id)
+        FROM o WHERE messages.id = o.message_id AND o.outcome <> 'again')
+    UPDATE broadcast_recipients x SET
+        state = CASE WHEN o.outcome = 'again' THEN 'pending' ELSE o.outcome END,
+        calling = false, lease_until = NULL, attempts = x.attempts - o.discount,
+        not_before = CASE WHEN o.outcome = 'again' THEN now() + make_interval(secs => o.wait)
+                          ELSE x.not_before END
+    FROM o WHERE x.message_id = o.message_id AND x.state = 'sending']]
 
 local function value(v)
     if v == db.null then return nil end
     return v
 end
 
--- Records the call as begun; returns the message to send, or nil when the
--- recipient is not to be called (paused, cancelled, opted out, lease lost).
-local function begin_call(handle, church, r)
-    return db.transaction(handle, function(tx)
-        local cur = tx:query(LOOK, r.broadcast_id, r.phone_number)[1]
-        if cur == nil or cur.state ~= "sending" then return nil end
-        if cur.status ~= "sending" then
-            local state = cur.status == "cancelled" and "cancelled" or "pending"
-            tx:query(SET_STATE, r.broadcast_id, r.phone_number, state)
-            return nil
-        end
-        if cur.opted_out then
-            tx:query(SET_STATE, r.broadcast_id, r.phone_number, "opted_out")
-            return nil
-        end
-        local text = merge.render(merge.parse(cur.text),
-            { firstName = value(cur.first_name), lastName = value(cur.last_name), churchName = church.name })
-        local message_id = cur.message_id
-        if message_id == db.null then
-            message_id = tx:query(NEW_MESSAGE, cur.contact_id, church.phone, r.phone_number, text,
-                codec.encode(cur.media))[1].id
-        else
-            tx:query("UPDATE messages SET send_attempts = send_attempts + 1, updated_at = now() WHERE id = $1",
-                message_id)
-        end
-        tx:query(BEGIN_CALL, r.broadcast_id, r.phone_number, message_id, lease_s())
-        return { id = message_id, attempts = cur.attempts + 1, from_number = church.phone,
-                 to_number = r.phone_number, text = text, media = cur.media }
-    end)
-end
-
--- $1 message, $2 its status, $3 provider id, $4 the recipient's state
-local FINISH <const> = [[
-    WITH m AS (
-        UPDATE messages SET status = $2, provider_message_id = coalesce($3, provider_message_id),
-            updated_at = now()
-        WHERE id = $1 RETURNING id)
-    UPDATE broadcast_recipients SET state = $4, calling = false, lease_until = NULL
-    WHERE message_id = $1 AND state = 'sending']]
-
--- $1 message, $2 seconds to wait, $3 1 when the call does not count as an
--- attempt (a 429: Telnyx refused it before sending anything), else 0
-local AGAIN <const> = [[
-    UPDATE broadcast_recipients SET state = 'pending', calling = false, lease_until = NULL,
-        attempts = attempts - $3,
-        not_before = now() + make_interval(secs => $2)
-    WHERE message_id = $1 AND state = 'sending']]
-
-local function record(handle, sql, ...)
-    outbound.persist(handle.query, handle, sql, ...)
-end
-
--- Calls Telnyx for msg and records the outcome.
-local function call(handle, church, msg)
-    local outcome, detail, wait = outbound.call(msg)
-    metrics.inc("steeple_broadcast_sends_total", { outcome = outcome })
-    if outcome == "sent" then
-        local ok, err = pcall(record, handle, FINISH, msg.id, "sent", detail, "sent")
-        if not ok then
+-- Writes the outcomes gathered so far, as one statement.
+local function flush(run)
+    local list = run.outcomes
+    if #list == 0 then return end
+    run.outcomes = {}
+    local ok, err = pcall(outbound.persist, run.handle.query, run.handle, RECORD, codec.encode(list))
+    if ok then return end
+    for _, o in ipairs(list) do
+        if o.outcome == "sent" then
             log.error("Telnyx accepted a broadcast message that could not be recorded; it is not sent again",
-                { message = msg.id, provider_id = detail, error = errors.describe(err) })
+                { message = o.message_id, provider_id = o.provider_id, error = errors.describe(err) })
         end
+    end
+    error(err, 0)
+end
+
+-- The outcome to record for a call to msg.
+local function outcome_of(run, msg, outcome, detail, wait)
+    metrics.inc("steeple_broadcast_sends_total", { outcome = outcome })
+    local o = { message_id = msg.id, wait = 0, discount = 0 }
+    if outcome == "sent" then
+        o.outcome, o.provider_id = "sent", detail
     elseif outcome == "throttled" then
-        pace.slow_down(church.tenant_id, wait)
-        record(handle, AGAIN, msg.id, wait, 1)
+        pace.slow_down(run.church.tenant_id, wait)
+        o.outcome, o.wait, o.discount = "again", wait, 1
     elseif outcome == "retry" and msg.attempts < config.telnyx.send_attempts then
         log.info("broadcast message will be tried again", { message = msg.id, reason = detail })
-        record(handle, AGAIN, msg.id, outbound.backoff_s(msg.attempts), 0)
+        o.outcome, o.wait = "again", outbound.backoff_s(msg.attempts)
     else
         log.warn("broadcast message failed", { message = msg.id, reason = detail, attempts = msg.attempts })
-        record(handle, FINISH, msg.id, "failed", db.null, "failed")
-        if outcome == "opted_out" then outbound.persist(consent.carrier_opt_out, handle, msg.to_number) end
+        o.outcome = "failed"
+        if outcome == "opted_out" then outbound.persist(consent.carrier_opt_out, run.handle, msg.to_number) end
     end
+    return o
 end
 
--- One send: claimed recipient r, the church's slot taken. Returns false when
--- the church has nothing to send now.
-local function send_one(handle, church, r)
-    local wait = pace.platform()
-    if wait > 0 then steeple.sleep(wait * 1000) end
-    local msg = begin_call(handle, church, r)
-    if msg then call(handle, church, msg) end
-end
+local settle
 
--- A sender: claims and sends until the turn's end, or nothing is due, or
--- the church's slots are further away; returns when to look again (seconds
--- from now) or nil when nothing was due.
-local function sender(handle, church, deadline)
-    while steeple.clock() < deadline do
-        local r = handle:query(CLAIM, lease_s())[1]
-        if r == nil then return nil end
-        local wait, later = pace.church(church.tenant_id, HORIZON_S)
-        if wait == nil then
-            handle:query(RELEASE, r.broadcast_id, r.phone_number, 0)
-            return later
-        end
+-- One begun call, after its church slot's wait and the platform's; its
+-- outcome joins the turn's.
+local function call(run, msg, wait)
+    local ok, o = pcall(function()
         if wait > 0 then steeple.sleep(wait * 1000) end
-        send_one(handle, church, r)
+        local platform = pace.platform()
+        if platform > 0 then steeple.sleep(platform * 1000) end
+        return outcome_of(run, msg, outbound.call(msg))
+    end)
+    run.held = run.held - 1
+    if ok then
+        run.outcomes[#run.outcomes + 1] = o
+    else
+        log.warn("a broadcast call stopped before its outcome was recorded; it fails once its lease ends",
+            { message = msg.id, error = errors.describe(o) })
     end
+    settle(run)
+end
+
+-- Takes the church's slots for the claimed recipients, in order, and gives
+-- back those that got none: the turn claims again once a slot may be free,
+-- or ends when that is past its end. Returns the waits of those that got one.
+local function take_slots(run, claimed)
+    local waits = {}
+    for i = 1, #claimed do
+        local wait, later = pace.church(run.church.tenant_id, HORIZON_S)
+        if wait == nil then
+            local rest = {}
+            for k = i, #claimed do
+                rest[#rest + 1] = { broadcast_id = claimed[k].broadcast_id, phone_number = claimed[k].phone_number }
+            end
+            run.handle:query(RELEASE, codec.encode(rest), 0)
+            if steeple.clock() + later < run.deadline then
+                run.resume_at = steeple.clock() + later
+            else
+                run.later, run.stopped = later, true
+            end
+            break
+        end
+        waits[i] = wait
+    end
+    return waits
+end
+
+-- Claims what the turn's share has room for, records the calls as begun
+-- and starts them. Only one refill of a turn runs at a time (settle), so the
+-- recipients it claims and the calls under way never exceed the share.
+local function refill(run)
+    local church = run.church
+    local rows = run.handle:query(CLAIM, lease_s(), run.share - run.held)
+    if #rows == 0 then
+        run.stopped, run.idle = true, true
+        return
+    end
+    local claimed = {}
+    for _, r in ipairs(rows) do
+        if r.state == "sending" then claimed[#claimed + 1] = r end
+    end
+    local waits = take_slots(run, claimed)
+    if #waits == 0 then return end
+    local batch, wait_of = {}, {}
+    for i, wait in ipairs(waits) do
+        local r = claimed[i]
+        batch[i] = { broadcast_id = r.broadcast_id, phone_number = r.phone_number,
+                     text = merge.render(merge.parse(r.text), { firstName = value(r.first_name),
+                         lastName = value(r.last_name), churchName = church.name }) }
+        wait_of[r.broadcast_id .. r.phone_number] = wait
+    end
+    local begun = run.handle:query(BEGIN_CALLS, codec.encode(batch), church.phone, lease_s())
+    for _, b in ipairs(begun) do
+        local msg = { id = b.message_id, attempts = b.attempts, from_number = church.phone,
+                      to_number = b.phone_number, text = b.text, media = b.media }
+        if steeple.spawn(call, run, msg, wait_of[b.broadcast_id .. b.phone_number]) then
+            run.held = run.held + 1
+        else -- stopping: the call is given back, not counted as an attempt
+            stopping, run.stopped = true, true
+            run.outcomes[#run.outcomes + 1] = { message_id = msg.id, outcome = "again", wait = 0, discount = 1 }
+        end
+    end
+end
+
+-- Records the outcomes in and claims again while the turn lasts and its
+-- share has room; one task at a time does it for a turn (the others' outcomes
+-- wait for its next round). A batch is claimed once half the share is free,
+-- so that a claim serves several calls.
+function settle(run)
+    if run.busy then return end
+    run.busy = true
+    local ok, err = pcall(function()
+        repeat
+            flush(run)
+            local free = run.share - run.held
+            local now = steeple.clock()
+            if not run.stopped and now < run.deadline and now >= run.resume_at
+                and (run.held == 0 or free * 2 >= run.share) then
+                refill(run)
+            end
+        until #run.outcomes == 0
+    end)
+    run.busy = false
+    if not ok then
+        run.stopped = true
+        log.warn("a broadcast turn stopped sending", { tenant = run.church.tenant_id, error = errors.describe(err) })
+    end
+end
+
+-- Sends until the turn's end, or nothing is due, or the church's slots are
+-- further away; returns when to look again (seconds from now), or nil when
+-- nothing was due.
+local function send(handle, church, share)
+    local run = { handle = handle, church = church, share = share, held = 0, outcomes = {},
+                  deadline = steeple.clock() + TURN_S, resume_at = 0, busy = false, stopped = false }
+    settle(run)
+    while true do
+        local now = steeple.clock()
+        if run.held == 0 and not run.busy then
+            if run.stopped or now >= run.deadline then break end
+            -- no call under way to start the next claim: the church's slot is due
+            if now >= run.resume_at then settle(run) end
+        end
+        steeple.sleep(20)
+    end
+    -- outcomes that came in while a refill was under way, after its last round
+    settle(run)
+    if run.later then return run.later end
+    if run.idle then return nil end
     return 0
 end
 
@@ -326,52 +440,45 @@ local function turn(church, share)
     expire_leases(handle, church.tenant_id)
     start_due(handle, church)
     defer_quiet(handle)
-    local deadline = steeple.clock() + TURN_S
-    local running, later = share, nil
-    for _ = 1, share do
-        senders = senders + 1
-        steeple.spawn(function()
-            local ok, result = pcall(sender, handle, church, deadline)
-            senders = senders - 1
-            running = running - 1
-            if not ok then
-                log.warn("a broadcast sender stopped", { tenant = church.tenant_id, error = errors.describe(result) })
-            elseif result ~= nil then
-                later = later and min(later, result) or result
-            end
-        end)
-    end
-    while running > 0 do steeple.sleep(20) end
-    finish_turn(handle, church, later)
+    finish_turn(handle, church, send(handle, church, share))
 end
 
-local TAKE_CHURCHES <const> = [[
+local TAKE_CHURCH <const> = [[
     WITH due AS (
         SELECT tenant_id FROM broadcast_tenants WHERE due_at <= now()
-        ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED),
-    taken AS (
-        UPDATE broadcast_tenants b SET due_at = now() + make_interval(secs => $2)
-        FROM due WHERE b.tenant_id = due.tenant_id RETURNING b.tenant_id)
-    SELECT taken.tenant_id FROM taken]]
+        ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+    UPDATE broadcast_tenants b SET due_at = now() + make_interval(secs => $1)
+    FROM due WHERE b.tenant_id = due.tenant_id RETURNING b.tenant_id]]
+
+-- A lane gives one due church after another its turn, until none is due.
+local function lane(share)
+    while not stopping do
+        local due = db.registry():query(TAKE_CHURCH, TURN_LEASE_S)[1]
+        if due == nil then return end
+        local ok, err = pcall(function()
+            local entry = tenants.lookup(due.tenant_id)
+            if entry == nil or entry.status ~= "active" or entry.phone == db.null then return end
+            turn({ tenant_id = due.tenant_id, server = entry.server, dbname = entry.dbname, name = entry.name,
+                   phone = entry.phone, time_zone = entry.time_zone }, share)
+        end)
+        if not ok then
+            log.warn("a broadcast turn failed; the church is tried again later",
+                { tenant = due.tenant_id, error = errors.describe(err) })
+        end
+    end
+end
 
 function M.tick()
-    local free = config.telnyx.max_in_flight - senders
-    if free <= 0 then return end
-    local due = db.registry():query(TAKE_CHURCHES, min(free, CHURCHES_PER_TICK), TURN_LEASE_S)
-    if #due == 0 then return end
-    local share = max(1, floor(free / #due))
-    for _, d in ipairs(due) do
+    local total = config.telnyx.max_in_flight
+    local count = ceil(total / LANE_SHARE)
+    while lanes < count and not stopping do
+        lanes = lanes + 1
+        local share = floor(total / count) + (lanes <= total % count and 1 or 0)
         steeple.spawn(function()
-            local ok, err = pcall(function()
-                local entry = tenants.lookup(d.tenant_id)
-                if entry == nil or entry.status ~= "active" or entry.phone == db.null then return end
-                turn({ tenant_id = d.tenant_id, server = entry.server, dbname = entry.dbname, name = entry.name,
-                       phone = entry.phone, time_zone = entry.time_zone }, share)
-            end)
-            if not ok then
-                log.warn("a broadcast turn failed; the church is tried again later",
-                    { tenant = d.tenant_id, error = errors.describe(err) })
-            end
+            local ok, err = pcall(lane, share)
+            lanes = lanes - 1
+            if not ok then log.warn("broadcast dispatch stopped; it starts again on the next tick",
+                { error = errors.describe(err) }) end
         end)
     end
 end

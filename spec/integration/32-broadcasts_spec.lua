@@ -277,8 +277,8 @@ describe("broadcasts", function()
                 INSERT INTO broadcast_recipients (broadcast_id, phone_number, contact_id, time_zone)
                 SELECT b.id, c.phone_number, c.id, 'UTC' FROM b, contacts c WHERE c.phone_number LIKE '+1555937%';
                 ANALYZE broadcasts; ANALYZE broadcast_recipients;
-                PREPARE claim(float8) AS ]] .. claim .. [[;
-                EXPLAIN EXECUTE claim(60);
+                PREPARE claim(float8, int) AS ]] .. claim .. [[;
+                EXPLAIN EXECUTE claim(60, 8);
                 ROLLBACK]])
             assert.truthy(plan:find("Index Scan using broadcast_recipients_due", 1, true), plan)
             assert.is_nil(plan:find("Seq Scan on broadcast_recipients", 1, true), plan)
