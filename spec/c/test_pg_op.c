@@ -522,6 +522,28 @@ static void run_sql(struct pg_pool *p, const char *sql, const char *param, struc
     CHECK(!o->unavailable);
 }
 
+/* A fresh cluster of one connection that prepares at most max statements:
+ * its pool, or NULL. */
+static struct pg_pool *one_connection(int max)
+{
+    if (setup_prepared(1, max) != 0) {
+        CHECK(0);
+        return NULL;
+    }
+    return main_pool();
+}
+
+/* Runs sql, a statement without rows and parameters, on p. */
+static void command(struct pg_pool *p, const char *sql)
+{
+    struct outcome o;
+    run_sql(p, sql, NULL, &o);
+    if (o.status != PGRES_COMMAND_OK) {
+        printf("# %s: %s\n", sql, o.err);
+        CHECK(0);
+    }
+}
+
 /* The statements cached on p's one connection. */
 static int cached(struct pg_pool *p)
 {
@@ -545,13 +567,18 @@ static void expect(struct pg_pool *p, const char *sql, const char *param, const 
     }
 }
 
+/* Checks the names of the statements the server holds for p's connection. */
+static void server_holds(struct pg_pool *p, const char *names)
+{
+    expect(p, "SELECT string_agg(name, ',' ORDER BY name) FROM pg_prepared_statements", NULL,
+           names);
+}
+
 static void prepares_once_up_to_the_bound(void)
 {
-    if (setup_prepared(1, 2) != 0) {
-        CHECK(0);
+    struct pg_pool *p = one_connection(2);
+    if (p == NULL)
         return;
-    }
-    struct pg_pool *p = main_pool();
     expect(p, "SELECT $1::int + 1", "41", "42");
     CHECK(cached(p) == 1);
     expect(p, "SELECT $1::int + 1", "1", "2"); /* by name */
@@ -565,18 +592,15 @@ static void prepares_once_up_to_the_bound(void)
     CHECK(cached(p) == 2);
     expect(p, "SELECT $1::int + 1", "9", "10");
     expect(p, "SELECT count(*) FROM pg_prepared_statements", NULL, "2");
-    expect(p, "SELECT string_agg(name, ',' ORDER BY name) FROM pg_prepared_statements", NULL,
-           "s1,s2");
+    server_holds(p, "s1,s2");
     teardown();
 }
 
 static void a_failed_prepare_is_the_statements_error(void)
 {
-    if (setup_prepared(1, 4) != 0) {
-        CHECK(0);
+    struct pg_pool *p = one_connection(4);
+    if (p == NULL)
         return;
-    }
-    struct pg_pool *p = main_pool();
     struct outcome o;
     run_sql(p, "SELEC $1", "x", &o);
     CHECK(o.status == PGRES_FATAL_ERROR && strcmp(o.sqlstate, "42601") == 0);
@@ -593,28 +617,22 @@ static void a_failed_prepare_is_the_statements_error(void)
 
 static void a_stale_plan_prepares_again(void)
 {
-    if (setup_prepared(1, 4) != 0) {
-        CHECK(0);
+    struct pg_pool *p = one_connection(4);
+    if (p == NULL)
         return;
-    }
-    struct pg_pool *p = main_pool();
     struct outcome o;
     const char *sql = "SELECT * FROM stale WHERE a = $1";
-    run_sql(p, "CREATE TEMP TABLE stale (a int)", NULL, &o);
-    CHECK(o.status == PGRES_COMMAND_OK);
-    run_sql(p, "INSERT INTO stale VALUES (1)", NULL, &o);
-    CHECK(o.status == PGRES_COMMAND_OK);
+    command(p, "CREATE TEMP TABLE stale (a int)");
+    command(p, "INSERT INTO stale VALUES (1)");
     expect(p, sql, "1", "1");
     CHECK(cached(p) == 1);
-    run_sql(p, "ALTER TABLE stale ADD COLUMN b int", NULL, &o);
-    CHECK(o.status == PGRES_COMMAND_OK);
+    command(p, "ALTER TABLE stale ADD COLUMN b int");
     run_sql(p, sql, "1", &o);
     CHECK(o.status == PGRES_FATAL_ERROR && strcmp(o.sqlstate, "0A000") == 0);
     CHECK(cached(p) == 0);
     expect(p, sql, "1", "1"); /* prepared again, as s2 */
     CHECK(cached(p) == 1);
-    expect(p, "SELECT string_agg(name, ',' ORDER BY name) FROM pg_prepared_statements", NULL,
-           "s1,s2");
+    server_holds(p, "s1,s2");
     teardown();
 }
 
@@ -622,11 +640,9 @@ static void a_stale_plan_prepares_again(void)
  * and the next connection prepares the statement afresh. */
 static void one_timeout_covers_prepare_and_run(void)
 {
-    if (setup_prepared(1, 4) != 0) {
-        CHECK(0);
+    struct pg_pool *p = one_connection(4);
+    if (p == NULL)
         return;
-    }
-    struct pg_pool *p = main_pool();
     struct outcome o;
     run_within(p, "SELECT pg_sleep($1::float8)", "0.2", 30, &o); /* prepared: s1 */
     CHECK(o.status == PGRES_TUPLES_OK);
