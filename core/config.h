@@ -27,6 +27,7 @@ struct config_db {
     double acquire_timeout_s, connect_timeout_s, statement_timeout_s, idle_timeout_s;
     int breaker_failures;
     double breaker_open_s;
+    int prepared_statements; /* 1: prepare statements with parameters per connection */
 };
 
 struct config_tenants {

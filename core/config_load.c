@@ -55,6 +55,19 @@ static int read_string(lua_State *L, int idx, const char *section, const char *k
     return ok ? 0 : -1;
 }
 
+static int read_boolean(lua_State *L, int idx, const char *section, const char *key, int *out,
+                        char *err, size_t errlen)
+{
+    int ok = get(L, idx, section, key) == LUA_TBOOLEAN;
+    if (ok)
+        *out = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (!ok)
+        snprintf(err, errlen, "config: %s%s%s is missing or not a boolean",
+                 section ? section : "", section ? "." : "", key);
+    return ok ? 0 : -1;
+}
+
 static int read_db(lua_State *L, int idx, struct config_db *db, char *err, size_t errlen)
 {
     double pool_max, server_max, min_idle, acquire_ms, connect_ms, statement_ms, failures;
@@ -69,7 +82,8 @@ static int read_db(lua_State *L, int idx, struct config_db *db, char *err, size_
         read_number(L, idx, "db", "statement_timeout_ms", &statement_ms, err, errlen) ||
         read_number(L, idx, "db", "idle_timeout_s", &db->idle_timeout_s, err, errlen) ||
         read_number(L, idx, "db", "breaker_failures", &failures, err, errlen) ||
-        read_number(L, idx, "db", "breaker_open_s", &db->breaker_open_s, err, errlen))
+        read_number(L, idx, "db", "breaker_open_s", &db->breaker_open_s, err, errlen) ||
+        read_boolean(L, idx, "db", "prepared_statements", &db->prepared_statements, err, errlen))
         return -1;
     db->pool_max = (int)pool_max;
     db->server_max_connections = (int)server_max;

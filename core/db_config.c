@@ -30,6 +30,10 @@ int db_server_key(const char *url, char *out, size_t cap)
     return 0;
 }
 
+/* Statements a connection prepares with db.prepared_statements: more than
+ * the distinct statements a database sees on the hot paths. */
+#define PREPARED_PER_CONNECTION 128
+
 static struct pg_settings settings_of(const struct config *cfg)
 {
     struct pg_settings s = {
@@ -43,6 +47,7 @@ static struct pg_settings settings_of(const struct config *cfg)
         .breaker_open_s = cfg->db.breaker_open_s,
         .capacity = cfg->tenants.capacity,
         .pool_idle_s = cfg->tenants.idle_s,
+        .prepared_max = cfg->db.prepared_statements ? PREPARED_PER_CONNECTION : 0,
     };
     return s;
 }

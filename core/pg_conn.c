@@ -1,5 +1,6 @@
 /* pg_conn.c — non-blocking libpq on libevent (see pg_conn.h). */
 #include "pg_conn.h"
+#include "pg_stmt_cache.h"
 
 #include <event2/event.h>
 #include <stdio.h>
@@ -7,6 +8,19 @@
 #include <string.h>
 
 enum state { CONNECTING, IDLE, SENDING, READING, LENT, BROKEN };
+
+/* What the statement in flight sends: itself unnamed (or a script), its
+ * Parse under a new name (then PREPARED follows), or its cached name. */
+enum step { PLAIN, PREPARING, PREPARED };
+
+/* A statement being prepared, kept for its run once Parse succeeded. The
+ * pointers are the caller's, valid until its callback. */
+struct pending {
+    struct pg_stmt_key key;
+    const char *const *values;
+    const int *lengths;
+    const int *formats;
+};
 
 struct pg_conn {
     PGconn *pg;
@@ -23,6 +37,10 @@ struct pg_conn {
     PGresult *last; /* the result being collected */
     void (*on_free)(void *arg); /* the borrower of a lent connection */
     void *lent_to;
+    struct pg_stmt_cache *stmts; /* NULL: every statement runs unnamed */
+    enum step step;
+    unsigned stmt_id;            /* PREPARING, PREPARED: its number */
+    struct pending pending;      /* PREPARING */
     char err[256];
 };
 
@@ -127,6 +145,7 @@ static void query_done(struct pg_conn *c, PGresult *res, const char *err)
     stop_waiting(c);
     pg_result_cb cb = c->on_result;
     c->on_result = NULL;
+    c->step = PLAIN;
     if (err != NULL)
         c->state = BROKEN;
     else
@@ -142,6 +161,90 @@ static void fail_query(struct pg_conn *c, const char *fallback)
         c->last = NULL;
     }
     query_done(c, NULL, c->err);
+}
+
+/* The first flush of what libpq just queued, then the wait for the rest.
+ * Returns 0, or -1. */
+static int start_sending(struct pg_conn *c)
+{
+    int rc = PQflush(c->pg);
+    if (rc < 0 || wait_for(c, rc == 1 ? EV_READ | EV_WRITE : EV_READ) != 0)
+        return -1;
+    c->state = rc == 1 ? SENDING : READING;
+    return 0;
+}
+
+/* ---- prepared statements ------------------------------------------------- */
+
+/* A run of a cached statement failed in a way that leaves the statement
+ * unusable: its cached plan went stale under DDL ("cached plan must not
+ * change result type", 0A000; the message may be translated, so the
+ * SQLSTATE alone decides), or the server no longer has it (26000). The
+ * next use prepares it again, under a new name. */
+static int prepared_went_bad(const PGresult *res)
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    return PQresultStatus(res) == PGRES_FATAL_ERROR && state != NULL &&
+           (strcmp(state, "0A000") == 0 || strcmp(state, "26000") == 0);
+}
+
+/* Queues the run of prepared statement id. Returns libpq's 1, or 0. */
+static int send_prepared(struct pg_conn *c, unsigned id, int nparams, const char *const *values,
+                         const int *lengths, const int *formats)
+{
+    char name[PG_STMT_NAME_LEN];
+    pg_stmt_name(id, name);
+    c->step = PREPARED;
+    c->stmt_id = id;
+    return PQsendQueryPrepared(c->pg, name, nparams, values, lengths, formats, 0);
+}
+
+/* Queues a statement with parameters on a connection that caches them: its
+ * cached name, or its Parse under a new one (the run follows once Parse
+ * succeeds), or, once the bound is reached, the statement unnamed. Returns
+ * libpq's 1, or 0. */
+static int send_cached(struct pg_conn *c, const char *sql, int nparams, const Oid *types,
+                       const char *const *values, const int *lengths, const int *formats)
+{
+    struct pg_stmt_key k = {sql, strlen(sql), types, nparams, 0};
+    pg_stmt_hash(&k);
+    unsigned id = pg_stmt_cache_find(c->stmts, &k);
+    if (id != 0)
+        return send_prepared(c, id, nparams, values, lengths, formats);
+    if (pg_stmt_cache_full(c->stmts))
+        return PQsendQueryParams(c->pg, sql, nparams, types, values, lengths, formats, 0);
+    char name[PG_STMT_NAME_LEN];
+    c->stmt_id = pg_stmt_cache_next(c->stmts);
+    pg_stmt_name(c->stmt_id, name);
+    c->pending = (struct pending){k, values, lengths, formats};
+    c->step = PREPARING;
+    return PQsendPrepare(c->pg, name, sql, nparams, types);
+}
+
+/* Parse succeeded: the statement is cached and its run sent. Returns 0, or
+ * -1 when it cannot be sent. */
+static int run_after_prepare(struct pg_conn *c)
+{
+    const struct pending *p = &c->pending;
+    /* 0 when out of memory: the server holds it under this name all the
+     * same, and the cache still counts it */
+    (void)pg_stmt_cache_add(c->stmts, &p->key);
+    if (send_prepared(c, c->stmt_id, p->key.ntypes, p->values, p->lengths, p->formats) == 0)
+        return -1;
+    return start_sending(c);
+}
+
+/* Queues the statement the way the connection runs it. Returns libpq's 1,
+ * or 0. */
+static int send_statement(struct pg_conn *c, const char *sql, int nparams, const Oid *types,
+                          const char *const *values, const int *lengths, const int *formats)
+{
+    c->step = PLAIN;
+    if (nparams < 0)
+        return PQsendQuery(c->pg, sql);
+    if (c->stmts != NULL && nparams > 0)
+        return send_cached(c, sql, nparams, types, values, lengths, formats);
+    return PQsendQueryParams(c->pg, sql, nparams, types, values, lengths, formats, 0);
 }
 
 /* Reads what the server sent; finishes when the last result is in. */
@@ -160,6 +263,14 @@ static void read_step(struct pg_conn *c)
                 fail_query(c, "no result");
                 return;
             }
+            if (c->step == PREPARING && PQresultStatus(last) == PGRES_COMMAND_OK) {
+                PQclear(last);
+                if (run_after_prepare(c) != 0)
+                    fail_query(c, "cannot send the query");
+                return;
+            }
+            if (c->step == PREPARED && prepared_went_bad(last))
+                pg_stmt_cache_remove(c->stmts, c->stmt_id);
             query_done(c, last, NULL);
             return;
         }
@@ -292,27 +403,32 @@ int pg_conn_query(struct pg_conn *c, const char *sql, int nparams, const Oid *ty
     if (c->state != IDLE)
         return -1;
     stop_waiting(c);
-    int sent = nparams < 0 ? PQsendQuery(c->pg, sql)
-                           : PQsendQueryParams(c->pg, sql, nparams, types, values, lengths,
-                                               formats, 0);
-    if (sent == 0) {
-        copy_error(c, "cannot send the query");
-        c->state = BROKEN;
-        return -1;
-    }
     /* the first flush is done here, but every outcome is reported later from
      * the loop: never call back into the caller from inside this call */
-    int rc = PQflush(c->pg);
-    if (rc < 0 || wait_for(c, rc == 1 ? EV_READ | EV_WRITE : EV_READ) != 0) {
+    if (send_statement(c, sql, nparams, types, values, lengths, formats) == 0 ||
+        start_sending(c) != 0) {
         copy_error(c, "cannot send the query");
+        c->step = PLAIN;
         c->state = BROKEN;
         return -1;
     }
     c->on_result = cb;
     c->arg = arg;
-    c->state = rc == 1 ? SENDING : READING;
     arm_timer(c, timeout_s);
     return 0;
+}
+
+int pg_conn_prepare_statements(struct pg_conn *c, int max)
+{
+    if (c->stmts != NULL)
+        abort(); /* once per connection */
+    c->stmts = pg_stmt_cache_new(max);
+    return c->stmts != NULL ? 0 : -1;
+}
+
+int pg_conn_prepared_count(const struct pg_conn *c)
+{
+    return c->stmts != NULL ? pg_stmt_cache_count(c->stmts) : 0;
 }
 
 void pg_conn_watch_idle(struct pg_conn *c, pg_broken_cb cb, void *arg)
@@ -381,5 +497,6 @@ void pg_conn_free(struct pg_conn *c)
         PQclear(c->last);
     if (c->pg)
         PQfinish(c->pg);
+    pg_stmt_cache_free(c->stmts);
     free(c);
 }

@@ -24,15 +24,28 @@ struct pg_conn *pg_conn_start(struct event_base *base, const char *const *keys,
                               const char *const *values, double timeout_s, pg_connect_cb cb,
                               void *arg) __attribute__((warn_unused_result));
 
-/* Sends one statement with text or binary parameters (the unnamed statement:
- * no session state); nparams < 0 sends a script of several statements
- * without parameters (the simple protocol, for migrations). timeout_s bounds the whole round trip; on expiry the
- * connection is marked broken and the callback gets an error. Returns 0, or
- * -1 when the connection cannot take a query now. */
+/* Sends one statement with text or binary parameters; nparams < 0 sends a
+ * script of several statements without parameters (the simple protocol, for
+ * migrations). A statement with parameters (nparams > 0) on a connection
+ * that prepares statements (pg_conn_prepare_statements) runs as a named
+ * prepared statement, prepared on its first use (one more round trip); any
+ * other runs as the unnamed statement (no session state). Either way the
+ * callback sees the same result or SQL error. sql, types, values, lengths
+ * and formats stay the caller's and must stay valid until the callback.
+ * timeout_s bounds the whole exchange; on expiry the connection is marked
+ * broken and the callback gets an error. Returns 0, or -1 when the
+ * connection cannot take a query now. */
 int pg_conn_query(struct pg_conn *c, const char *sql, int nparams, const Oid *types,
                   const char *const *values, const int *lengths, const int *formats,
                   double timeout_s, pg_result_cb cb, void *arg)
     __attribute__((warn_unused_result));
+
+/* From now on, statements with parameters are prepared on c, at most max of
+ * them (pg_stmt_cache.h: further ones run unnamed). Call it once, before the
+ * first query. Returns 0, or -1 when out of memory. */
+int pg_conn_prepare_statements(struct pg_conn *c, int max) __attribute__((warn_unused_result));
+/* The statements cached on c (0 when it prepares none); for tests. */
+int pg_conn_prepared_count(const struct pg_conn *c);
 
 /* While idle, watch the socket so a server-side close is noticed at once. */
 void pg_conn_watch_idle(struct pg_conn *c, pg_broken_cb cb, void *arg);

@@ -208,6 +208,11 @@ int pool_connect(struct pg_pool *p, enum open_reason why)
         pc->conn = pg_conn_start(p->cl->base, (const char *const *)srv->kw,
                                  (const char *const *)srv->val, p->cl->s.connect_timeout_s,
                                  on_connected, pc);
+        if (pc->conn != NULL && p->cl->s.prepared_max > 0 &&
+            pg_conn_prepare_statements(pc->conn, p->cl->s.prepared_max) != 0) {
+            pg_conn_free(pc->conn); /* its callback is never called */
+            pc->conn = NULL;
+        }
     }
     if (pc == NULL || pc->conn == NULL) {
         free(pc);

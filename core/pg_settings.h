@@ -15,6 +15,8 @@ struct pg_settings {
     double breaker_open_s;
     int capacity;               /* pools kept open */
     double pool_idle_s;         /* a pool unused this long is closed */
+    int prepared_max;           /* statements prepared per connection; 0: none
+                                 * (db.prepared_statements = false) */
 };
 
 #endif

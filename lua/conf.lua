@@ -45,7 +45,7 @@ local function check_allow_list(v)
 end
 
 -- The schema, in documentation order. Fields: key (dotted), type ("string",
--- "integer" or "number"), default, optional (may be absent), min/max
+-- "integer", "number" or "boolean"), default, optional (may be absent), min/max
 -- (min_exclusive: min itself is not allowed), enum, nonempty, prefix, check
 -- (a function of the value returning an error message or nil), env
 -- (overriding environment variable), reloadable, doc.
@@ -104,6 +104,9 @@ local SCHEMA = {
       reloadable = false, doc = "consecutive failed connects that open a server's circuit breaker" },
     { key = "db.breaker_open_s", type = "number", default = 10, min = 0, min_exclusive = true, max = 3600,
       reloadable = false, doc = "how long an open breaker fails fast before one probe" },
+    { key = "db.prepared_statements", type = "boolean", default = true,
+      reloadable = false,
+      doc = "prepare statements with parameters once per connection (false behind PgBouncer in transaction mode)" },
     { key = "db.migrations_dir", type = "string", default = "sql", nonempty = true,
       reloadable = false, doc = "directory holding registry/ and tenant/ migrations" },
     { key = "db.template", type = "string", default = "steeple_template", enum = { "steeple_template", "none" },
@@ -353,6 +356,9 @@ local function validate(entry, v)
         if type(v) ~= "number" then return nil, "expected number, got " .. type(v) end
         local err = check_range(entry, v)
         if err then return nil, err end
+        return v
+    elseif t == "boolean" then
+        if type(v) ~= "boolean" then return nil, "expected boolean, got " .. type(v) end
         return v
     end
     if type(v) ~= "string" then return nil, "expected string, got " .. type(v) end

@@ -26,6 +26,7 @@ struct outcome {
     int calls;
     int unavailable;
     ExecStatusType status;
+    char sqlstate[6];
     char value[64]; /* the first row's first column */
     char err[256];
     struct pg_conn *conn; /* acquire_only */
@@ -39,8 +40,11 @@ static void on_done(struct pg_op *op, void *arg)
     snprintf(o->err, sizeof o->err, "%s", op->err);
     if (op->res) {
         o->status = PQresultStatus(op->res);
-        if (o->status == PGRES_FATAL_ERROR)
+        if (o->status == PGRES_FATAL_ERROR) {
+            const char *state = PQresultErrorField(op->res, PG_DIAG_SQLSTATE);
             snprintf(o->err, sizeof o->err, "%s", PQresultErrorMessage(op->res));
+            snprintf(o->sqlstate, sizeof o->sqlstate, "%s", state ? state : "");
+        }
         if (PQntuples(op->res) > 0 && PQnfields(op->res) > 0)
             snprintf(o->value, sizeof o->value, "%s", PQgetvalue(op->res, 0, 0));
     }
@@ -68,14 +72,16 @@ static struct pg_conn *idle_conn(struct pg_pool *p)
     return c;
 }
 
-/* A fresh cluster whose pools hold at most pool_max connections. */
-static int setup(int pool_max)
+/* A fresh cluster whose pools hold at most pool_max connections, each
+ * preparing at most prepared_max statements. */
+static int setup_prepared(int pool_max, int prepared_max)
 {
     const char *url = getenv("DATABASE_URL");
     struct pg_settings s = {
         .pool_max = pool_max, .min_idle = 0, .acquire_timeout_s = WAIT_S,
         .connect_timeout_s = 10, .statement_timeout_s = WAIT_S, .idle_timeout_s = 60,
         .breaker_failures = 5, .breaker_open_s = 1, .capacity = 8, .pool_idle_s = 60,
+        .prepared_max = prepared_max,
     };
     char err[256];
     struct pg_server_names id = {"main", NULL, NULL};
@@ -86,6 +92,12 @@ static int setup(int pool_max)
         return -1;
     }
     return 0;
+}
+
+/* A fresh cluster whose connections prepare nothing. */
+static int setup(int pool_max)
+{
+    return setup_prepared(pool_max, 0);
 }
 
 static void teardown(void)
@@ -475,7 +487,179 @@ static void writes_create_and_drop_database(void)
     teardown();
 }
 
+/* ---- prepared statements (one connection: pool_max 1) -------------------- */
+
+/* Runs sql with one parameter (NULL: none) on p within timeout seconds;
+ * returns after its outcome. */
+static void run_within(struct pg_pool *p, const char *sql, const char *param, double timeout,
+                       struct outcome *o)
+{
+    memset(o, 0, sizeof *o);
+    int n = param != NULL;
+    size_t len = param ? strlen(param) : 0;
+    char *text;
+    struct pg_op *op = pg_op_new_statement(sql, strlen(sql), n, n ? len + 1 : 0, &text);
+    CHECK(op != NULL);
+    if (op == NULL)
+        return;
+    if (n) {
+        memcpy(text, param, len + 1);
+        op->values[0] = text;
+        op->lengths[0] = (int)len;
+    }
+    op->pool = p;
+    op->timeout = timeout;
+    op->deadline = INFINITY;
+    op->done = on_done;
+    op->arg = o;
+    CHECK(pg_op_start(op) == PG_OP_PENDING);
+    CHECK(run_until(&o->calls));
+}
+
+static void run_sql(struct pg_pool *p, const char *sql, const char *param, struct outcome *o)
+{
+    run_within(p, sql, param, pg_op_timeout(pg_cluster_settings(cl)), o);
+    CHECK(!o->unavailable);
+}
+
+/* A fresh cluster of one connection that prepares at most max statements:
+ * its pool, or NULL. */
+static struct pg_pool *one_connection(int max)
+{
+    if (setup_prepared(1, max) != 0) {
+        CHECK(0);
+        return NULL;
+    }
+    return main_pool();
+}
+
+/* Runs sql, a statement without rows and parameters, on p. */
+static void command(struct pg_pool *p, const char *sql)
+{
+    struct outcome o;
+    run_sql(p, sql, NULL, &o);
+    if (o.status != PGRES_COMMAND_OK) {
+        printf("# %s: %s\n", sql, o.err);
+        CHECK(0);
+    }
+}
+
+/* The statements cached on p's one connection. */
+static int cached(struct pg_pool *p)
+{
+    struct pg_conn *c = idle_conn(p);
+    CHECK(c != NULL);
+    int n = c ? pg_conn_prepared_count(c) : -1;
+    if (c)
+        pg_pool_release(c, 1);
+    return n;
+}
+
+/* Checks the first column of sql's (one parameter) first row. */
+static void expect(struct pg_pool *p, const char *sql, const char *param, const char *want)
+{
+    struct outcome o;
+    run_sql(p, sql, param, &o);
+    CHECK(o.status == PGRES_TUPLES_OK);
+    if (strcmp(o.value, want) != 0) {
+        printf("# %s (%s): got '%s' %s, want '%s'\n", sql, param ? param : "-", o.value, o.err, want);
+        CHECK(0);
+    }
+}
+
+/* Checks the names of the statements the server holds for p's connection. */
+static void server_holds(struct pg_pool *p, const char *names)
+{
+    expect(p, "SELECT string_agg(name, ',' ORDER BY name) FROM pg_prepared_statements", NULL,
+           names);
+}
+
+static void prepares_once_up_to_the_bound(void)
+{
+    struct pg_pool *p = one_connection(2);
+    if (p == NULL)
+        return;
+    expect(p, "SELECT $1::int + 1", "41", "42");
+    CHECK(cached(p) == 1);
+    expect(p, "SELECT $1::int + 1", "1", "2"); /* by name */
+    CHECK(cached(p) == 1);
+    expect(p, "SELECT 'no parameters'", NULL, "no parameters"); /* never prepared */
+    CHECK(cached(p) == 1);
+    expect(p, "SELECT $1::int + 2", "1", "3");
+    CHECK(cached(p) == 2);
+    expect(p, "SELECT $1::int + 3", "1", "4"); /* past the bound: unnamed */
+    expect(p, "SELECT $1::int + 3", "2", "5");
+    CHECK(cached(p) == 2);
+    expect(p, "SELECT $1::int + 1", "9", "10");
+    expect(p, "SELECT count(*) FROM pg_prepared_statements", NULL, "2");
+    server_holds(p, "s1,s2");
+    teardown();
+}
+
+static void a_failed_prepare_is_the_statements_error(void)
+{
+    struct pg_pool *p = one_connection(4);
+    if (p == NULL)
+        return;
+    struct outcome o;
+    run_sql(p, "SELEC $1", "x", &o);
+    CHECK(o.status == PGRES_FATAL_ERROR && strcmp(o.sqlstate, "42601") == 0);
+    CHECK(strstr(o.err, "syntax error") != NULL);
+    CHECK(cached(p) == 0);
+    /* a run that fails after Parse succeeded keeps its statement */
+    run_sql(p, "SELECT $1::int", "abc", &o);
+    CHECK(o.status == PGRES_FATAL_ERROR && strcmp(o.sqlstate, "22P02") == 0);
+    CHECK(cached(p) == 1);
+    expect(p, "SELECT $1::int", "7", "7");
+    expect(p, "SELECT count(*) FROM pg_prepared_statements", NULL, "1");
+    teardown();
+}
+
+static void a_stale_plan_prepares_again(void)
+{
+    struct pg_pool *p = one_connection(4);
+    if (p == NULL)
+        return;
+    struct outcome o;
+    const char *sql = "SELECT * FROM stale WHERE a = $1";
+    command(p, "CREATE TEMP TABLE stale (a int)");
+    command(p, "INSERT INTO stale VALUES (1)");
+    expect(p, sql, "1", "1");
+    CHECK(cached(p) == 1);
+    command(p, "ALTER TABLE stale ADD COLUMN b int");
+    run_sql(p, sql, "1", &o);
+    CHECK(o.status == PGRES_FATAL_ERROR && strcmp(o.sqlstate, "0A000") == 0);
+    CHECK(cached(p) == 0);
+    expect(p, sql, "1", "1"); /* prepared again, as s2 */
+    CHECK(cached(p) == 1);
+    server_holds(p, "s1,s2");
+    teardown();
+}
+
+/* The timeout covers Parse and the run: a run past it breaks the connection,
+ * and the next connection prepares the statement afresh. */
+static void one_timeout_covers_prepare_and_run(void)
+{
+    struct pg_pool *p = one_connection(4);
+    if (p == NULL)
+        return;
+    struct outcome o;
+    run_within(p, "SELECT pg_sleep($1::float8)", "0.2", 30, &o); /* prepared: s1 */
+    CHECK(o.status == PGRES_TUPLES_OK);
+    run_within(p, "SELECT pg_sleep($1::float8 * 2)", "3", 0.3, &o);
+    CHECK(o.unavailable && strstr(o.err, "statement timeout") != NULL);
+    expect(p, "SELECT $1::text || 'ok'", "still ", "still ok"); /* a new connection */
+    CHECK(cached(p) == 1);
+    teardown();
+}
+
 static const struct tap_case cases[] = {
+    {"one timeout covers the prepare and the run", one_timeout_covers_prepare_and_run},
+    {"prepares a statement with parameters once, up to the bound",
+     prepares_once_up_to_the_bound},
+    {"a failed prepare is the statement's error and is not cached",
+     a_failed_prepare_is_the_statements_error},
+    {"a statement whose cached plan went stale is prepared again", a_stale_plan_prepares_again},
     {"limits a statement to the deadline", limits_a_statement_to_the_deadline},
     {"accepts only names steeple creates", accepts_only_names_steeple_creates},
     {"writes CREATE and DROP DATABASE on the connection", writes_create_and_drop_database},

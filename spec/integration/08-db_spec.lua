@@ -472,6 +472,159 @@ describe("database queries", function()
     end)
 end)
 
+describe("prepared statements", function()
+    local DB = PREFIX .. "_prep"
+    local url
+    -- the same cases through both paths: prepared by name (the default) and
+    -- every statement unnamed (db.prepared_statements = false)
+    local on = suite.server(function()
+        assert(BASE_URL, "DATABASE_URL is not set (run the specs through spec/run.sh)")
+        url = create_database(DB)
+        psql(url, "CREATE TABLE items (id serial PRIMARY KEY, v text);"
+            .. " CREATE TABLE planned_on (id int, v text); INSERT INTO planned_on VALUES (1, 'a');"
+            .. " CREATE TABLE planned_off (id int, v text); INSERT INTO planned_off VALUES (1, 'a')")
+        return { config = { workers = 1 } }
+    end, { after = function() drop_database(DB) end })
+    local off = suite.server { config = { workers = 1, db = { prepared_statements = false } } }
+
+    -- Runs steps ({sql, params...}) on one pinned connection of srv; returns
+    -- each step's answer and the statements prepared on that connection.
+    local function session(srv, steps)
+        local list = {}
+        for i, step in ipairs(steps) do
+            list[i] = { sql = step[1], params = { table.unpack(step, 2) } }
+        end
+        local res = post(srv, "/test/db/session", { db = DB, steps = list })
+        assert.equal(200, res.status, res.body)
+        return res.json.results, res.json.prepared
+    end
+
+    local function count_of(list, value)
+        local n = 0
+        for _, v in ipairs(list) do
+            if v == value then n = n + 1 end
+        end
+        return n
+    end
+
+    local function both_clean()
+        assert.same({}, on:unexpected_errors())
+        assert.same({}, off:unexpected_errors())
+    end
+
+    it("prepares a statement once per connection and runs it by name after, with the same results", function()
+        local sql = "SELECT $1::int + 1 AS n, $2::text AS s"
+        local steps = { { sql, { int = "41" }, "x" }, { sql, { int = "1" }, "y" }, { sql, { int = "-1" }, "z" } }
+        local on_results, on_prepared = session(on, steps)
+        local off_results, off_prepared = session(off, steps)
+        assert.same({ { n = 42, s = "x" } }, on_results[1].rows)
+        assert.same({ { n = 2, s = "y" } }, on_results[2].rows)
+        assert.same({ { n = 0, s = "z" } }, on_results[3].rows)
+        assert.same(off_results, on_results)
+        assert.equal(1, count_of(on_prepared, sql), "prepared once on the connection")
+        assert.same({}, off_prepared)
+        -- a statement without parameters is never prepared
+        local _, prepared = session(on, { { "SELECT 7 AS seven" } })
+        assert.equal(0, count_of(prepared, "SELECT 7 AS seven"))
+        both_clean()
+    end)
+
+    it("keys a statement by its parameter types as well as its text", function()
+        local sql = "SELECT pg_typeof($1)::text AS t"
+        local steps = { { sql, { bytea_hex = "00ff" } }, { sql, "text" }, { sql, { bytea_hex = "01" } } }
+        local on_results, on_prepared = session(on, steps)
+        local off_results = session(off, steps)
+        assert.same({ { t = "bytea" } }, on_results[1].rows)
+        assert.same(off_results, on_results)
+        assert.is_true(count_of(on_prepared, sql) >= 1)
+        both_clean()
+    end)
+
+    it("reports an SQL error the same way, prepared or not, and never caches a failed prepare", function()
+        local bad = "SELEC $1"
+        local steps = {
+            { bad, "x" }, { bad, "x" },
+            { "SELECT $1::int AS n", "abc" }, { "SELECT $1::int AS n", { int = "5" } },
+        }
+        local on_results, on_prepared = session(on, steps)
+        local off_results = session(off, steps)
+        assert.same({ "sql", "42601" }, { on_results[1].error.kind, on_results[1].error.sqlstate })
+        assert.matches("syntax error", on_results[1].error.message)
+        assert.same({ "sql", "22P02" }, { on_results[3].error.kind, on_results[3].error.sqlstate })
+        assert.same({ { n = 5 } }, on_results[4].rows)
+        assert.same(off_results, on_results)
+        assert.equal(0, count_of(on_prepared, bad))
+        assert.equal(1, count_of(on_prepared, "SELECT $1::int AS n"))
+        both_clean()
+    end)
+
+    it("runs a statement again after a failure inside a transaction and its ROLLBACK", function()
+        local double = "SELECT $1::int * 2 AS n"
+        local insert = "INSERT INTO items (v) VALUES ($1)"
+        local steps = {
+            { "BEGIN" },
+            { insert, "tx1" },
+            { "SELECT v FROM no_such_table_" .. RUN .. " WHERE v = $1", "x" },
+            { double, { int = "3" } },
+            { "ROLLBACK" },
+            { double, { int = "3" } },
+            { insert, "tx2" },
+            { "SELECT count(*) AS n FROM items WHERE v = $1", "tx1" },
+        }
+        for _, srv in ipairs { on, off } do
+            local results, prepared = session(srv, steps)
+            assert.is_nil(results[2].error)
+            assert.equal("42P01", results[3].error.sqlstate)
+            assert.equal("25P02", results[4].error.sqlstate)
+            assert.is_nil(results[5].error)
+            assert.same({ { n = 6 } }, results[6].rows)
+            assert.same(1, results[7].count)
+            assert.same({ { n = 0 } }, results[8].rows)
+            if srv == on then
+                -- prepared inside the rolled-back transaction, and still there
+                assert.equal(1, count_of(prepared, insert))
+                assert.equal(1, count_of(prepared, double))
+            end
+        end
+        assert.equal("2", psql(url, "SELECT count(*) FROM items WHERE v = 'tx2'"))
+        assert.equal("0", psql(url, "SELECT count(*) FROM items WHERE v = 'tx1'"))
+        both_clean()
+    end)
+
+    it("prepares a statement again after its cached plan went stale under DDL", function()
+        for _, case in ipairs { { on, "planned_on" }, { off, "planned_off" } } do
+            local srv, tbl = case[1], case[2]
+            local sql = "SELECT * FROM " .. tbl .. " WHERE id = $1"
+            local results, prepared = session(srv, {
+                { sql, { int = "1" } },
+                { "ALTER TABLE " .. tbl .. " ADD COLUMN extra int DEFAULT 7" },
+                { sql, { int = "1" } },
+                { sql, { int = "1" } },
+            })
+            assert.same({ { id = 1, v = "a" } }, results[1].rows)
+            assert.is_nil(results[2].error)
+            if srv == on then
+                -- the one run that fails, on this connection only
+                assert.equal("0A000", results[3].error.sqlstate)
+                assert.matches("cached plan must not change result type", results[3].error.message)
+                -- prepared again under a new name; the server keeps the
+                -- stale one until the connection closes
+                assert.equal(2, count_of(prepared, sql), "the stale statement left the cache")
+            else
+                assert.same({ { id = 1, v = "a", extra = 7 } }, results[3].rows)
+                assert.same({}, prepared)
+            end
+            assert.same({ { id = 1, v = "a", extra = 7 } }, results[4].rows)
+        end
+        both_clean()
+    end)
+
+    it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
+        on:assert_stops_cleanly()
+        off:assert_stops_cleanly()
+    end)
+end)
+
 describe("database pool caps", function()
     local srv
     local DB = PREFIX .. "_caps"

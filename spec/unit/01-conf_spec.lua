@@ -48,6 +48,7 @@ local EXPECTED_DEFAULTS = {
         idle_timeout_s = 60,
         breaker_failures = 5,
         breaker_open_s = 10,
+        prepared_statements = true,
         migrations_dir = "sql",
         template = "steeple_template",
     },
@@ -70,7 +71,7 @@ local EXPECTED_DEFAULTS = {
 local DB_KEYS = {
     "db.url", "db.tenant_urls", "db.pool_max", "db.server_max_connections", "db.min_idle",
     "db.acquire_timeout_ms", "db.connect_timeout_ms", "db.statement_timeout_ms", "db.idle_timeout_s",
-    "db.breaker_failures", "db.breaker_open_s", "db.migrations_dir", "db.template",
+    "db.breaker_failures", "db.breaker_open_s", "db.prepared_statements", "db.migrations_dir", "db.template",
     "tenants.capacity", "tenants.idle_s", "tenants.cache_ttl_s",
 }
 
@@ -137,7 +138,7 @@ describe("conf", function()
             for _, k in ipairs(LATER_NAMES) do expected[#expected + 1] = k end
             expected[#expected + 1] = "bench.plain_path"
             assert.same(expected, keys)
-            assert.equal(67, #conf.schema)
+            assert.equal(68, #conf.schema)
         end)
 
         it("looks entries up by key", function()
@@ -195,7 +196,7 @@ describe("conf", function()
                            pool_max = 2, server_max_connections = 40, min_idle = 1,
                            acquire_timeout_ms = 100, connect_timeout_ms = 200, statement_timeout_ms = 300,
                            idle_timeout_s = 5, breaker_failures = 2, breaker_open_s = 1.5,
-                           migrations_dir = "m", template = "none" },
+                           prepared_statements = false, migrations_dir = "m", template = "none" },
                     tenants = { capacity = 7, idle_s = 60, cache_ttl_s = 0, provisioning_timeout_s = 20,
                                 max_provisioning = 2, janitor_interval_s = 2 },
                     auth = { jwt_secret = "0123456789abcdef0123456789abcdef", data_key = "]] .. SPEC_KEY .. [[",
@@ -222,7 +223,7 @@ describe("conf", function()
                        pool_max = 2, server_max_connections = 40, min_idle = 1,
                        acquire_timeout_ms = 100, connect_timeout_ms = 200, statement_timeout_ms = 300,
                        idle_timeout_s = 5, breaker_failures = 2, breaker_open_s = 1.5,
-                       migrations_dir = "m", template = "none" },
+                       prepared_statements = false, migrations_dir = "m", template = "none" },
                 tenants = { capacity = 7, idle_s = 60, cache_ttl_s = 0, provisioning_timeout_s = 20,
                             max_provisioning = 2, janitor_interval_s = 2 },
                 auth = { jwt_secret = "0123456789abcdef0123456789abcdef", data_key = SPEC_KEY,
@@ -365,12 +366,20 @@ describe("conf", function()
             { "log = { level = 3 }", "config: log.level: expected string, got number" },
             { "env = true", "config: env: expected string, got boolean" },
             { "bench = { plain_path = 1 }", "config: bench.plain_path: expected string, got number" },
+            { "db = { prepared_statements = 'false' }", "config: db.prepared_statements: expected boolean, got string" },
+            { "db = { prepared_statements = 0 }", "config: db.prepared_statements: expected boolean, got number" },
         }
         for _, case in ipairs(cases) do
             it("rejects " .. case[1], function()
                 assert.same({ nil, case[2] }, { load_text("return { " .. case[1] .. " }") })
             end)
         end
+
+        it("takes a boolean as it is, false included", function()
+            assert.is_false(assert(load_text("return { db = { prepared_statements = false } }")).db.prepared_statements)
+            assert.is_true(assert(load_text("return { db = { prepared_statements = true } }")).db.prepared_statements)
+            assert.is_true(assert(load_text("return {}")).db.prepared_statements)
+        end)
 
         it("accepts an integral float as an integer and stores an integer", function()
             local cfg = assert(load_text("return { port = 8080.0, limits = { body_bytes = 2.0 } }"))
