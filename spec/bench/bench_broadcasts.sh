@@ -27,7 +27,8 @@
 #     2 minutes). Per church: the largest number of calls in any 60-second
 #     window (must be <= RATE_PER_MIN) and the time from sendAt to its last
 #     call against the ideal, RATE_RECIPIENTS / RATE_PER_MIN minutes.
-# PARTS chooses the parts ("throughput rate"). Churches are made fast: one
+# PARTS chooses the parts ("throughput rate"); PREPARED=false runs the
+# server with db.prepared_statements off, for comparison. Churches are made fast: one
 # registered through the API (with a phone number), the others copied from
 # its database with their contacts and list (CREATE DATABASE ... TEMPLATE,
 # SEED_JOBS sessions) and entered in the registry, each with its own number;
@@ -36,7 +37,7 @@
 # wait. One summary block at the end.
 #
 #   CHURCHES=200 RECIPIENTS=1000 RATE_CHURCHES=10 RATE_RECIPIENTS=1500 RATE_PER_MIN=600 \
-#   LEAD_S=60 DRAIN_TIMEOUT_S=3600 SEED_JOBS=4 PGSS=1 FAKE=fast PARTS="throughput rate" \
+#   LEAD_S=60 DRAIN_TIMEOUT_S=3600 SEED_JOBS=4 PGSS=1 FAKE=fast PARTS="throughput rate" PREPARED=true \
 #   KEEP=1 bash spec/bench/bench_broadcasts.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -50,6 +51,7 @@ DRAIN_TIMEOUT_S=${DRAIN_TIMEOUT_S:-3600}
 SEED_JOBS=${SEED_JOBS:-4}
 PGSS=${PGSS:-1}
 FAKE=${FAKE:-fast}
+PREPARED=${PREPARED:-true}
 PARTS=${PARTS:-throughput rate}
 TARGET=2000
 BIN=${BIN:-$PWD/build/steeple}
@@ -180,6 +182,7 @@ fake_calls() { # log
 write_config() {
     cat > "$work/config.lua" <<CFG
 return { port = $port, log = { level = "warn" }, auth = { access_ttl_s = 86400 },
+         db = { prepared_statements = $PREPARED },
          telnyx = { api_base = "http://127.0.0.1:${fake_port:-9}", max_per_second = $3 },
          messaging = { rate_per_min = $1, daily_cap = $2, quiet_start = "00:00", quiet_end = "00:00" } }
 CFG
