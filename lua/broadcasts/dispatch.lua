@@ -16,13 +16,18 @@
 --      slots (pace.lua), record the call as begun together with the
 --      conversation message it sends, call Telnyx and record the outcome;
 --   5. finished broadcasts become done, and the church's mark moves to the
---      time it has work again, or goes when nothing is scheduled or sending.
+--      time it has work again, or goes when nothing is scheduled or sending;
+--      its progress_due_at moves with it unless the turn's senders failed
+--      without a call (a turn that fails or never comes leaves it behind).
 --
 -- A turn ends after TURN_S; the church's next turn (here or on another
 -- worker or node) comes once its mark is due again, so a long broadcast
 -- holds no other church back.
 --
 --   dispatch.tick()  (every worker, from housekeeping)
+--   dispatch.report_stall()  sets steeple_broadcast_stall_seconds: how long
+--       the active church most overdue has waited for a turn that makes
+--       progress (worker 0, from housekeeping; 0 when none waits)
 
 local config = require "steeple.config"
 local log = require "steeple.log"
@@ -46,6 +51,8 @@ local M = {}
 metrics.describe("steeple_broadcast_sends_total", "counter", "Broadcast calls to Telnyx, by outcome.")
 metrics.describe("steeple_broadcast_unknown_total", "counter",
     "Broadcast calls cut short whose outcome is unknown (failed, never sent again).")
+metrics.describe("steeple_broadcast_stall_seconds", "gauge",
+    "Seconds the active church most overdue has waited for a broadcast turn that makes progress (0: none).")
 
 local TURN_S <const> = 3            -- one church's turn
 local TURN_LEASE_S <const> = 30     -- a church taken is not taken again before
@@ -273,19 +280,21 @@ local function call(handle, church, msg)
     end
 end
 
--- One send: claimed recipient r, the church's slot taken. Returns false when
--- the church has nothing to send now.
+-- One send: claimed recipient r, the church's slot taken. Returns true when
+-- Telnyx was called.
 local function send_one(handle, church, r)
     local wait = pace.platform()
     if wait > 0 then steeple.sleep(wait * 1000) end
     local msg = begin_call(handle, church, r)
-    if msg then call(handle, church, msg) end
+    if msg == nil then return false end
+    call(handle, church, msg)
+    return true
 end
 
 -- A sender: claims and sends until the turn's end, or nothing is due, or
--- the church's slots are further away; returns when to look again (seconds
--- from now) or nil when nothing was due.
-local function sender(handle, church, deadline)
+-- the church's slots are further away, counting its calls in t.calls;
+-- returns when to look again (seconds from now) or nil when nothing was due.
+local function sender(handle, church, deadline, t)
     while steeple.clock() < deadline do
         local r = handle:query(CLAIM, lease_s())[1]
         if r == nil then return nil end
@@ -295,7 +304,7 @@ local function sender(handle, church, deadline)
             return later
         end
         if wait > 0 then steeple.sleep(wait * 1000) end
-        send_one(handle, church, r)
+        if send_one(handle, church, r) then t.calls = t.calls + 1 end
     end
     return 0
 end
@@ -308,7 +317,13 @@ local NEXT <const> = [[
          WHERE b.status = 'sending' AND r.state = 'pending'),
         (SELECT min(lease_until) FROM broadcast_recipients WHERE state = 'sending')) - now())::float8 AS next]]
 
-local function finish_turn(handle, church, later)
+-- $1 church, $2 seconds to its next turn, $3 true when this turn made progress
+local NEXT_TURN <const> = [[
+    UPDATE broadcast_tenants SET due_at = now() + make_interval(secs => $2),
+        progress_due_at = CASE WHEN $3 THEN now() + make_interval(secs => $2) ELSE progress_due_at END
+    WHERE tenant_id = $1]]
+
+local function finish_turn(handle, church, later, progressed)
     handle:query([[
         UPDATE broadcasts SET status = 'done', finished_at = now(), updated_at = now()
         WHERE status = 'sending' AND started_at IS NOT NULL AND queued = 0]])
@@ -316,9 +331,7 @@ local function finish_turn(handle, church, later)
     local next = handle:query(NEXT)[1].next
     if next == db.null then next = 60 end -- paused ones only: resume marks it again
     next = max(next, later or 0, 0)
-    db.registry():query([[
-        UPDATE broadcast_tenants SET due_at = now() + make_interval(secs => $2) WHERE tenant_id = $1]],
-        church.tenant_id, next)
+    db.registry():query(NEXT_TURN, church.tenant_id, next, progressed)
 end
 
 local function turn(church, share)
@@ -327,22 +340,24 @@ local function turn(church, share)
     start_due(handle, church)
     defer_quiet(handle)
     local deadline = steeple.clock() + TURN_S
-    local running, later = share, nil
+    local t = { running = share, calls = 0, failed = 0 }
+    local later = nil
     for _ = 1, share do
         senders = senders + 1
         steeple.spawn(function()
-            local ok, result = pcall(sender, handle, church, deadline)
+            local ok, result = pcall(sender, handle, church, deadline, t)
             senders = senders - 1
-            running = running - 1
+            t.running = t.running - 1
             if not ok then
+                t.failed = t.failed + 1
                 log.warn("a broadcast sender stopped", { tenant = church.tenant_id, error = errors.describe(result) })
             elseif result ~= nil then
                 later = later and min(later, result) or result
             end
         end)
     end
-    while running > 0 do steeple.sleep(20) end
-    finish_turn(handle, church, later)
+    while t.running > 0 do steeple.sleep(20) end
+    finish_turn(handle, church, later, t.failed == 0 or t.calls > 0)
 end
 
 local TAKE_CHURCHES <const> = [[
@@ -374,6 +389,17 @@ function M.tick()
             end
         end)
     end
+end
+
+-- Churches that are not active send nothing and are not waited for.
+local STALL <const> = [[
+    SELECT floor(greatest(extract(epoch FROM now() - min(b.progress_due_at)), 0))::int AS stall
+    FROM broadcast_tenants b JOIN tenants t ON t.id = b.tenant_id
+    WHERE t.status = 'active' AND t.phone_number IS NOT NULL]]
+
+function M.report_stall()
+    local stall = db.registry():query(STALL)[1].stall
+    metrics.set("steeple_broadcast_stall_seconds", nil, stall == db.null and 0 or stall)
 end
 
 return M
