@@ -414,8 +414,10 @@ describe("steeple_broadcast_stall_seconds", function()
 
     local srv = suite.server(function()
         reg = auth.registry("metricstall")
+        -- a call to Telnyx would be refused at once, and not tried again; no quiet hours
         return {
-            config = { messaging = { dispatch_interval_s = 1 } },
+            config = { messaging = { dispatch_interval_s = 1, quiet_start = "00:00", quiet_end = "00:00" },
+                       telnyx = { api_base = "http://127.0.0.1:1", send_attempts = 1, timeout_ms = 2000 } },
             env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false },
         }
     end, {
@@ -474,6 +476,33 @@ describe("steeple_broadcast_stall_seconds", function()
         mark("due_at = now()")
         stall_becomes(function(x) return x == 0 end, "after the church's turn")
         assert.equal(1, reg:count("SELECT count(*) FROM broadcast_tenants WHERE progress_due_at > now() + interval '1 hour'"))
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("grows while every sender of the church's turns fails, and drops once a turn goes through", function()
+        local res = auth.call(srv, "POST", "/api/contacts", church.token,
+            { phoneNumber = "+15559400002", consent = "opted_in", lists = { list_id } })
+        assert.equal(201, res.status, res.body)
+        -- the senders take their pace from the registry's send_pacing: without it each one fails
+        assert(select(2, pg.psql(reg.url, "ALTER TABLE send_pacing RENAME TO send_pacing_away")))
+        res = auth.call(srv, "POST", "/api/broadcasts", church.token, { text = "Now", lists = { list_id } })
+        assert.equal(201, res.status, res.body)
+        local id = res.json.broadcast.id
+        stall_becomes(function(x) return x >= 4 end, "senders failing")
+        assert.truthy(srv:log_contains("a broadcast sender stopped"))
+        -- the turns went on all along: only progress_due_at stayed behind
+        assert.equal(1, reg:count("SELECT count(*) FROM broadcast_tenants WHERE due_at > progress_due_at"))
+        assert(select(2, pg.psql(reg.url, "ALTER TABLE send_pacing_away RENAME TO send_pacing")))
+        -- the recipient a failed sender claimed comes back when its lease ends:
+        -- end it now, and let the church's next turn come at once
+        assert(select(2, pg.psql(pg.url_of(church.db),
+            "UPDATE broadcast_recipients SET lease_until = now() WHERE state = 'sending'")))
+        mark("due_at = now()")
+        -- that turn calls Telnyx (refused: the recipient fails, the broadcast is done)
+        assert.truthy(server.wait_until(function()
+            return auth.get(srv, "/api/broadcasts/" .. id, church.token).json.broadcast.status == "done"
+        end, 15), "the broadcast never finished")
+        assert.equal(0, stall_becomes(function(x) return x == 0 end, "after a turn that called Telnyx"))
         assert.same({}, srv:unexpected_errors())
     end)
 
