@@ -9,7 +9,8 @@
 --     never): queued messages whose time has come (after a restart, a lost task);
 --   * the broadcast dispatcher, on every worker, every
 --     messaging.dispatch_interval_s (0: never): the turns of the churches
---     whose broadcasts are due (broadcasts/dispatch.lua);
+--     whose broadcasts are due (broadcasts/dispatch.lua); on worker 0, at
+--     the same interval, the gauge steeple_broadcast_stall_seconds;
 --   * the janitor, on worker 0, at start-up and every
 --     tenants.janitor_interval_s (0: never): undoes registrations cut short.
 --
@@ -37,7 +38,8 @@ metrics.describe("steeple_lua_heap_bytes", "gauge", "Memory of the workers' Lua 
 local REPLAY_BATCH <const> = 200
 local REPLAY_BUDGET_S <const> = 0.5
 
-local last = { janitor = -math.huge, outbox = -math.huge, replay = -math.huge, broadcasts = -math.huge }
+local last = { janitor = -math.huge, outbox = -math.huge, replay = -math.huge, broadcasts = -math.huge,
+               stall = -math.huge }
 local pass -- the replay pass under way, kept from one tick to the next
 
 -- Runs fn unless it ran less than interval seconds ago; logs its failure.
@@ -77,6 +79,7 @@ function M.tick()
     every("broadcasts", config.messaging.dispatch_interval_s, now, dispatch.tick)
     if steeple.worker() ~= 0 then return end
     every("outbox", config.telnyx.sweep_interval_s, now, outbound.sweep)
+    every("stall", config.messaging.dispatch_interval_s, now, dispatch.report_stall)
     every("janitor", config.tenants.janitor_interval_s, now, registration.sweep)
 end
 

@@ -18,7 +18,9 @@
 --      together with the conversation messages they send, each call its own
 --      task, the outcomes recorded together);
 --   5. finished broadcasts become done, and the church's mark moves to the
---      time it has work again, or goes when nothing is scheduled or sending.
+--      time it has work again, or goes when nothing is scheduled or sending;
+--      its progress_due_at moves with it unless the turn failed without a
+--      call (a turn that fails or never comes leaves it behind).
 --
 -- A turn ends after TURN_S; the church's next turn (here or on another
 -- worker or node) comes once its mark is due again, behind the churches
@@ -26,6 +28,9 @@
 --
 --   dispatch.tick()  (every worker, from housekeeping) starts the lanes
 --                    that are not running
+--   dispatch.report_stall()  sets steeple_broadcast_stall_seconds: how long
+--       the active church most overdue has waited for a turn that makes
+--       progress (worker 0, from housekeeping; 0 when none waits)
 
 local config = require "steeple.config"
 local log = require "steeple.log"
@@ -49,6 +54,8 @@ local M = {}
 metrics.describe("steeple_broadcast_sends_total", "counter", "Broadcast calls to Telnyx, by outcome.")
 metrics.describe("steeple_broadcast_unknown_total", "counter",
     "Broadcast calls cut short whose outcome is unknown (failed, never sent again).")
+metrics.describe("steeple_broadcast_stall_seconds", "gauge",
+    "Seconds the active church most overdue has waited for a broadcast turn that makes progress (0: none).")
 
 local TURN_S <const> = 3            -- one church's turn
 local TURN_LEASE_S <const> = 30     -- a church taken is not taken again before
@@ -265,6 +272,7 @@ end
 
 -- The outcome to record for a call to msg.
 local function outcome_of(run, msg, outcome, detail, wait)
+    run.calls = run.calls + 1
     metrics.inc("steeple_broadcast_sends_total", { outcome = outcome })
     local o = { message_id = msg.id, wait = 0, discount = 0 }
     if outcome == "sent" then
@@ -286,21 +294,28 @@ end
 local settle
 
 -- One begun call, after its church slot's wait and the platform's; its
--- outcome joins the turn's.
+-- outcome joins the turn's. A failure before the call (the platform's slot
+-- could not be taken) gives the recipient back, not counted as an attempt.
 local function call(run, msg, wait)
     local ok, o = pcall(function()
         if wait > 0 then steeple.sleep(wait * 1000) end
         local platform = pace.platform()
         if platform > 0 then steeple.sleep(platform * 1000) end
-        return outcome_of(run, msg, outbound.call(msg))
     end)
-    run.held = run.held - 1
     if ok then
-        run.outcomes[#run.outcomes + 1] = o
+        ok, o = pcall(function() return outcome_of(run, msg, outbound.call(msg)) end)
+        if not ok then
+            log.warn("a broadcast call stopped before its outcome was recorded; it fails once its lease ends",
+                { message = msg.id, error = errors.describe(o) })
+        end
     else
-        log.warn("a broadcast call stopped before its outcome was recorded; it fails once its lease ends",
+        log.warn("a broadcast sender stopped before its call; the recipient is given back",
             { message = msg.id, error = errors.describe(o) })
+        run.failed = true
+        ok, o = true, { message_id = msg.id, outcome = "again", wait = 1, discount = 1 }
     end
+    run.held = run.held - 1
+    if ok then run.outcomes[#run.outcomes + 1] = o end
     settle(run)
 end
 
@@ -386,17 +401,19 @@ function settle(run)
     end)
     run.busy = false
     if not ok then
-        run.stopped = true
-        log.warn("a broadcast turn stopped sending", { tenant = run.church.tenant_id, error = errors.describe(err) })
+        run.stopped, run.failed = true, true
+        log.warn("a broadcast sender stopped", { tenant = run.church.tenant_id, error = errors.describe(err) })
     end
 end
 
 -- Sends until the turn's end, or nothing is due, or the church's slots are
 -- further away; returns when to look again (seconds from now), or nil when
--- nothing was due.
+-- nothing was due, and whether the turn made progress (it did not fail, or
+-- it called Telnyx).
 local function send(handle, church, share)
     local run = { handle = handle, church = church, share = share, held = 0, outcomes = {},
-                  deadline = steeple.clock() + TURN_S, resume_at = 0, busy = false, stopped = false }
+                  deadline = steeple.clock() + TURN_S, resume_at = 0, busy = false, stopped = false,
+                  calls = 0, failed = false }
     settle(run)
     while true do
         local now = steeple.clock()
@@ -409,9 +426,10 @@ local function send(handle, church, share)
     end
     -- outcomes that came in while a refill was under way, after its last round
     settle(run)
-    if run.later then return run.later end
-    if run.idle then return nil end
-    return 0
+    local progressed = not run.failed or run.calls > 0
+    if run.later then return run.later, progressed end
+    if run.idle then return nil, progressed end
+    return 0, progressed
 end
 
 -- 5. ------------------------------------------------------------------------
@@ -422,7 +440,13 @@ local NEXT <const> = [[
          WHERE b.status = 'sending' AND r.state = 'pending'),
         (SELECT min(lease_until) FROM broadcast_recipients WHERE state = 'sending')) - now())::float8 AS next]]
 
-local function finish_turn(handle, church, later)
+-- $1 church, $2 seconds to its next turn, $3 true when this turn made progress
+local NEXT_TURN <const> = [[
+    UPDATE broadcast_tenants SET due_at = now() + make_interval(secs => $2),
+        progress_due_at = CASE WHEN $3 THEN now() + make_interval(secs => $2) ELSE progress_due_at END
+    WHERE tenant_id = $1]]
+
+local function finish_turn(handle, church, later, progressed)
     handle:query([[
         UPDATE broadcasts SET status = 'done', finished_at = now(), updated_at = now()
         WHERE status = 'sending' AND started_at IS NOT NULL AND queued = 0]])
@@ -430,9 +454,7 @@ local function finish_turn(handle, church, later)
     local next = handle:query(NEXT)[1].next
     if next == db.null then next = 60 end -- paused ones only: resume marks it again
     next = max(next, later or 0, 0)
-    db.registry():query([[
-        UPDATE broadcast_tenants SET due_at = now() + make_interval(secs => $2) WHERE tenant_id = $1]],
-        church.tenant_id, next)
+    db.registry():query(NEXT_TURN, church.tenant_id, next, progressed)
 end
 
 local function turn(church, share)
@@ -481,6 +503,17 @@ function M.tick()
                 { error = errors.describe(err) }) end
         end)
     end
+end
+
+-- Churches that are not active send nothing and are not waited for.
+local STALL <const> = [[
+    SELECT floor(greatest(extract(epoch FROM now() - min(b.progress_due_at)), 0))::int AS stall
+    FROM broadcast_tenants b JOIN tenants t ON t.id = b.tenant_id
+    WHERE t.status = 'active' AND t.phone_number IS NOT NULL]]
+
+function M.report_stall()
+    local stall = db.registry():query(STALL)[1].stall
+    metrics.set("steeple_broadcast_stall_seconds", nil, stall == db.null and 0 or stall)
 end
 
 return M

@@ -61,7 +61,8 @@ function M.mark(tx, tenant_id)
     tx:query("SELECT 1 AS locked FROM pg_advisory_xact_lock_shared($1)", BROADCAST_LOCK)
     db.registry():query([[
         INSERT INTO broadcast_tenants (tenant_id, due_at) VALUES ($1, now())
-        ON CONFLICT (tenant_id) DO UPDATE SET due_at = least(broadcast_tenants.due_at, now())]], tenant_id)
+        ON CONFLICT (tenant_id) DO UPDATE SET due_at = least(broadcast_tenants.due_at, now()),
+            progress_due_at = least(broadcast_tenants.progress_due_at, now())]], tenant_id)
 end
 
 function M.unmark_if_idle(handle, tenant_id)

@@ -47,7 +47,8 @@
 -- A try whose outcome was never recorded (the process stopped mid-send, or the
 -- database refused the record for good) stays sending: once its lease is
 -- over the sweep reports it (a warning, steeple_outbound_unknown_total) and
--- clears next_attempt_at; it is not sent again.
+-- clears next_attempt_at; it is not sent again. Each call to the API is
+-- counted in steeple_outbound_sends_total{outcome} (call_api's outcomes).
 
 local config = require "steeple.config"
 local http = require "steeple.http"
@@ -65,6 +66,10 @@ local ipairs, type, pcall, error, tonumber = ipairs, type, pcall, error, tonumbe
 local min, max = math.min, math.max
 
 local M = {}
+
+metrics.describe("steeple_outbound_sends_total", "counter", "Conversation message calls to Telnyx, by outcome.")
+metrics.describe("steeple_outbound_unknown_total", "counter",
+    "Conversation message calls cut short whose outcome is unknown (left sending, never sent again).")
 
 local LEASE_S <const> = 60
 local BACKOFF_MAX_S <const> = 60
@@ -228,6 +233,7 @@ function M.deliver(server, dbname, id)
             return
         end
         local outcome, detail, wait = call_api(msg)
+        metrics.inc("steeple_outbound_sends_total", { outcome = outcome })
         if outcome == "sent" then return accepted(handle, id, detail) end
         if outcome == "opted_out" then return carrier_refused(handle, id, msg) end
         if outcome == "rejected" or msg.send_attempts >= config.telnyx.send_attempts then

@@ -9,7 +9,8 @@
 --   webhook.pass()        a new replay pass over the spool, from its oldest record:
 --                         { over, stopped, applied, waiting }
 --   webhook.replay(pass, max)  looks at up to max more records of the pass;
---                         returns how many it applied (or dead-lettered).
+--                         returns how many it applied (or dead-lettered),
+--                         also counted in steeple_spool_replayed_total.
 --                         pass.over once the pass has seen every record or
 --                         stopped; pass.stopped when the registry cannot be
 --                         reached; pass.waiting counts records left for later
@@ -57,6 +58,8 @@ do
     for i, result in ipairs(OUTCOMES) do sets[i] = { result = result } end
     metrics.describe("steeple_webhooks_total", "counter", "Telnyx webhooks received, by outcome.", sets)
 end
+metrics.describe("steeple_spool_replayed_total", "counter",
+    "Spooled webhooks the replay took out of the spool: applied, or kept as dead letters.")
 
 local public_key
 if config.telnyx.public_key then public_key = crypto.base64_decode(config.telnyx.public_key) end
@@ -230,6 +233,7 @@ function M.replay(pass, max_records)
         pass.from = rec.id + 1
     end
     if #recs == 0 then pass.over = true end
+    metrics.inc("steeple_spool_replayed_total", nil, pass.applied - before)
     return pass.applied - before
 end
 

@@ -100,6 +100,9 @@ describe("spool", function()
         assert.truthy(server.wait_until(function()
             return psql(reg_url, "SELECT count(*) FROM dead_letters WHERE event_type = 'message.received'") == "1"
         end, 10), psql(reg_url, "SELECT event_id, reason FROM dead_letters"))
+        -- the ten applied and the dead letter, by the restarted server's replay
+        assert.truthy(server.wait_until(function() return srv:metric("steeple_spool_replayed_total") >= 11 end, 5),
+            "steeple_spool_replayed_total reads " .. srv:metric("steeple_spool_replayed_total"))
         -- the same events again are duplicates (or spooled, on a busy machine,
         -- and found to be duplicates by the replay)
         local res = tx:post(srv, HOOK, telnyx.received("sp-down-3", "+15553010003", CHURCH))

@@ -131,16 +131,26 @@ describe("outbound messages", function()
         assert.equal(m.id, msgs[1].id)
     end)
 
+    local function sends(outcome)
+        return srv:metric('steeple_outbound_sends_total{outcome="' .. outcome .. '"}')
+    end
+
     it("tries again after a 500 and then sends", function()
+        local retried, sent = sends("retry"), sends("sent")
         local m = send({ text = "[500-once] retry me" }).json.message
         assert.truthy(wait_status(m.id, "sent", 15):match("^sent fake%-%d+ 2$"))
+        assert.equal(retried + 1, sends("retry"))
+        assert.equal(sent + 1, sends("sent"))
     end)
 
     it("fails at once on a 4xx, and after send_attempts timeouts", function()
+        local rejected_before, retried = sends("rejected"), sends("retry")
         local rejected = send({ text = "[422] nope" }).json.message
         assert.truthy(wait_status(rejected.id, "failed", 10):match("^failed %- 1$"))
+        assert.equal(rejected_before + 1, sends("rejected"))
         local slow = send({ text = "[timeout] slow" }).json.message
         assert.truthy(wait_status(slow.id, "failed", 30):match("^failed %- 3$"), status_of(slow.id))
+        assert.equal(retried + 3, sends("retry"))
     end)
 
     it("sends messages left queued by a server that stopped", function()

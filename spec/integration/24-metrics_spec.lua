@@ -408,3 +408,105 @@ describe("database servers in /metrics", function()
         srv:assert_stops_cleanly()
     end)
 end)
+
+describe("steeple_broadcast_stall_seconds", function()
+    local reg, church, list_id
+
+    local srv = suite.server(function()
+        reg = auth.registry("metricstall")
+        -- a call to Telnyx would be refused at once, and not tried again; no quiet hours
+        return {
+            config = { messaging = { dispatch_interval_s = 1, quiet_start = "00:00", quiet_end = "00:00" },
+                       telnyx = { api_base = "http://127.0.0.1:1", send_attempts = 1, timeout_ms = 2000 } },
+            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false },
+        }
+    end, {
+        after = function()
+            reg:drop()
+        end,
+    })
+
+    local function mark(set)
+        assert(select(2, pg.psql(reg.url, "UPDATE broadcast_tenants SET " .. set
+            .. " WHERE tenant_id = '" .. church.id .. "'")))
+    end
+
+    local function stall_becomes(ok, what)
+        local value
+        local done = server.wait_until(function()
+            value = srv:metric("steeple_broadcast_stall_seconds")
+            return ok(value)
+        end, 10)
+        assert(done, what .. ": steeple_broadcast_stall_seconds reads " .. tostring(value))
+        return value
+    end
+
+    it("reads 0 while the church's broadcast waits for its time", function()
+        church = reg:church(srv, "stall", { phoneNumber = "+15559400001" })
+        local res = auth.call(srv, "POST", "/api/lists", church.token, { name = "everyone" })
+        assert.equal(201, res.status, res.body)
+        list_id = res.json.list.id
+        res = auth.call(srv, "POST", "/api/broadcasts", church.token, {
+            text = "Tomorrow", lists = { list_id }, sendAt = os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() + 86400),
+        })
+        assert.equal(201, res.status, res.body)
+        -- the first turn finds nothing to send before tomorrow: no wait counts
+        assert.truthy(server.wait_until(function()
+            return reg:count("SELECT count(*) FROM broadcast_tenants WHERE progress_due_at > now() + interval '1 hour'") == 1
+        end, 10), "the church's turn never moved its mark")
+        assert.equal(0, stall_becomes(function(v) return v == 0 end, "a broadcast waiting for tomorrow"))
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("reads how long a church has waited for a turn that makes progress", function()
+        -- as when every turn of the church fails (each takes its lease, due_at, and
+        -- leaves progress_due_at behind) or no dispatcher takes it
+        mark("due_at = now() + interval '1 hour', progress_due_at = now() - interval '300 seconds'")
+        local v = stall_becomes(function(x) return x >= 300 end, "a church waiting 5 minutes")
+        assert.is_true(v < 330, "read " .. v)
+        -- a suspended church sends nothing: it is not waited for
+        assert(select(2, pg.psql(reg.url, "UPDATE tenants SET status = 'suspended' WHERE id = '" .. church.id .. "'")))
+        stall_becomes(function(x) return x == 0 end, "the church suspended")
+        assert(select(2, pg.psql(reg.url, "UPDATE tenants SET status = 'active' WHERE id = '" .. church.id .. "'")))
+        stall_becomes(function(x) return x >= 300 end, "the church active again")
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("reads 0 again once a turn of the church has made progress", function()
+        mark("due_at = now()")
+        stall_becomes(function(x) return x == 0 end, "after the church's turn")
+        assert.equal(1, reg:count("SELECT count(*) FROM broadcast_tenants WHERE progress_due_at > now() + interval '1 hour'"))
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("grows while every sender of the church's turns fails, and drops once a turn goes through", function()
+        local res = auth.call(srv, "POST", "/api/contacts", church.token,
+            { phoneNumber = "+15559400002", consent = "opted_in", lists = { list_id } })
+        assert.equal(201, res.status, res.body)
+        -- the senders take their pace from the registry's send_pacing: without it each one fails
+        assert(select(2, pg.psql(reg.url, "ALTER TABLE send_pacing RENAME TO send_pacing_away")))
+        res = auth.call(srv, "POST", "/api/broadcasts", church.token, { text = "Now", lists = { list_id } })
+        assert.equal(201, res.status, res.body)
+        local id = res.json.broadcast.id
+        stall_becomes(function(x) return x >= 4 end, "senders failing")
+        assert.truthy(srv:log_contains("a broadcast sender stopped"))
+        -- the turns went on all along: only progress_due_at stayed behind
+        assert.equal(1, reg:count("SELECT count(*) FROM broadcast_tenants WHERE due_at > progress_due_at"))
+        assert(select(2, pg.psql(reg.url, "ALTER TABLE send_pacing_away RENAME TO send_pacing")))
+        -- the recipient a failed sender claimed comes back when its lease ends:
+        -- end it now, and let the church's next turn come at once
+        assert(select(2, pg.psql(pg.url_of(church.db),
+            "UPDATE broadcast_recipients SET lease_until = now() WHERE state = 'sending'")))
+        mark("due_at = now()")
+        -- that turn calls Telnyx (refused: the recipient fails, the broadcast is done)
+        assert.truthy(server.wait_until(function()
+            return auth.get(srv, "/api/broadcasts/" .. id, church.token).json.broadcast.status == "done"
+        end, 15), "the broadcast never finished")
+        assert.equal(0, stall_becomes(function(x) return x == 0 end, "after a turn that called Telnyx"))
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
+        srv:assert_stops_cleanly()
+    end)
+end)

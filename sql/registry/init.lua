@@ -6,4 +6,5 @@ return {
     "0003_messaging.sql",
     "0004_church_settings.sql",
     "0005_broadcasts.sql",
+    "0006_broadcast_progress.sql",
 }
