@@ -16,7 +16,7 @@
 #     whole run, first to last call, and over the middle 80% of the calls),
 #     against the target of 2,000/s; every recipient called exactly once and
 #     the broadcasts' counts; each worker's RSS sampled every second (first,
-#     max, last); the CPU seconds of PostgreSQL (every process of the
+#     at a quarter, half and three quarters of the run, last, max); the CPU seconds of PostgreSQL (every process of the
 #     cluster, from /proc, the postmaster's reaped children included), of
 #     the workers and of the fake over the run, with their share of a core;
 #     and, with PGSS=1 (default), the statements that took the most time
@@ -364,10 +364,12 @@ if has_part throughput; then
         printf "CPU over the %.1f s run: PostgreSQL %.1f s (%.0f%% of a core), workers %.1f s (%.0f%%), fake %.1f s (%.0f%%)",
             s, pb - pa, 100 * (pb - pa) / s, wb - wa, 100 * (wb - wa) / s, fb - fa, 100 * (fb - fa) / s }')
     echo "  $cpu_line"
-    echo "  worker RSS (MiB, sampled every second): first / max / last"
-    rss_lines=$(awk '{ if (!($2 in first)) { first[$2] = $3; order[++n] = $2 } if ($3 > max[$2]) max[$2] = $3; last[$2] = $3 }
-        END { for (i = 1; i <= n; i++) { p = order[i]
-            printf "worker %s: %.1f / %.1f / %.1f MiB\n", p, first[p] / 1024, max[p] / 1024, last[p] / 1024 } }' "$work/rss")
+    echo "  worker RSS (MiB, sampled every second): first / at a quarter, half, three quarters of the run / last / max"
+    rss_lines=$(awk '{ if (!($2 in k)) order[++n] = $2; s[$2, ++k[$2]] = $3; if ($3 > max[$2]) max[$2] = $3 }
+        function at(p, f) { i = int(k[p] * f); if (i < 1) i = 1; return s[p, i] / 1024 }
+        END { for (j = 1; j <= n; j++) { p = order[j]
+            printf "worker %s: %.1f / %.1f, %.1f, %.1f / %.1f / %.1f MiB\n", p, s[p, 1] / 1024,
+                at(p, 0.25), at(p, 0.5), at(p, 0.75), s[p, k[p]] / 1024, max[p] / 1024 } }' "$work/rss")
     echo "$rss_lines" | sed 's/^/    /'
     if [ "$PGSS" = 1 ]; then
         echo "  statements by time (pg_stat_statements, every database, nested ones too: executing + planning):"
