@@ -1,9 +1,9 @@
--- The broadcast dispatcher. Every worker runs lanes (telnyx.max_in_flight
--- split in shares of at most LANE_SHARE calls); a lane takes one church
--- whose mark in the registry's broadcast_tenants is due after another
--- (never two lanes, workers or nodes the same church at once: taking one
--- moves its due_at a lease ahead) and gives each a turn of at most TURN_S
--- seconds:
+-- The broadcast dispatcher. Every worker runs lanes: telnyx.max_in_flight
+-- split in shares of LANE_SHARE calls (PACED_SHARE when churches are
+-- paced). A lane takes one church whose mark in the registry's
+-- broadcast_tenants is due after another (never two lanes, workers or nodes
+-- the same church at once: taking one moves its due_at a lease ahead) and
+-- gives each a turn of at most TURN_S seconds:
 --
 --   1. recipients whose lease ran out go back to pending, or, when their
 --      call had begun (calling), are failed as an outcome never known
@@ -61,6 +61,7 @@ local TURN_S <const> = 3            -- one church's turn
 local TURN_LEASE_S <const> = 30     -- a church taken is not taken again before
 local HORIZON_S <const> = 1         -- the furthest slot a call waits for
 local LANE_SHARE <const> = 8        -- calls in flight in one church's turn, at most
+local PACED_SHARE <const> = 2       -- the same when churches are paced (rate or daily cap)
 local CLAIM_LEASE_S <const> = 60    -- a claimed recipient, on top of the call's timeout
 
 local codec = json.new(8)
@@ -490,9 +491,12 @@ local function lane(share)
     end
 end
 
+-- A paced church sends no faster than its slots come, whatever its share: a
+-- small share lets a worker's lanes serve more churches at once.
 function M.tick()
     local total = config.telnyx.max_in_flight
-    local count = ceil(total / LANE_SHARE)
+    local paced = config.messaging.rate_per_min > 0 or config.messaging.daily_cap > 0
+    local count = ceil(total / (paced and PACED_SHARE or LANE_SHARE))
     while lanes < count and not stopping do
         lanes = lanes + 1
         local share = floor(total / count) + (lanes <= total % count and 1 or 0)
