@@ -5,6 +5,9 @@
  *   steeple.clock()        monotonic seconds (float), for durations
  *   steeple.worker()       this worker's index (0-based)
  *   steeple.request_id()   the running request's id, or nil outside one
+ *   steeple.current()      false once the scripts running the caller were
+ *                          replaced by a reload (a long task then ends, so
+ *                          that the new scripts and configuration take over)
  *   steeple.spawn(fn, ...)  runs fn(...) as a background task (no deadline);
  *                          its errors are logged; true, or nil, "stopping" */
 #include "clock.h"
@@ -115,10 +118,21 @@ static int l_request_id(lua_State *L)
     return 1;
 }
 
+static int l_current(lua_State *L)
+{
+    struct host *h = script_host(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    lua_State *main = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    lua_pushboolean(L, h->scripts != NULL && h->scripts->L == main);
+    return 1;
+}
+
 static const luaL_Reg funcs[] = {
     {"sleep", l_sleep},   {"now", l_now},
     {"clock", l_clock},   {"worker", l_worker},
-    {"request_id", l_request_id}, {"spawn", l_spawn}, {NULL, NULL},
+    {"request_id", l_request_id}, {"spawn", l_spawn},
+    {"current", l_current},       {NULL, NULL},
 };
 
 int luaopen_steeple(lua_State *L)

@@ -473,9 +473,10 @@ local TAKE_CHURCH <const> = [[
     UPDATE broadcast_tenants b SET due_at = now() + make_interval(secs => $1)
     FROM due WHERE b.tenant_id = due.tenant_id RETURNING b.tenant_id]]
 
--- A lane gives one due church after another its turn, until none is due.
+-- A lane gives one due church after another its turn, until none is due,
+-- or a reload replaced the scripts it runs (the new ones' lanes take over).
 local function lane(share)
-    while not stopping do
+    while not stopping and steeple.current() do
         local due = db.registry():query(TAKE_CHURCH, TURN_LEASE_S)[1]
         if due == nil then return end
         local ok, err = pcall(function()

@@ -3,6 +3,7 @@
 local server = require "support.server"
 local suite = require "support.suite"
 local http = require "support.http"
+local cjson = require "cjson"
 
 local WORKERS <const> = 2
 local RELOADED <const> = "scripts reloaded %(generation %d+%)"
@@ -120,6 +121,22 @@ describe("script reload", function()
         assert.same({ v3 = 20 }, versions(20))
         assert.equal(ok_before + WORKERS, metric_reaches(srv, OK_KEY, ok_before + WORKERS))
         assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("tells a request begun before a reload that its scripts are no longer current", function()
+        local out = server.tmpdir() .. "/slept.json"
+        os.execute(string.format("curl -s 'http://127.0.0.1:%d/test/sleep?ms=1500' > %s &", srv.port, out))
+        assert.truthy(srv:wait_log("sleep started", 5), "the sleeping request did not start")
+        reload()
+        local body
+        assert.truthy(server.wait_until(function()
+            body = server.read_file(out)
+            return body ~= nil and body ~= ""
+        end, 10), "the sleeping request did not answer")
+        assert.same({ before = true, after = false }, cjson.decode(body).current)
+        local res = assert(http.request { port = srv.port, path = "/test/sleep?ms=1" })
+        assert.same({ before = true, after = true }, res.json.current)
+        assert.same({}, srv:unexpected_errors { FAILED_MSG })
     end)
 
     it("refuses scripts that call steeple.sleep while loading", function()
