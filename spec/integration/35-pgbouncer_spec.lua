@@ -160,6 +160,50 @@ describe("through PgBouncer in transaction mode", function()
         assert.same({}, srv:unexpected_errors())
     end)
 
+    local function doctor(config_text)
+        local cfg = server.tmpdir() .. "/config.lua"
+        server.write_file(cfg, config_text)
+        return server.run_binary({ "doctor", "--config", cfg }, env(), 60)
+    end
+
+    it("doctor detects PgBouncer and checks db.prepared_statements", function()
+        local status, err, out = doctor("return { db = { prepared_statements = false } }")
+        assert.equal(0, status, out .. err)
+        assert.matches("ok    main: reached directly, or through PgBouncer with db.prepared_statements = false: "
+            .. "through PgBouncer %(transaction pooling%); run steeple migrate against the server's own address", out)
+        -- the template is not opened through PgBouncer
+        assert.matches("ok    main: template steeple_template present and current: present; its migrations are "
+            .. "checked directly", out)
+        status, err, out = doctor("return { db = { prepared_statements = true } }")
+        assert.equal(1, status, out .. err)
+        assert.matches("FAIL  main: reached directly, or through PgBouncer with db.prepared_statements = false: "
+            .. "PgBouncer in front %(transaction pooling%) and db.prepared_statements is true", out)
+        assert.matches("fix: set db.prepared_statements = false", out)
+        assert.matches("1 checks failed", out)
+        -- directly: no PgBouncer
+        local direct = env()
+        direct.DATABASE_URL = reg.url
+        local cfg = server.tmpdir() .. "/config.lua"
+        server.write_file(cfg, "return {}")
+        status, err, out = server.run_binary({ "doctor", "--config", cfg }, direct, 60)
+        assert.equal(0, status, out .. err)
+        assert.matches("ok    main: reached directly, or through PgBouncer with db.prepared_statements = false: "
+            .. "directly", out)
+        -- doctor left PgBouncer no connection to the template: a church's
+        -- database is still copied from it
+        local res = auth.post(srv, "/api/auth/register", auth.church("pgb-after-doctor"))
+        assert.equal(201, res.status, res.body)
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("steeple migrate refuses a URL through PgBouncer", function()
+        for _, what in ipairs { "registry", "tenants" } do
+            local status, err = server.run_binary({ "migrate", what }, env(), 60)
+            assert.equal(1, status, err)
+            assert.matches("main is reached through PgBouncer %(transaction pooling%): migrations connect directly", err)
+        end
+    end)
+
     it("leaves nothing in PgBouncer's log worse than a closed client", function()
         local bad = {}
         for line in bouncer:log_text():gmatch("[^\n]+") do
