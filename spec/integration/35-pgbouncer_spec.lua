@@ -204,6 +204,27 @@ describe("through PgBouncer in transaction mode", function()
         end
     end)
 
+    -- What the README's advice avoids: a statement prepared on one server
+    -- session is named again on another session by the next connection
+    -- PgBouncer gives it to (42P05 "already exists"), or is run by name
+    -- where it was never prepared (26000 "does not exist").
+    it("with db.prepared_statements = true: requests fail on prepared statements", function()
+        local other = start(true)
+        local failed = 0
+        for _ = 1, 40 do
+            local res = auth.get(other, "/api/me", token)
+            assert.truthy(res.status == 200 or res.status == 500, res.body)
+            if res.status == 500 then failed = failed + 1 end
+        end
+        local errs = other:unexpected_errors()
+        other:stop(10)
+        assert.truthy(failed > 0, "no request failed")
+        assert.equal(failed, #errs)
+        for _, line in ipairs(errs) do
+            assert.truthy(line:find("42P05", 1, true) or line:find("26000", 1, true), line)
+        end
+    end)
+
     it("leaves nothing in PgBouncer's log worse than a closed client", function()
         local bad = {}
         for line in bouncer:log_text():gmatch("[^\n]+") do
