@@ -55,7 +55,7 @@ local function build_and_rename(server, build, name, plan)
     db.drop_database(server, build) -- the leftover of a build cut short, if any
     db.create_database(server, build)
     local ok, res = pcall(function()
-        local applied = migrate.apply(db.pool(server, build), plan)
+        local applied = migrate.apply(db.pool(server, build), plan, "transaction")
         db.close_pool(server, build) -- a database is renamed only with nobody connected
         rename(server, build, name)
         return applied
