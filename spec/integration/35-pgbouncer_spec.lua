@@ -225,6 +225,22 @@ describe("through PgBouncer in transaction mode", function()
         end
     end)
 
+    -- A database is renamed only with nobody connected, and PgBouncer keeps
+    -- its server connection to the template being built: a registration
+    -- through it cannot build the template and migrates its new database
+    -- instead (the template is built by `steeple migrate tenants`, direct).
+    it("registers without a template, migrating the new database", function()
+        psql(pg.BASE_URL, "DROP DATABASE IF EXISTS steeple_template WITH (FORCE)")
+        local res = auth.post(srv, "/api/auth/register", auth.church("pgb-no-template"))
+        assert.equal(201, res.status, res.body)
+        local db = psql(reg.url, "SELECT db_name FROM tenants WHERE id = '" .. res.json.tenantId .. "'")
+        assert.equal("1", psql(url_of(db), "SELECT count(*) FROM admins"))
+        assert.truthy(srv:log_contains("building the template failed; migrating the new database instead"))
+        assert.equal("0", psql(pg.BASE_URL, "SELECT count(*) FROM pg_database WHERE datname LIKE 'steeple_template%'"))
+        assert.equal("0", advisory_locks())
+        assert.same({}, srv:unexpected_errors())
+    end)
+
     it("leaves nothing in PgBouncer's log worse than a closed client", function()
         local bad = {}
         for line in bouncer:log_text():gmatch("[^\n]+") do
