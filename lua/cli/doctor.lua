@@ -50,14 +50,18 @@ local function pooler_check(check, server)
         "set db.prepared_statements = false: PgBouncer in transaction mode does not carry a prepared "
             .. "statement from one transaction to the next",
         function()
-            local mode = pooler.detect(db.maintenance(server))
+            local h = db.maintenance(server)
+            local mode = pooler.detect(h)
             if mode == nil then return "directly" end
             pooled[server] = mode
             if mode == "transaction" and config.db.prepared_statements then
                 error("PgBouncer in front (transaction pooling) and db.prepared_statements is true", 0)
             end
+            -- PgBouncer drops the startup option that carries db.statement_timeout_ms
+            local timeout = h:query("SELECT current_setting('statement_timeout') AS t")[1].t
             return format("through PgBouncer (%s pooling); run steeple migrate against the server's own "
-                .. "address, not this one", mode)
+                .. "address, not this one; the server's statement_timeout is %s (set it on the role: "
+                .. "PgBouncer does not pass db.statement_timeout_ms)", mode, timeout)
         end)
 end
 

@@ -170,7 +170,8 @@ describe("through PgBouncer in transaction mode", function()
         local status, err, out = doctor("return { db = { prepared_statements = false } }")
         assert.equal(0, status, out .. err)
         assert.matches("ok    main: reached directly, or through PgBouncer with db.prepared_statements = false: "
-            .. "through PgBouncer %(transaction pooling%); run steeple migrate against the server's own address", out)
+            .. "through PgBouncer %(transaction pooling%); run steeple migrate against the server's own address, "
+            .. "not this one; the server's statement_timeout is 0 %(set it on the role", out)
         -- the template is not opened through PgBouncer
         assert.matches("ok    main: template steeple_template present and current: present; its migrations are "
             .. "checked directly", out)
