@@ -4,9 +4,16 @@
 -- never interleave. A file changed after it was applied stops the run.
 --
 --   migrate.plan(dir)                  -> list of { name, sql, checksum } (raises on a bad list)
---   migrate.apply(handle, plan)        -> number applied (raises on failure)
+--   migrate.apply(handle, plan [, "transaction"]) -> number applied (raises on failure)
+--       the lock is a session lock on the migrator's own direct connection;
+--       "transaction": a transaction lock held by a second connection of the
+--       pool for the run (request paths, which may reach the database through
+--       PgBouncer in transaction mode, where a session lock or SET would stay
+--       on a server session other clients get); it falls back to the session
+--       lock when db.pool_max is 1
 --   migrate.status(handle, plan)       -> { applied = n, pending = n, changed = { names } }
 
+local config = require "steeple.config"
 local crypto = require "steeple.crypto"
 
 local type, ipairs, error, pcall, format = type, ipairs, error, pcall, string.format
@@ -14,7 +21,7 @@ local io_open, loadfile = io.open, loadfile
 
 local M = {}
 
--- Session-level lock held by the migrator on its own direct connection.
+-- The migration lock of a database (session or transaction level).
 local LOCK_KEY <const> = 7310500001
 -- A migration may run for a long time; the migrator waits for the lock too.
 local MIGRATION_TIMEOUT_S <const> = 3600
@@ -69,6 +76,7 @@ end
 local function apply_one(conn, m)
     conn:exec("BEGIN")
     local ok, err = pcall(function()
+        conn:exec("SET LOCAL statement_timeout = 0")
         conn:exec(m.sql)
         conn:query("INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)", m.name, m.checksum)
         conn:exec("COMMIT")
@@ -81,7 +89,7 @@ local function apply_one(conn, m)
 end
 
 -- Runs fn(conn) holding the migration lock of the handle's database.
-local function locked(handle, fn)
+local function session_locked(handle, fn)
     local conn <close> = handle:acquire()
     conn:set_timeout(MIGRATION_TIMEOUT_S)
     conn:exec("SET statement_timeout = 0")
@@ -93,9 +101,31 @@ local function locked(handle, fn)
     return res
 end
 
+-- As session_locked, the lock held by an open transaction of a second
+-- connection: it ends with that transaction (or the connection), and a
+-- pooler keeps the transaction on one server session. Each statement
+-- timeout lifted is lifted for its own transaction (SET LOCAL).
+local function transaction_locked(handle, fn)
+    local lock <close> = handle:acquire()
+    lock:set_timeout(MIGRATION_TIMEOUT_S)
+    lock:exec("BEGIN")
+    local ok, res = pcall(function()
+        lock:exec("SET LOCAL statement_timeout = 0")
+        lock:query("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+        local conn <close> = handle:acquire()
+        conn:set_timeout(MIGRATION_TIMEOUT_S)
+        return fn(conn)
+    end)
+    -- a failed ROLLBACK leaves the connection outside the pool: it is closed
+    pcall(lock.exec, lock, "ROLLBACK")
+    if not ok then error(res, 0) end
+    return res
+end
+
 -- Applies the pending migrations of plan to the handle's database; returns
 -- how many were applied.
-function M.apply(handle, plan)
+function M.apply(handle, plan, lock)
+    local locked = (lock == "transaction" and config.db.pool_max >= 2) and transaction_locked or session_locked
     return locked(handle, function(conn)
         conn:exec([[CREATE TABLE IF NOT EXISTS schema_migrations (
             name text PRIMARY KEY,

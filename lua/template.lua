@@ -4,8 +4,9 @@
 --   template.ensure(server, name, plan) -> "ready" (it was there), "built", n
 --       (this call made it; n migrations applied), or "busy" (another process
 --       is building it right now: wait and ask again, or do without it);
---       raises when the build fails (nothing of it is left) or when
+--       raises when the build fails (nothing of it is left), when
 --       db.pool_max is below 2 (the lock and the DDL each need a connection)
+--       or when the server is reached through PgBouncer (see below)
 --
 -- A missing template is built under another name (name .. "_new"), migrated,
 -- and only then renamed to name, so a template that exists is complete and
@@ -14,11 +15,15 @@
 -- connection whatever happens), which makes one process of all the workers
 -- and nodes build it; a build cut short leaves name .. "_new", which the next
 -- build drops first. Everything goes through steeple.db: nothing blocks the
--- event loop.
+-- event loop. Through PgBouncer no build is tried: PgBouncer keeps its server
+-- connections to the new database open, and ALTER DATABASE ... RENAME waits
+-- for them to go (5 s a try) in vain; `steeple migrate tenants`, run against
+-- the server's own address, builds it.
 
 local config = require "steeple.config"
 local db = require "db"
 local migrate = require "migrate"
+local pooler = require "pooler"
 local steeple = require "steeple"
 
 local pcall, error = pcall, error
@@ -55,7 +60,7 @@ local function build_and_rename(server, build, name, plan)
     db.drop_database(server, build) -- the leftover of a build cut short, if any
     db.create_database(server, build)
     local ok, res = pcall(function()
-        local applied = migrate.apply(db.pool(server, build), plan)
+        local applied = migrate.apply(db.pool(server, build), plan, "transaction")
         db.close_pool(server, build) -- a database is renamed only with nobody connected
         rename(server, build, name)
         return applied
@@ -70,6 +75,10 @@ end
 function M.ensure(server, name, plan)
     if config.db.pool_max < 2 then
         error("building the template needs db.pool_max of at least 2", 0)
+    end
+    if pooler.detect(db.maintenance(server)) then
+        error("the server is reached through PgBouncer: run steeple migrate tenants against its own address "
+            .. "to build the template", 0)
     end
     return db.transaction(db.maintenance(server), function(tx)
         local got = tx:query("SELECT pg_try_advisory_xact_lock($1) AS got", BUILD_LOCK_KEY)[1].got

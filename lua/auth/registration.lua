@@ -134,7 +134,7 @@ end
 local function provision(t, input)
     create(t)
     local handle = db.pool(t.server, t.dbname)
-    migrate.apply(handle, tenant_plan()) -- an empty database, or a template behind the files
+    migrate.apply(handle, tenant_plan(), "transaction") -- an empty database, or a template behind the files
     admins.insert(handle, t.owner)
     local body = login.session_body(handle, t.id, t.owner)
     if not tenants.activate_provisioned(db.registry(), t.id) then

@@ -4,6 +4,7 @@
 local db = require "db"
 local errors = require "errors"
 local migrate = require "migrate"
+local pooler = require "pooler"
 local config = require "steeple.config"
 local crypto = require "steeple.crypto"
 local keys = require "auth.keys"
@@ -38,6 +39,32 @@ local function checker()
     end, function() return failed end
 end
 
+-- Which servers are reached through PgBouncer (server -> pool mode): the
+-- template check keeps away from those (see template_check).
+local pooled = {}
+
+-- PgBouncer in front of the server: transaction pooling needs
+-- db.prepared_statements = false; migrations need the direct address.
+local function pooler_check(check, server)
+    check(server .. ": reached directly, or through PgBouncer with db.prepared_statements = false",
+        "set db.prepared_statements = false: PgBouncer in transaction mode does not carry a prepared "
+            .. "statement from one transaction to the next",
+        function()
+            local h = db.maintenance(server)
+            local mode = pooler.detect(h)
+            if mode == nil then return "directly" end
+            pooled[server] = mode
+            if mode == "transaction" and config.db.prepared_statements then
+                error("PgBouncer in front (transaction pooling) and db.prepared_statements is true", 0)
+            end
+            -- PgBouncer drops the startup option that carries db.statement_timeout_ms
+            local timeout = h:query("SELECT current_setting('statement_timeout') AS t")[1].t
+            return format("through PgBouncer (%s pooling); run steeple migrate against the server's own "
+                .. "address, not this one; the server's statement_timeout is %s (set it on the role: "
+                .. "PgBouncer does not pass db.statement_timeout_ms)", mode, timeout)
+        end)
+end
+
 local function server_checks(check, server, workers)
     local h = db.maintenance(server)
     local reachable = check(server .. ": connects, PostgreSQL 13 or later",
@@ -58,6 +85,8 @@ local function server_checks(check, server, workers)
             db.drop_database(server, name)
             return "created and dropped " .. name
         end)
+
+    pooler_check(check, server)
 
     check(server .. ": max_connections covers db.server_max_connections",
         "raise max_connections on the server or lower db.server_max_connections",
@@ -92,6 +121,9 @@ local function template_check(check, server, dir)
     check(server .. ": template " .. name .. " present and current", "run: steeple migrate tenants", function()
         local rows = db.maintenance(server):query("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if #rows == 0 then error("missing", 0) end
+        -- a connection to the template through PgBouncer stays open in its
+        -- pool and stops CREATE DATABASE from copying the template
+        if pooled[server] then return "present; its migrations are checked directly, not through PgBouncer" end
         local st = migrate.status(db.pool(server, name), migrate.plan(dir .. "/tenant"))
         db.close_pool(server, name)
         if #st.changed > 0 or st.pending > 0 then

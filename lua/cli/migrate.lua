@@ -4,10 +4,14 @@
 -- tenants: applies sql/tenant to the template of every tenant server (built
 -- if missing, see template.lua) and to every tenant database, N at a time;
 -- carries on past a failing database and exits 1 if any failed.
+-- Both refuse a server reached through PgBouncer: the migrations' session
+-- lock and the template (which nobody may be connected to when it is copied
+-- or renamed) need the server's own address.
 
 local db = require "db"
 local errors = require "errors"
 local migrate = require "migrate"
+local pooler = require "pooler"
 local config = require "steeple.config"
 local steeple = require "steeple"
 local template = require "template"
@@ -19,6 +23,18 @@ local ipairs, pcall, tonumber = ipairs, pcall, tonumber
 local describe = errors.describe
 
 local M = {}
+
+-- Raises when a configured server is reached through PgBouncer (a server
+-- that cannot be reached is left to the migrations to report).
+local function direct_only()
+    for _, server in ipairs(db.servers()) do
+        local ok, mode = pcall(pooler.detect, db.maintenance(server))
+        if ok and mode then
+            error(server .. " is reached through PgBouncer (" .. mode .. " pooling): migrations connect "
+                .. "directly; set DATABASE_URL (and STEEPLE_TENANT_DATABASE_URLS) to the server's own address", 0)
+        end
+    end
+end
 
 local function registry(dir)
     local plan = migrate.plan(dir .. "/registry")
@@ -110,10 +126,11 @@ function M.main(args)
     end
     if concurrency < 1 or concurrency > 64 then return usage() end
     local dir = config.db.migrations_dir
+    if what ~= "registry" and what ~= "tenants" then return usage() end
     local ok, res = pcall(function()
+        direct_only()
         if what == "registry" then return registry(dir) end
-        if what == "tenants" then return all_tenants(dir, concurrency) end
-        return usage()
+        return all_tenants(dir, concurrency)
     end)
     if ok then return res end
     io.stderr:write("steeple migrate: ", describe(res), "\n")
