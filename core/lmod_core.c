@@ -4,6 +4,9 @@
  *   steeple.now()          wall-clock seconds since the epoch (float)
  *   steeple.clock()        monotonic seconds (float), for durations
  *   steeple.worker()       this worker's index (0-based)
+ *   steeple.node()         this node's identity, "<hostname>:<master pid>": the
+ *                          same in every worker of one serve process, and
+ *                          different in another process, on this host or another
  *   steeple.request_id()   the running request's id, or nil outside one
  *   steeple.spawn(fn, ...)  runs fn(...) as a background task (no deadline);
  *                          its errors are logged; true, or nil, "stopping" */
@@ -16,7 +19,9 @@
 #include <event2/event.h>
 #include <lauxlib.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 struct sleeper {
     struct event *ev;
@@ -105,6 +110,18 @@ static int l_worker(lua_State *L)
     return 1;
 }
 
+/* The master is the process with index -1; a worker's parent is its master. */
+static int l_node(lua_State *L)
+{
+    char name[256];
+    if (gethostname(name, sizeof name) != 0)
+        snprintf(name, sizeof name, "unknown");
+    name[sizeof name - 1] = '\0';
+    long master = script_host(L)->index < 0 ? (long)getpid() : (long)getppid();
+    lua_pushfstring(L, "%s:%d", name, (int)master);
+    return 1;
+}
+
 static int l_request_id(lua_State *L)
 {
     struct request *r = request_running(L);
@@ -117,7 +134,7 @@ static int l_request_id(lua_State *L)
 
 static const luaL_Reg funcs[] = {
     {"sleep", l_sleep},   {"now", l_now},
-    {"clock", l_clock},   {"worker", l_worker},
+    {"clock", l_clock},   {"worker", l_worker}, {"node", l_node},
     {"request_id", l_request_id}, {"spawn", l_spawn}, {NULL, NULL},
 };
 
