@@ -26,7 +26,7 @@ local math_max = math.max
 
 local M = {}
 
-local MIN_LEASE_S <const> = 10
+local MIN_LEASE_S <const> = 5
 
 local SEED <const> = [[
     INSERT INTO chore_leases (name, holder, lease_until) VALUES ($1, '', '-infinity')
