@@ -110,15 +110,17 @@ static int l_worker(lua_State *L)
     return 1;
 }
 
-/* The master is the process with index -1; a worker's parent is its master. */
+/* Pushes "<hostname>:<master pid>" ("unknown" when the host has no name
+ * to give). The master is the process with index -1 (it checks the scripts
+ * before it forks); a worker's parent is its master. */
 static int l_node(lua_State *L)
 {
     char name[256];
     if (gethostname(name, sizeof name) != 0)
         snprintf(name, sizeof name, "unknown");
-    name[sizeof name - 1] = '\0';
-    long master = script_host(L)->index < 0 ? (long)getpid() : (long)getppid();
-    lua_pushfstring(L, "%s:%d", name, (int)master);
+    name[sizeof name - 1] = '\0'; /* a truncated name need not end in NUL */
+    int master = script_host(L)->index < 0 ? (int)getpid() : (int)getppid();
+    lua_pushfstring(L, "%s:%d", name, master);
     return 1;
 }
 

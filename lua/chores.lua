@@ -56,8 +56,10 @@ local function take(name, interval_s)
         seeded[name] = true
     end
     local got = reg:query(TAKE, name, me, M.lease_s(interval_s))[1] ~= nil
-    if got ~= (held[name] or false) then
-        log.info(got and "chore lease taken" or "chore lease held elsewhere", { chore = name, holder = me })
+    if got and not held[name] then
+        log.info("chore lease taken", { chore = name, holder = me })
+    elseif held[name] and not got then
+        log.info("chore lease held elsewhere", { chore = name, lost_by = me })
     end
     held[name] = got
     return got
