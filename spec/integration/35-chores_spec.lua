@@ -128,6 +128,25 @@ describe("chores shared by two nodes", function()
         for _, s in pairs(nodes) do assert.same({}, s:unexpected_errors()) end
     end)
 
+    it("runs no chore while another holds its lease, and the lease's loser says so", function()
+        local holder = holders().janitor
+        local srv = nodes[node_of(holder)]
+        -- a holder of another cluster member, whose lease runs for a while
+        psql(reg.url, "UPDATE chore_leases SET holder = 'elsewhere:1/0', lease_until = now() + interval '6 seconds' "
+            .. "WHERE name = 'janitor'")
+        local id = cut_short(5)
+        assert.truthy(srv:wait_entry { msg = "chore lease held elsewhere", chore = "janitor", lost_by = holder },
+            "the former holder did not notice")
+        os.execute("sleep " .. (2 * INTERVAL_S))
+        assert.equal(1, count("SELECT count(*) FROM tenants WHERE id = '" .. id .. "'"))
+        -- its lease ends unrenewed: a node takes the janitor again and runs it
+        assert.truthy(server.wait_until(function()
+            return count("SELECT count(*) FROM tenants WHERE id = '" .. id .. "'") == 0
+        end, 10), "the janitor never ran again")
+        assert.truthy(node_of(holders().janitor))
+        for _, s in pairs(nodes) do assert.same({}, s:unexpected_errors()) end
+    end)
+
     it("reports the broadcast stall on the holder's node only", function()
         local church = reg:church(nodes.a, "stalled", { phoneNumber = "+15559350001" })
         -- a church whose broadcast turns have made no progress for 5 minutes (and
