@@ -25,7 +25,7 @@ return {
         -- url: DATABASE_URL (the registry); tenant_urls: STEEPLE_TENANT_DATABASE_URLS,
         -- e.g. "east=postgresql://db-east/postgres,west=postgresql://db-west/postgres"
         pool_max = 4,             -- connections per database, per worker
-        server_max_connections = 80, -- per server, over all databases and workers
+        server_max_connections = 80, -- per server, over all databases and workers of this node
         min_idle = 0,
         acquire_timeout_ms = 2000,
         connect_timeout_ms = 3000,
@@ -37,12 +37,16 @@ return {
         template = "steeple_template", -- or "none": migrate each new database
     },
 
+    cluster = {
+        nodes = 1,                -- nodes sharing each server: doctor warns past max_connections
+    },
+
     tenants = {
         capacity = 100,           -- tenant pools per worker (LRU)
         idle_s = 1800,
         cache_ttl_s = 30,         -- registry entries (status) cached this long
         provisioning_timeout_s = 300, -- a registration cut short is undone after this
-        janitor_interval_s = 60,
+        janitor_interval_s = 60,  -- once per cluster (a lease in the registry)
     },
 
     auth = {
@@ -53,7 +57,7 @@ return {
         max_failures = 5,         -- failed logins that lock an account
         lock_initial_s = 30,      -- doubling with each further lock
         lock_max_s = 3600,
-        rate_per_min = 60,        -- STEEPLE_AUTH_RATE_PER_MIN; per client address; 0 = off
+        rate_per_min = 60,        -- STEEPLE_AUTH_RATE_PER_MIN; per client address and node; 0 = off
         -- trusted_proxies = "10.0.0.0/8",  -- whose X-Forwarded-For is believed
         argon2_memory_kib = 19456, -- OWASP minimum; at most threads x this per worker
         argon2_iterations = 2,
@@ -65,7 +69,7 @@ return {
         api_base = "https://api.telnyx.com", -- TELNYX_API_BASE
         send_attempts = 5,
         timeout_ms = 10000,
-        sweep_interval_s = 5,     -- queued outbound messages looked for (0 = never)
+        sweep_interval_s = 5,     -- queued outbound messages looked for, once per cluster (0 = never)
     },
 
     metrics = {

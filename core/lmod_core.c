@@ -4,6 +4,9 @@
  *   steeple.now()          wall-clock seconds since the epoch (float)
  *   steeple.clock()        monotonic seconds (float), for durations
  *   steeple.worker()       this worker's index (0-based)
+ *   steeple.node()         this node's identity, "<hostname>:<master pid>": the
+ *                          same in every worker of one serve process, and
+ *                          different in another process, on this host or another
  *   steeple.request_id()   the running request's id, or nil outside one
  *   steeple.current()      false once the scripts running the caller were
  *                          replaced by a reload (a long task then ends, so
@@ -19,7 +22,9 @@
 #include <event2/event.h>
 #include <lauxlib.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 struct sleeper {
     struct event *ev;
@@ -108,6 +113,20 @@ static int l_worker(lua_State *L)
     return 1;
 }
 
+/* Pushes "<hostname>:<master pid>" ("unknown" when the host has no name
+ * to give). The master is the process with index -1 (it checks the scripts
+ * before it forks); a worker's parent is its master. */
+static int l_node(lua_State *L)
+{
+    char name[256];
+    if (gethostname(name, sizeof name) != 0)
+        snprintf(name, sizeof name, "unknown");
+    name[sizeof name - 1] = '\0'; /* a truncated name need not end in NUL */
+    int master = script_host(L)->index < 0 ? (int)getpid() : (int)getppid();
+    lua_pushfstring(L, "%s:%d", name, master);
+    return 1;
+}
+
 static int l_request_id(lua_State *L)
 {
     struct request *r = request_running(L);
@@ -130,7 +149,7 @@ static int l_current(lua_State *L)
 
 static const luaL_Reg funcs[] = {
     {"sleep", l_sleep},   {"now", l_now},
-    {"clock", l_clock},   {"worker", l_worker},
+    {"clock", l_clock},   {"worker", l_worker}, {"node", l_node},
     {"request_id", l_request_id}, {"spawn", l_spawn},
     {"current", l_current},       {NULL, NULL},
 };

@@ -1,18 +1,26 @@
 -- Work the server does on its own, driven by the core's once-a-second
 -- app.tick() on every worker (never two ticks at once on one worker):
 --
---   * spool replay, on every worker (each replays its own spool files),
---     every spool.replay_interval_s while records are pending: a pass over
---     the spool (messaging/webhook.lua) that goes on at the next tick when
---     its time is up, so that every record is reached however many wait;
---   * the outbound sweep, on worker 0, every telnyx.sweep_interval_s (0:
---     never): queued messages whose time has come (after a restart, a lost task);
+--   * spool replay, on every worker of every node (each replays its own
+--     spool files; a node's spool directory is its own, so this stays per
+--     node), every spool.replay_interval_s while records are pending: a
+--     pass over the spool (messaging/webhook.lua) that goes on at the next
+--     tick when its time is up, so that every record is reached however
+--     many wait;
 --   * the broadcast dispatcher, on every worker, every
 --     messaging.dispatch_interval_s (0: never): the turns of the churches
---     whose broadcasts are due (broadcasts/dispatch.lua); on worker 0, at
---     the same interval, the gauge steeple_broadcast_stall_seconds;
---   * the janitor, on worker 0, at start-up and every
---     tenants.janitor_interval_s (0: never): undoes registrations cut short.
+--     whose broadcasts are due (broadcasts/dispatch.lua, which coordinates
+--     through the registry's broadcast_tenants);
+--   * once per cluster, by whichever worker of whichever node holds the
+--     chore's lease in the registry (chores.lua; every worker looks at each
+--     interval, so a dead node's chores are taken over once its leases end):
+--       - the outbound sweep, every telnyx.sweep_interval_s (0: never):
+--         queued messages whose time has come (after a restart, a lost task);
+--       - the gauge steeple_broadcast_stall_seconds, every
+--         messaging.dispatch_interval_s (0: never); the other workers set
+--         it to 0, so the holder's node shows the value and the others 0;
+--       - the janitor, from start-up on, every tenants.janitor_interval_s
+--         (0: never): undoes registrations cut short.
 --
 -- Failures are logged as warnings and tried again at the next interval. Each
 -- tick also sets the gauge steeple_lua_heap_bytes (this worker's Lua heap).
@@ -27,6 +35,7 @@ local registration = require "auth.registration"
 local outbound = require "messaging.outbound"
 local dispatch = require "broadcasts.dispatch"
 local webhook = require "messaging.webhook"
+local chores = require "chores"
 
 local pcall, type = pcall, type
 
@@ -38,8 +47,8 @@ metrics.describe("steeple_lua_heap_bytes", "gauge", "Memory of the workers' Lua 
 local REPLAY_BATCH <const> = 200
 local REPLAY_BUDGET_S <const> = 0.5
 
-local last = { janitor = -math.huge, outbox = -math.huge, replay = -math.huge, broadcasts = -math.huge,
-               stall = -math.huge }
+local last = { janitor = -math.huge, outbound_sweep = -math.huge, replay = -math.huge,
+               broadcasts = -math.huge, broadcast_stall = -math.huge }
 local pass -- the replay pass under way, kept from one tick to the next
 
 -- Runs fn unless it ran less than interval seconds ago; logs its failure.
@@ -70,6 +79,18 @@ local function replay()
     metrics.set("steeple_spool_pending", nil, spool.pending())
 end
 
+-- every() for a chore that runs once per cluster: fn runs only while this
+-- worker holds the chore's lease; otherwise_fn (if any) runs when it does not.
+local function every_once(name, interval, now, fn, otherwise_fn)
+    every(name, interval, now, function()
+        if not chores.run_if_held(name, interval, fn) and otherwise_fn then otherwise_fn() end
+    end)
+end
+
+local function clear_stall()
+    metrics.set("steeple_broadcast_stall_seconds", nil, 0)
+end
+
 function M.tick()
     local now = steeple.clock()
     -- summed over the workers by /metrics
@@ -77,10 +98,9 @@ function M.tick()
     every("replay", config.spool.replay_interval_s, now, replay)
     if config.db.url == nil then return end
     every("broadcasts", config.messaging.dispatch_interval_s, now, dispatch.tick)
-    if steeple.worker() ~= 0 then return end
-    every("outbox", config.telnyx.sweep_interval_s, now, outbound.sweep)
-    every("stall", config.messaging.dispatch_interval_s, now, dispatch.report_stall)
-    every("janitor", config.tenants.janitor_interval_s, now, registration.sweep)
+    every_once("outbound_sweep", config.telnyx.sweep_interval_s, now, outbound.sweep)
+    every_once("broadcast_stall", config.messaging.dispatch_interval_s, now, dispatch.report_stall, clear_stall)
+    every_once("janitor", config.tenants.janitor_interval_s, now, registration.sweep)
 end
 
 return M

@@ -24,19 +24,54 @@ local function hex(bytes)
     return (bytes:gsub(".", function(c) return format("%02x", c:byte()) end))
 end
 
--- Runs check(); prints "ok" with its note, or "FAIL" with the error and fix.
+-- Runs check(); prints "ok" with its note, "FAIL" with the error and fix, or
+-- "WARN" with the fix when check returns a note and true (a warning).
 local function checker()
-    local failed = 0
+    local failed, warned = 0, 0
     return function(label, fix, check)
-        local ok, note = pcall(check)
-        if ok then
+        local ok, note, warning = pcall(check)
+        if ok and warning then
+            warned = warned + 1
+            out("WARN  %s: %s\n      fix: %s", label, note, fix)
+        elseif ok then
             out("ok    %s%s", label, note and (": " .. note) or "")
         else
             failed = failed + 1
             out("FAIL  %s: %s\n      fix: %s", label, describe(note), fix)
         end
         return ok
-    end, function() return failed end
+    end, function() return failed, warned end
+end
+
+-- The server's connection settings: max_connections, and the room left
+-- for roles without superuser (max_connections - superuser_reserved_connections).
+local function connection_room(h)
+    local row = h:query("SELECT current_setting('max_connections')::int AS max, "
+        .. "current_setting('superuser_reserved_connections')::int AS reserved")[1]
+    return row.max - row.reserved, row.max, row.reserved
+end
+
+-- Every node keeps its own budget of db.server_max_connections to each
+-- server: cluster.nodes of them must fit in the server's room (a warning,
+-- since doctor cannot see the other nodes' settings). One node: the check
+-- above says it all.
+local function cluster_budget_check(check, server, h)
+    local nodes, each = config.cluster.nodes, config.db.server_max_connections
+    if nodes == 1 then return end
+    check(server .. ": cluster.nodes x db.server_max_connections fits max_connections",
+        "lower db.server_max_connections on every node (budget per node = the server's room / nodes), "
+            .. "or raise max_connections on the server",
+        function()
+            local room, max, reserved = connection_room(h)
+            local total = nodes * each
+            if total > room then
+                return format("%d nodes x db.server_max_connections %d = %d connections, but the server "
+                    .. "allows %d (max_connections %d - %d reserved): set db.server_max_connections to at "
+                    .. "most %d, or max_connections to at least %d", nodes, each, total, room, max, reserved,
+                    room // nodes, total + reserved), true
+            end
+            return format("%d nodes x %d = %d of %d", nodes, each, total, room)
+        end)
 end
 
 -- Which servers are reached through PgBouncer (server -> pool mode): the
@@ -91,17 +126,16 @@ local function server_checks(check, server, workers)
     check(server .. ": max_connections covers db.server_max_connections",
         "raise max_connections on the server or lower db.server_max_connections",
         function()
-            local row = h:query("SELECT current_setting('max_connections')::int AS max, "
-                .. "current_setting('superuser_reserved_connections')::int AS reserved")[1]
-            local room = row.max - row.reserved
+            local room, max, reserved = connection_room(h)
             local want = config.db.server_max_connections
             if want > room then
                 error(format("db.server_max_connections is %d but the server allows %d "
-                    .. "(max_connections %d - %d reserved)", want, room, row.max, row.reserved), 0)
+                    .. "(max_connections %d - %d reserved)", want, room, max, reserved), 0)
             end
             return format("%d of %d (%d workers, %d each)", want, room, workers,
                 want // workers)
         end)
+    cluster_budget_check(check, server, h)
 end
 
 local function registry_check(check, dir)
@@ -154,11 +188,12 @@ function M.main()
     if config.db.template ~= "none" then
         for _, server in ipairs(db.servers(true)) do template_check(check, server, dir) end
     end
-    if failures() > 0 then
-        out("%d checks failed", failures())
+    local failed, warned = failures()
+    if failed > 0 then
+        out("%d checks failed", failed)
         return 1
     end
-    out("all checks passed")
+    out(warned > 0 and format("all checks passed, %d warnings", warned) or "all checks passed")
     return 0
 end
 

@@ -77,6 +77,52 @@ describe("doctor", function()
         assert.matches("FAIL  main: max_connections covers db.server_max_connections: db.server_max_connections is 5000", out)
     end)
 
+    describe("with cluster.nodes", function()
+        local room, max, reserved
+
+        setup(function()
+            max = tonumber((psql(BASE_URL, "SHOW max_connections")))
+            reserved = tonumber((psql(BASE_URL, "SHOW superuser_reserved_connections")))
+            room = max - reserved
+        end)
+
+        it("warns, with the numbers and what to set, when the nodes' budgets exceed max_connections", function()
+            local each = 80
+            local nodes = room // each + 1 -- one node more than fits
+            local status, err, out = doctor(url_of(dbname), string.format(
+                "return { cluster = { nodes = %d }, db = { server_max_connections = %d, template = 'none' } }",
+                nodes, each))
+            assert.equal(0, status, out .. err) -- a warning, not a failure
+            local line = string.format("WARN  main: cluster.nodes x db.server_max_connections fits max_connections: "
+                .. "%d nodes x db.server_max_connections %d = %d connections, but the server allows %d "
+                .. "(max_connections %d - %d reserved): set db.server_max_connections to at most %d, "
+                .. "or max_connections to at least %d", nodes, each, nodes * each, room, max, reserved,
+                room // nodes, nodes * each + reserved)
+            assert.truthy(out:find(line, 1, true), out)
+            assert.matches("fix: lower db.server_max_connections on every node", out)
+            assert.matches("ok    main: max_connections covers db.server_max_connections", out)
+            assert.matches("all checks passed, 1 warnings", out)
+        end)
+
+        it("says ok when the nodes' budgets fit", function()
+            local each = room // 3
+            local status, err, out = doctor(url_of(dbname), string.format(
+                "return { cluster = { nodes = 3 }, db = { server_max_connections = %d, template = 'none' } }", each))
+            assert.equal(0, status, out .. err)
+            local line = string.format("ok    main: cluster.nodes x db.server_max_connections fits max_connections: "
+                .. "3 nodes x %d = %d of %d", each, 3 * each, room)
+            assert.truthy(out:find(line, 1, true), out)
+            assert.is_nil(out:find("WARN", 1, true), out)
+            assert.matches("all checks passed\n", out)
+        end)
+
+        it("says nothing of it for one node", function()
+            local status, err, out = doctor(url_of(dbname), "return { db = { template = 'none' } }")
+            assert.equal(0, status, out .. err)
+            assert.is_nil(out:find("cluster.nodes", 1, true), out)
+        end)
+    end)
+
     it("fails when the server cannot be reached, and says how to fix it", function()
         local status, _, out = doctor("postgresql://steeple@/steeple?host=/nonexistent-dir&port=5432")
         assert.equal(1, status)

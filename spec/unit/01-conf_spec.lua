@@ -52,6 +52,7 @@ local EXPECTED_DEFAULTS = {
         migrations_dir = "sql",
         template = "steeple_template",
     },
+    cluster = { nodes = 1 },
     tenants = { capacity = 100, idle_s = 1800, cache_ttl_s = 30, provisioning_timeout_s = 300,
                 max_provisioning = 4, janitor_interval_s = 60 },
     auth = {
@@ -69,8 +70,8 @@ local EXPECTED_DEFAULTS = {
 }
 
 local DB_KEYS = {
-    "db.url", "db.tenant_urls", "db.pool_max", "db.server_max_connections", "db.min_idle",
-    "db.acquire_timeout_ms", "db.connect_timeout_ms", "db.statement_timeout_ms", "db.idle_timeout_s",
+    "db.url", "db.tenant_urls", "db.pool_max", "db.server_max_connections", "cluster.nodes",
+    "db.min_idle", "db.acquire_timeout_ms", "db.connect_timeout_ms", "db.statement_timeout_ms", "db.idle_timeout_s",
     "db.breaker_failures", "db.breaker_open_s", "db.prepared_statements", "db.migrations_dir", "db.template",
     "tenants.capacity", "tenants.idle_s", "tenants.cache_ttl_s",
 }
@@ -138,7 +139,7 @@ describe("conf", function()
             for _, k in ipairs(LATER_NAMES) do expected[#expected + 1] = k end
             expected[#expected + 1] = "bench.plain_path"
             assert.same(expected, keys)
-            assert.equal(68, #conf.schema)
+            assert.equal(69, #conf.schema)
         end)
 
         it("looks entries up by key", function()
@@ -197,6 +198,7 @@ describe("conf", function()
                            acquire_timeout_ms = 100, connect_timeout_ms = 200, statement_timeout_ms = 300,
                            idle_timeout_s = 5, breaker_failures = 2, breaker_open_s = 1.5,
                            prepared_statements = false, migrations_dir = "m", template = "none" },
+                    cluster = { nodes = 3 },
                     tenants = { capacity = 7, idle_s = 60, cache_ttl_s = 0, provisioning_timeout_s = 20,
                                 max_provisioning = 2, janitor_interval_s = 2 },
                     auth = { jwt_secret = "0123456789abcdef0123456789abcdef", data_key = "]] .. SPEC_KEY .. [[",
@@ -224,6 +226,7 @@ describe("conf", function()
                        acquire_timeout_ms = 100, connect_timeout_ms = 200, statement_timeout_ms = 300,
                        idle_timeout_s = 5, breaker_failures = 2, breaker_open_s = 1.5,
                        prepared_statements = false, migrations_dir = "m", template = "none" },
+                cluster = { nodes = 3 },
                 tenants = { capacity = 7, idle_s = 60, cache_ttl_s = 0, provisioning_timeout_s = 20,
                             max_provisioning = 2, janitor_interval_s = 2 },
                 auth = { jwt_secret = "0123456789abcdef0123456789abcdef", data_key = SPEC_KEY,
@@ -410,6 +413,7 @@ describe("conf", function()
             { "limits.header_bytes", 1024, 1048576, "must be between 1024 and 1048576" },
             { "limits.max_connections", 1, 1000000, "must be between 1 and 1000000" },
             { "limits.json_max_depth", 1, 1000, "must be between 1 and 1000" },
+            { "cluster.nodes", 1, 10000, "must be between 1 and 10000" },
             { "tenants.max_provisioning", 1, 1000, "must be between 1 and 1000" },
             { "auth.ipv6_prefix", 1, 128, "must be between 1 and 128" },
             { "spool.give_up_s", 0, 2592000, "must be between 0 and 2592000" },
@@ -625,6 +629,7 @@ describe("conf", function()
                 ["limits.json_max_depth"] = true, ["bench.plain_path"] = false,
             }
             for _, key in ipairs(DB_KEYS) do expected[key] = false end
+            expected["cluster.nodes"] = true -- read by doctor only
             for _, k in ipairs(LATER_KEYS) do expected[k[1]] = k[2] end
             local got = {}
             for _, entry in ipairs(conf.schema) do got[entry.key] = conf.reloadable(entry.key) end

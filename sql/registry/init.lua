@@ -7,4 +7,5 @@ return {
     "0004_church_settings.sql",
     "0005_broadcasts.sql",
     "0006_broadcast_progress.sql",
+    "0007_chore_leases.sql",
 }
