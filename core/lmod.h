@@ -13,5 +13,6 @@ int luaopen_steeple_ratelimit(lua_State *L); /* steeple.ratelimit */
 int luaopen_steeple_spool(lua_State *L);     /* steeple.spool */
 int luaopen_steeple_http(lua_State *L);      /* steeple.http */
 int luaopen_steeple_csv(lua_State *L);       /* steeple.csv */
+int luaopen_steeple_latch(lua_State *L);     /* steeple.latch */
 
 #endif

@@ -17,6 +17,7 @@ static const luaL_Reg preloads[] = {
     {"steeple.spool", luaopen_steeple_spool},
     {"steeple.http", luaopen_steeple_http},
     {"steeple.csv", luaopen_steeple_csv},
+    {"steeple.latch", luaopen_steeple_latch},
     {NULL, NULL},
 };
 

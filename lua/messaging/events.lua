@@ -17,8 +17,10 @@
 --   events.retryable(e) -> true for those errors
 --   events.dead_letter(event, reason, body) keeps an event for operators
 
+local config = require "steeple.config"
 local db = require "db"
 local errors = require "errors"
+local group = require "group"
 local json = require "json"
 local metrics = require "steeple.metrics"
 local numbers = require "messaging.numbers"
@@ -31,6 +33,10 @@ local tointeger = math.tointeger
 local utf8_len = utf8.len
 
 local M = {}
+
+metrics.describe("steeple_webhook_batches_total", "counter",
+    "Writes of received texts: alone, together (several in one statement), one_by_one (a batch refused).",
+    { { written = "alone" }, { written = "together" }, { written = "one_by_one" } })
 
 -- Limits of one event: Telnyx sends at most 10 media per MMS and texts far
 -- shorter than these.
@@ -148,7 +154,7 @@ end
 M.NOT_YET = { message = "the church is still being registered" }
 
 function M.retryable(e)
-    return e == M.NOT_YET or db.is_transient(e)
+    return e == M.NOT_YET or db.is_transient(e) or group.is_timeout(e)
 end
 
 function M.church(ev)
@@ -247,11 +253,9 @@ local function store_keyword(handle, church, ev, media, kind, word)
     return "stored"
 end
 
-local function store_received(handle, church, ev)
+-- One text, on its own: the known conversation's message, or the upserts.
+local function store_received_one(handle, ev, media)
     local key = handle.dbname .. "|" .. ev.contact_number
-    local media = codec.encode(ev.media)
-    local kind, word = consent.keyword(ev.text)
-    if kind then return store_keyword(handle, church, ev, media, kind, word) end
     local conversation = known[key]
     if conversation then
         local ok, rows = pcall(handle.query, handle, INSERT_MESSAGE, conversation, ev.contact_number,
@@ -264,6 +268,104 @@ local function store_received(handle, church, ev)
     if rows[1] == nil then return "duplicate" end
     remember(key, rows[1].conversation_id)
     return "stored"
+end
+
+-- Texts of one church's database that arrived together, in one statement:
+-- those of known conversations go straight to their messages (a deleted
+-- contact brought back), the others upsert their contacts and conversations
+-- first, as the statements above; a provider id already stored is skipped.
+-- Returns the provider ids stored, with their conversations.
+local INSERT_BATCH <const> = [[
+    WITH i AS (
+        SELECT * FROM jsonb_to_recordset($1::jsonb)
+            AS i(n int, phone text, church text, text text, media text, pid text, conv uuid)),
+    c AS (
+        INSERT INTO contacts (phone_number, consent, consent_source, consent_at)
+        SELECT f.phone, CASE WHEN s.source IS NULL THEN 'unknown' ELSE 'opted_out' END, s.source, s.created_at
+        FROM (SELECT DISTINCT phone FROM i WHERE conv IS NULL) f
+        LEFT JOIN suppressions s ON s.phone_number = f.phone
+        ON CONFLICT (phone_number) DO UPDATE SET
+            deleted_at = NULL,
+            created_at = CASE WHEN contacts.deleted_at IS NULL THEN contacts.created_at ELSE now() END,
+            updated_at = CASE WHEN contacts.deleted_at IS NULL THEN contacts.updated_at ELSE now() END
+        RETURNING id, phone_number),
+    v AS (
+        INSERT INTO conversations (contact_id) SELECT id FROM c
+        ON CONFLICT (contact_id) DO UPDATE SET contact_id = EXCLUDED.contact_id
+        RETURNING id, contact_id),
+    m AS (
+        INSERT INTO messages (conversation_id, direction, from_number, to_number, text, media, status,
+                              provider_message_id)
+        SELECT coalesce(i.conv, v.id), 'inbound', i.phone, i.church, i.text, i.media::jsonb, 'received', i.pid
+        FROM i LEFT JOIN c ON i.conv IS NULL AND c.phone_number = i.phone
+        LEFT JOIN v ON v.contact_id = c.id
+        ORDER BY i.n
+        ON CONFLICT (provider_message_id) DO NOTHING
+        RETURNING provider_message_id, conversation_id, from_number),
+    back AS (
+        UPDATE contacts SET deleted_at = NULL, created_at = now(), updated_at = now()
+        WHERE deleted_at IS NOT NULL
+          AND phone_number IN (SELECT phone FROM i WHERE conv IS NOT NULL)
+          AND phone_number IN (SELECT from_number FROM m))
+    SELECT provider_message_id AS pid, conversation_id FROM m]]
+
+-- Writes the texts that arrived together for one church's database: alone,
+-- one is written as before; several go in one statement, and when that
+-- fails for a reason other than the database's state now, each is written
+-- on its own, so that one bad text fails alone. Runs as the group's writer
+-- task, its database work bounded by spool.after_ms as a webhook's is.
+local function write_received(_, items)
+    db.deadline(config.spool.after_ms) -- as the webhook's own: a slower database is down
+    if #items == 1 then
+        metrics.inc("steeple_webhook_batches_total", { written = "alone" })
+        local it = items[1]
+        local ok, v = pcall(store_received_one, it.handle, it.ev, it.media)
+        return { { ok = ok, value = v, err = v } }
+    end
+    local handle = items[1].handle
+    local rows, first = {}, {}
+    for i, it in ipairs(items) do
+        local ev = it.ev
+        if first[ev.message_id] == nil then
+            first[ev.message_id] = i
+            rows[#rows + 1] = { n = i, phone = ev.contact_number, church = ev.church_number, text = ev.text,
+                                media = it.media, pid = ev.message_id,
+                                conv = known[handle.dbname .. "|" .. ev.contact_number] }
+        end
+    end
+    local ok, stored = pcall(handle.query, handle, INSERT_BATCH, codec.encode(rows))
+    local out = {}
+    if not ok then
+        if db.is_transient(stored) then error(stored, 0) end
+        metrics.inc("steeple_webhook_batches_total", { written = "one_by_one" })
+        for i, it in ipairs(items) do
+            local done, v = pcall(store_received_one, it.handle, it.ev, it.media)
+            out[i] = { ok = done, value = v, err = v }
+        end
+        return out
+    end
+    metrics.inc("steeple_webhook_batches_total", { written = "together" })
+    local conversation_of = {}
+    for _, r in ipairs(stored) do conversation_of[r.pid] = r.conversation_id end
+    for i, it in ipairs(items) do
+        local ev = it.ev
+        local conversation = first[ev.message_id] == i and conversation_of[ev.message_id]
+        if conversation then remember(handle.dbname .. "|" .. ev.contact_number, conversation) end
+        out[i] = { ok = true, value = conversation and "stored" or "duplicate" }
+    end
+    return out
+end
+
+local received = group.new(write_received)
+
+-- A text that is no keyword joins the church's next batch (group.lua): the
+-- texts that arrive while one is being written are written together.
+local function store_received(handle, church, ev)
+    local media = codec.encode(ev.media)
+    local kind, word = consent.keyword(ev.text)
+    if kind then return store_keyword(handle, church, ev, media, kind, word) end
+    return received:submit(church.server .. "|" .. church.dbname, { handle = handle, ev = ev, media = media },
+        config.spool.after_ms)
 end
 
 -- A status moves only forward: queued < sending < sent < the final ones.

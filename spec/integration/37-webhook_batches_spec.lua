@@ -1,0 +1,230 @@
+-- Received texts of one church stored in batches (group commit): many at
+-- once with duplicates and bad ones among them, a text the database refuses
+-- inside a batch, batches whose connections die; with prepared statements
+-- on and off.
+local server = require "support.server"
+local http = require "support.http"
+local pg = require "support.pg"
+local auth = require "support.auth"
+local telnyx = require "support.telnyx"
+local cjson = require "cjson"
+
+assert(pg.BASE_URL, "DATABASE_URL must point at the test cluster")
+local psql, url_of = pg.psql, pg.url_of
+
+local HOOK <const> = "/api/webhooks/telnyx/messaging"
+local AFTER_MS <const> = 8000 -- spool.after_ms: the specs hold locks for a few seconds
+
+local function together() return 'steeple_webhook_batches_total{written="together"}' end
+local function one_by_one() return 'steeple_webhook_batches_total{written="one_by_one"}' end
+
+for _, prepared in ipairs { true, false } do
+describe("received texts stored in batches, prepared statements " .. (prepared and "on" or "off"), function()
+    local reg, tx, srv, church, seq = nil, nil, nil, nil, 0
+    local tag = prepared and "p" or "u"
+
+    local function q(sql) return (psql(url_of(church.db), sql)) end
+    local function count(sql) return tonumber(q(sql)) end
+
+    local function spec_of(body)
+        return { port = srv.port, method = "POST", path = HOOK, body = body, headers = tx:headers(body), timeout = 30 }
+    end
+
+    -- a received text's body: provider id, sender
+    local function received(id, from, text)
+        return telnyx.received(id, from, church.number, text or ("text " .. id))
+    end
+
+    -- Holds the church's messages table for `seconds` (inserts wait), from
+    -- another session in the background; returns once the lock is held.
+    local function hold_messages(seconds)
+        seq = seq + 1
+        local mark = "hold-" .. tag .. seq
+        os.execute(string.format("psql -XAtq %s -c %s >/dev/null 2>&1 &", server.quote(url_of(church.db)),
+            server.quote(string.format("BEGIN; LOCK TABLE messages IN SHARE MODE; SELECT '%s', pg_sleep(%g); COMMIT",
+                mark, seconds))))
+        assert.truthy(server.wait_until(function()
+            return count("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%" .. mark .. "%' "
+                .. "AND state = 'active' AND pid <> pg_backend_pid()") == 1
+        end, 5), "the lock was not taken")
+    end
+
+    -- steeple's statements waiting for the lock on messages (nothing else
+    -- takes a lock there), at least n of them
+    local function waiting(n)
+        return server.wait_until(function()
+            return count([[SELECT count(*) FROM pg_stat_activity
+                WHERE datname = current_database() AND wait_event_type = 'Lock']]) >= n
+        end, 5)
+    end
+
+    -- A signed POST made ready (signing takes a while); post() sends it in
+    -- the background (curl) and returns a function that gives its answer's
+    -- body once it is in.
+    local function ready(body)
+        local dir = server.tmpdir()
+        local out, req = dir .. "/answer", dir .. "/body"
+        server.write_file(req, body)
+        local h = tx:headers(body)
+        local command = string.format("curl -s -X POST -H %s -H %s -H %s --data-binary @%s http://127.0.0.1:%d%s > %s &",
+            server.quote("Content-Type: application/json"),
+            server.quote("telnyx-timestamp: " .. h["telnyx-timestamp"]),
+            server.quote("telnyx-signature-ed25519: " .. h["telnyx-signature-ed25519"]),
+            server.quote(req), srv.port, HOOK, server.quote(out))
+        return function()
+            os.execute(command)
+            return function()
+                local text = server.read_file(out)
+                if text == nil or text == "" then return nil end
+                return cjson.decode(text)
+            end
+        end
+    end
+
+    setup(function()
+        reg = auth.registry("wbatch" .. tag)
+        tx = telnyx.new()
+        srv = server.start {
+            config = { workers = 1, limits = { request_timeout_s = 30 },
+                       db = { prepared_statements = prepared, acquire_timeout_ms = 20000 },
+                       spool = { after_ms = AFTER_MS, replay_interval_s = 1 } },
+            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false, TELNYX_PUBLIC_KEY = tx.public_key,
+                    STEEPLE_SPOOL_DIR = server.tmpdir() .. "/spool" },
+        }
+        church = reg:church(srv, "wb" .. tag, { phoneNumber = prepared and "+15559500001" or "+15559500002" })
+    end)
+
+    teardown(function()
+        if srv then srv:stop() end
+        if reg then reg:drop() end
+    end)
+
+    before_each(function() srv:mark() end)
+
+    it("stores 500 texts that arrive at once: each good one once, 50 copies of one as duplicates, "
+        .. "10 bad ones refused alone", function()
+        local specs, kinds = {}, {}
+        for i = 1, 440 do -- 100 senders, new and known
+            specs[#specs + 1] = spec_of(received("gb-" .. tag .. i, string.format("+1555961%04d", i % 100)))
+            kinds[#specs] = "good"
+        end
+        local copy = received("gb-" .. tag .. "-copy", "+15559619999")
+        for _ = 1, 50 do
+            specs[#specs + 1] = spec_of(copy)
+            kinds[#specs] = "copy"
+        end
+        for i = 1, 10 do -- no payload.to
+            local bad = cjson.decode(received("gb-" .. tag .. "-bad" .. i, "+15559618888"))
+            bad.data.payload.to = nil
+            specs[#specs + 1] = spec_of(cjson.encode(bad))
+            kinds[#specs] = "bad"
+        end
+        local before = srv:metric(together())
+        local answers = { good = {}, copy = {}, bad = {} }
+        for i, res in ipairs(http.concurrent(specs, 60)) do
+            local json = type(res.json) == "table" and res.json or {}
+            local key = res.error and ("error " .. tostring(res.error))
+                or (res.status .. " " .. tostring(json.status or (type(json.error) == "table" and json.error.code)))
+            answers[kinds[i]][key] = (answers[kinds[i]][key] or 0) + 1
+        end
+        -- every good one taken on (stored, or spooled on a busy machine), the
+        -- copies too (at most one of them stored), the bad ones refused
+        for key in pairs(answers.good) do
+            assert.truthy(key == "200 stored" or key == "202 spooled", key)
+        end
+        for key in pairs(answers.copy) do
+            assert.truthy(key == "200 stored" or key == "200 duplicate" or key == "202 spooled", key)
+        end
+        assert.truthy((answers.copy["200 stored"] or 0) <= 1, cjson.encode(answers.copy))
+        assert.same({ ["400 validation_failed"] = 10 }, answers.bad)
+        -- spooled ones are replayed: in the end each good text once, the copy once
+        assert.truthy(server.wait_until(function()
+            return count("SELECT count(*) FROM messages WHERE provider_message_id LIKE 'gb-" .. tag .. "%'") == 441
+        end, 60), "stored: " .. q("SELECT count(*) FROM messages WHERE provider_message_id LIKE 'gb-" .. tag .. "%'"))
+        assert.equal(0, count("SELECT count(*) FROM messages WHERE provider_message_id LIKE '%-bad%'"))
+        assert.equal(101, count("SELECT count(*) FROM contacts WHERE phone_number LIKE '+1555961%'"))
+        assert.equal(101, count([[SELECT count(*) FROM conversations v JOIN contacts c ON c.id = v.contact_id
+            WHERE c.phone_number LIKE '+1555961%']]))
+        -- the conversations' counters saw every text
+        assert.equal(441, count([[SELECT sum(unread_count) FROM conversations v JOIN contacts c ON c.id = v.contact_id
+            WHERE c.phone_number LIKE '+1555961%']]))
+        local batches = srv:metric(together()) - before
+        print(string.format("# %d batches of several texts; answers: %s", batches, cjson.encode(answers)))
+        assert.truthy(batches > 0, "no two texts were ever written together")
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("writes one by one a batch the database refuses for one of its texts: that one fails alone", function()
+        -- the church's database refuses one text (as a constraint would); a
+        -- text of several words, not a keyword's path
+        q([[CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.text = 'a poisoned text' THEN RAISE EXCEPTION 'poisoned text' USING ERRCODE = '22023'; END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse_poison BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse_poison()]])
+        local before = srv:metric(one_by_one())
+        local post_first = ready(received("gp-" .. tag .. "-first", "+15559620000"))
+        local specs = {}
+        for i = 1, 20 do specs[i] = spec_of(received("gp-" .. tag .. i, string.format("+1555962%04d", i))) end
+        specs[21] = spec_of(received("gp-" .. tag .. "-poison", "+15559629999", "a poisoned text"))
+        hold_messages(3)
+        -- a first text waits for the lock: the others arrive meanwhile and
+        -- make the next batch, the poisoned one among them
+        local first = post_first()
+        assert.truthy(waiting(1), "the first text's statement does not wait for the lock")
+        local results = http.concurrent(specs, 60)
+        for i = 1, 20 do
+            assert.equal(200, results[i].status, results[i].body)
+            assert.equal("stored", results[i].json.status)
+        end
+        assert.equal(500, results[21].status, results[21].body)
+        assert.truthy(server.wait_until(first, 10), "the first text was never answered")
+        assert.equal("stored", first().status)
+        assert.equal(21, count("SELECT count(*) FROM messages WHERE provider_message_id LIKE 'gp-" .. tag .. "%'"))
+        assert.equal(0, count("SELECT count(*) FROM messages WHERE text = 'a poisoned text'"))
+        assert.equal(before + 1, srv:metric(one_by_one()))
+        q("DROP TRIGGER refuse_poison ON messages; DROP FUNCTION refuse_poison()")
+        assert.same({}, srv:unexpected_errors { "poisoned text" })
+    end)
+
+    it("spools the texts of batches whose connections die, and stores each once when replayed", function()
+        local post_first = ready(received("gk-" .. tag .. "-first", "+15559630000"))
+        local posts = {}
+        for i = 1, 10 do posts[i] = ready(received("gk-" .. tag .. i, string.format("+1555963%04d", i))) end
+        hold_messages(6)
+        local first = post_first()
+        assert.truthy(waiting(1), "the first text's statement does not wait for the lock")
+        local later = {}
+        for i = 1, 10 do later[i] = posts[i]() end
+        -- every batch's connection dies while it waits for the lock: the
+        -- first one's, then those of the batches the others made meanwhile
+        local answers, all = {}, { first, table.unpack(later) }
+        local killed = 0
+        assert.truthy(server.wait_until(function()
+            killed = killed + count([[SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                WHERE datname = current_database() AND wait_event_type = 'Lock']])
+            for _, answer in ipairs(all) do
+                if answer() == nil then return false end
+            end
+            return true
+        end, 15), "a text was never answered")
+        for _, answer in ipairs(all) do answers[answer().status] = (answers[answer().status] or 0) + 1 end
+        assert.truthy(killed >= 2, killed .. " connections killed")
+        assert.same({ spooled = 11 }, answers)
+        -- replayed once the lock is gone: each once
+        assert.truthy(server.wait_until(function()
+            return count("SELECT count(*) FROM messages WHERE provider_message_id LIKE 'gk-" .. tag .. "%'") == 11
+        end, 30), "the spooled texts were not all stored")
+        assert.truthy(server.wait_until(function() return srv:metric("steeple_spool_pending") == 0 end, 30))
+        assert.equal(11, count("SELECT count(DISTINCT provider_message_id) FROM messages "
+            .. "WHERE provider_message_id LIKE 'gk-" .. tag .. "%'"))
+        assert.same({}, srv:unexpected_errors { "terminating connection", "webhook spooled", "spooled webhooks" })
+    end)
+
+    it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
+        srv:assert_stops_cleanly()
+        srv = nil
+    end)
+end)
+end
