@@ -19,7 +19,7 @@ local HTTP_METHODS <const> = {
 local NOT_ERROR_BODIES <const> = { ["GET /ready 503"] = true }
 local CORE_MODULES <const> = {
     "steeple", "steeple.log", "steeple.metrics", "steeple.crypto", "steeple.db",
-    "steeple.ratelimit", "steeple.spool", "steeple.http", "steeple.csv",
+    "steeple.ratelimit", "steeple.spool", "steeple.http", "steeple.csv", "steeple.latch",
 }
 
 local function read(path)
