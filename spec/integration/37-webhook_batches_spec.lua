@@ -81,6 +81,19 @@ describe("received texts stored in batches, prepared statements " .. (prepared a
         end
     end
 
+    -- Changes srv's configuration and waits until its worker reloaded.
+    local function reload(changes)
+        for section, values in pairs(changes) do
+            for k, v in pairs(values) do srv.config[section][k] = v end
+        end
+        server.write_config(srv.config, srv.dir)
+        local want = select(2, srv:log_text():gsub("scripts reloaded", "")) + 1
+        assert.is_true(srv:sighup())
+        assert.truthy(server.wait_until(function()
+            return select(2, srv:log_text():gsub("scripts reloaded", "")) >= want
+        end, 10), "the worker did not reload")
+    end
+
     setup(function()
         reg = auth.registry("wbatch" .. tag)
         tx = telnyx.new()
@@ -220,6 +233,32 @@ describe("received texts stored in batches, prepared statements " .. (prepared a
         assert.equal(11, count("SELECT count(DISTINCT provider_message_id) FROM messages "
             .. "WHERE provider_message_id LIKE 'gk-" .. tag .. "%'"))
         assert.same({}, srv:unexpected_errors { "terminating connection", "webhook spooled", "spooled webhooks" })
+    end)
+
+    it("spools the texts whose batches take longer than spool.after_ms, and stores each once", function()
+        reload { spool = { after_ms = 1000 } }
+        local post_first = ready(received("gt-" .. tag .. "-first", "+15559640000"))
+        local posts = {}
+        for i = 1, 10 do posts[i] = ready(received("gt-" .. tag .. i, string.format("+1555964%04d", i))) end
+        hold_messages(4)
+        local all = { post_first() }
+        assert.truthy(waiting(1), "the first text's statement does not wait for the lock")
+        for i = 1, 10 do all[#all + 1] = posts[i]() end
+        assert.truthy(server.wait_until(function()
+            for _, answer in ipairs(all) do
+                if answer() == nil then return false end
+            end
+            return true
+        end, 15), "a text was never answered")
+        local answers = {}
+        for _, answer in ipairs(all) do answers[answer().status] = (answers[answer().status] or 0) + 1 end
+        assert.same({ spooled = 11 }, answers)
+        assert.truthy(server.wait_until(function()
+            return count("SELECT count(*) FROM messages WHERE provider_message_id LIKE 'gt-" .. tag .. "%'") == 11
+        end, 30), "the spooled texts were not all stored")
+        assert.truthy(server.wait_until(function() return srv:metric("steeple_spool_pending") == 0 end, 30))
+        reload { spool = { after_ms = AFTER_MS } }
+        assert.same({}, srv:unexpected_errors { "spooled" })
     end)
 
     it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
