@@ -294,6 +294,12 @@ end
 
 local settle
 
+-- The outcome of a call never made: the recipient pending again after wait
+-- seconds, its attempt not counted.
+local function given_back(message_id, wait)
+    return { message_id = message_id, outcome = "again", wait = wait, discount = 1 }
+end
+
 -- One begun call, after its church slot's wait and the platform's; its
 -- outcome joins the turn's. A failure before the call (the platform's slot
 -- could not be taken) gives the recipient back, not counted as an attempt.
@@ -313,7 +319,7 @@ local function call(run, msg, wait)
         log.warn("a broadcast sender stopped before its call; the recipient is given back",
             { message = msg.id, error = errors.describe(o) })
         run.failed = true
-        ok, o = true, { message_id = msg.id, outcome = "again", wait = 1, discount = 1 }
+        ok, o = true, given_back(msg.id, 1)
     end
     run.held = run.held - 1
     if ok then run.outcomes[#run.outcomes + 1] = o end
@@ -361,11 +367,13 @@ local function refill(run)
     end
     local waits = take_slots(run, claimed)
     if #waits == 0 then return end
-    local batch, wait_of = {}, {}
+    local batch, wait_of, templates = {}, {}, {}
     for i, wait in ipairs(waits) do
         local r = claimed[i]
+        local template = templates[r.text] or merge.parse(r.text) -- once per broadcast of the batch
+        templates[r.text] = template
         batch[i] = { broadcast_id = r.broadcast_id, phone_number = r.phone_number,
-                     text = merge.render(merge.parse(r.text), { firstName = value(r.first_name),
+                     text = merge.render(template, { firstName = value(r.first_name),
                          lastName = value(r.last_name), churchName = church.name }) }
         wait_of[r.broadcast_id .. r.phone_number] = wait
     end
@@ -377,7 +385,7 @@ local function refill(run)
             run.held = run.held + 1
         else -- stopping: the call is given back, not counted as an attempt
             stopping, run.stopped = true, true
-            run.outcomes[#run.outcomes + 1] = { message_id = msg.id, outcome = "again", wait = 0, discount = 1 }
+            run.outcomes[#run.outcomes + 1] = given_back(msg.id, 0)
         end
     end
 end

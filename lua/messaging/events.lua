@@ -217,6 +217,11 @@ local UPSERT_AND_INSERT <const> = [[
         RETURNING id, conversation_id)
     SELECT m.id, m.conversation_id, c.id AS contact_id FROM m, c]]
 
+-- The key of a contact's conversation in known.
+local function known_key(handle, number)
+    return handle.dbname .. "|" .. number
+end
+
 local function remember(key, conversation_id)
     if known[key] == nil then
         nknown = nknown + 1
@@ -248,14 +253,14 @@ local function store_keyword(handle, church, ev, media, kind, word)
         if conversation == DUPLICATE then return "duplicate" end
         error(conversation, 0)
     end
-    remember(handle.dbname .. "|" .. ev.contact_number, conversation)
+    remember(known_key(handle, ev.contact_number), conversation)
     if reply then outbound.start(church.server, church.dbname, reply.id) end
     return "stored"
 end
 
 -- One text, on its own: the known conversation's message, or the upserts.
 local function store_received_one(handle, ev, media)
-    local key = handle.dbname .. "|" .. ev.contact_number
+    local key = known_key(handle, ev.contact_number)
     local conversation = known[key]
     if conversation then
         local ok, rows = pcall(handle.query, handle, INSERT_MESSAGE, conversation, ev.contact_number,
@@ -314,13 +319,20 @@ local INSERT_BATCH <const> = [[
 -- fails for a reason other than the database's state now, each is written
 -- on its own, so that one bad text fails alone. Runs as the group's writer
 -- task, its database work bounded by spool.after_ms as a webhook's is.
+local function each_alone(items)
+    local out = {}
+    for i, it in ipairs(items) do
+        local ok, v = pcall(store_received_one, it.handle, it.ev, it.media)
+        out[i] = { ok = ok, value = v, err = v }
+    end
+    return out
+end
+
 local function write_received(_, items)
     db.deadline(config.spool.after_ms) -- as the webhook's own: a slower database is down
     if #items == 1 then
         metrics.inc("steeple_webhook_batches_total", { written = "alone" })
-        local it = items[1]
-        local ok, v = pcall(store_received_one, it.handle, it.ev, it.media)
-        return { { ok = ok, value = v, err = v } }
+        return each_alone(items)
     end
     local handle = items[1].handle
     local rows, first = {}, {}
@@ -330,27 +342,22 @@ local function write_received(_, items)
             first[ev.message_id] = i
             rows[#rows + 1] = { n = i, phone = ev.contact_number, church = ev.church_number, text = ev.text,
                                 media = it.media, pid = ev.message_id,
-                                conv = known[handle.dbname .. "|" .. ev.contact_number] }
+                                conv = known[known_key(handle, ev.contact_number)] }
         end
     end
     local ok, stored = pcall(handle.query, handle, INSERT_BATCH, codec.encode(rows))
-    local out = {}
     if not ok then
         if db.is_transient(stored) then error(stored, 0) end
         metrics.inc("steeple_webhook_batches_total", { written = "one_by_one" })
-        for i, it in ipairs(items) do
-            local done, v = pcall(store_received_one, it.handle, it.ev, it.media)
-            out[i] = { ok = done, value = v, err = v }
-        end
-        return out
+        return each_alone(items)
     end
     metrics.inc("steeple_webhook_batches_total", { written = "together" })
-    local conversation_of = {}
+    local out, conversation_of = {}, {}
     for _, r in ipairs(stored) do conversation_of[r.pid] = r.conversation_id end
     for i, it in ipairs(items) do
         local ev = it.ev
         local conversation = first[ev.message_id] == i and conversation_of[ev.message_id]
-        if conversation then remember(handle.dbname .. "|" .. ev.contact_number, conversation) end
+        if conversation then remember(known_key(handle, ev.contact_number), conversation) end
         out[i] = { ok = true, value = conversation and "stored" or "duplicate" }
     end
     return out
