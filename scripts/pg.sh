@@ -118,11 +118,17 @@ psql_() { "$bin/psql" -X -q -h "$dir" -p "$port" -U steeple "$@"; }
 
 # --tcp: the cluster also listens on 127.0.0.1, on a port chosen once per
 # directory (kept in DIR/tcp_port) and free when chosen. Clients then need no
-# socket file in the tree.
+# socket file in the tree. The port lies below the kernel's ephemeral range:
+# a port from that range can be taken by any outgoing connection (or a test
+# server bound to port 0) between the choice and the bind.
 tcp_port() {
     if [[ -f $portfile ]]; then cat "$portfile"; return; fi
     mkdir -p "$dir"
-    local p=$(( 20000 + $(printf '%s' "$dir" | cksum | cut -d' ' -f1) % 20000 ))
+    local low=32768 range=/proc/sys/net/ipv4/ip_local_port_range
+    [[ -r $range ]] && read -r low _ < "$range"
+    (( low > 21024 )) || low=32768
+    local span=$(( low - 20000 - 1000 ))
+    local p=$(( 20000 + $(printf '%s' "$dir" | cksum | cut -d' ' -f1) % span ))
     while ss -Htln "sport = :$p" | grep -q .; do p=$(( p + 1 )); done
     echo "$p" > "$portfile"
     echo "$p"
