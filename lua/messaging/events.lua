@@ -35,7 +35,8 @@ local utf8_len = utf8.len
 local M = {}
 
 metrics.describe("steeple_webhook_batches_total", "counter",
-    "Writes of received texts: alone, together (several in one statement), one_by_one (a batch refused).",
+    "Writes of received texts and of delivery statuses: alone, together (several in one statement), "
+        .. "one_by_one (a batch refused).",
     { { written = "alone" }, { written = "together" }, { written = "one_by_one" } })
 
 -- Limits of one event: Telnyx sends at most 10 media per MMS and texts far
@@ -314,27 +315,9 @@ local INSERT_BATCH <const> = [[
           AND phone_number IN (SELECT from_number FROM m))
     SELECT provider_message_id AS pid, conversation_id FROM m]]
 
--- Writes the texts that arrived together for one church's database: alone,
--- one is written as before; several go in one statement, and when that
--- fails for a reason other than the database's state now, each is written
--- on its own, so that one bad text fails alone. Runs as the group's writer
--- task, its database work bounded by spool.after_ms as a webhook's is.
-local function each_alone(items)
-    local out = {}
-    for i, it in ipairs(items) do
-        local ok, v = pcall(store_received_one, it.handle, it.ev, it.media)
-        out[i] = { ok = ok, value = v, err = v }
-    end
-    return out
-end
-
-local function write_received(_, items)
-    db.deadline(config.spool.after_ms) -- as the webhook's own: a slower database is down
-    if #items == 1 then
-        metrics.inc("steeple_webhook_batches_total", { written = "alone" })
-        return each_alone(items)
-    end
-    local handle = items[1].handle
+-- Texts of several senders in one statement (INSERT_BATCH): a provider id
+-- twice in the batch is written once, the others are its duplicates.
+local function store_received_together(handle, items)
     local rows, first = {}, {}
     for i, it in ipairs(items) do
         local ev = it.ev
@@ -345,15 +328,9 @@ local function write_received(_, items)
                                 conv = known[known_key(handle, ev.contact_number)] }
         end
     end
-    local ok, stored = pcall(handle.query, handle, INSERT_BATCH, codec.encode(rows))
-    if not ok then
-        if db.is_transient(stored) then error(stored, 0) end
-        metrics.inc("steeple_webhook_batches_total", { written = "one_by_one" })
-        return each_alone(items)
-    end
-    metrics.inc("steeple_webhook_batches_total", { written = "together" })
-    local out, conversation_of = {}, {}
-    for _, r in ipairs(stored) do conversation_of[r.pid] = r.conversation_id end
+    local conversation_of = {}
+    for _, r in ipairs(handle:query(INSERT_BATCH, codec.encode(rows))) do conversation_of[r.pid] = r.conversation_id end
+    local out = {}
     for i, it in ipairs(items) do
         local ev = it.ev
         local conversation = first[ev.message_id] == i and conversation_of[ev.message_id]
@@ -363,7 +340,40 @@ local function write_received(_, items)
     return out
 end
 
-local received = group.new(write_received)
+-- A writer for group.lua: the items that arrived together for one church's
+-- database. Alone, an item is written by one(handle, item); several go in
+-- one statement, together(handle, items) -> results, and when that fails
+-- for a reason other than the database's state now, each is written on its
+-- own, so that one bad item fails alone. Its database work is bounded by
+-- spool.after_ms as a webhook's is: a slower database is down.
+local function writer(one, together)
+    local function each_alone(items)
+        local out = {}
+        for i, it in ipairs(items) do
+            local ok, v = pcall(one, it.handle, it)
+            out[i] = { ok = ok, value = v, err = v }
+        end
+        return out
+    end
+    return function(_, items)
+        db.deadline(config.spool.after_ms)
+        if #items == 1 then
+            metrics.inc("steeple_webhook_batches_total", { written = "alone" })
+            return each_alone(items)
+        end
+        local ok, out = pcall(together, items[1].handle, items)
+        if ok then
+            metrics.inc("steeple_webhook_batches_total", { written = "together" })
+            return out
+        end
+        if db.is_transient(out) then error(out, 0) end
+        metrics.inc("steeple_webhook_batches_total", { written = "one_by_one" })
+        return each_alone(items)
+    end
+end
+
+local received = group.new(writer(function(handle, it) return store_received_one(handle, it.ev, it.media) end,
+    store_received_together))
 
 -- A text that is no keyword joins the church's next batch (group.lua): the
 -- texts that arrive while one is being written are written together.
@@ -376,19 +386,59 @@ local function store_received(handle, church, ev)
 end
 
 -- A status moves only forward: queued < sending < sent < the final ones.
-local function store_status(handle, ev)
-    local row = handle:query([[
-        WITH m AS (
-            SELECT id, status FROM messages
-            WHERE provider_message_id = $1 AND direction = 'outbound' FOR UPDATE),
-        u AS (
-            UPDATE messages SET status = $2, updated_at = now() FROM m
-            WHERE messages.id = m.id
-              AND coalesce(array_position(ARRAY['queued', 'sending', 'sent'], m.status), 4)
-                < coalesce(array_position(ARRAY['queued', 'sending', 'sent'], $2::text), 4)
-            RETURNING messages.id)
-        SELECT (SELECT count(*) FROM m) AS found]], ev.message_id, ev.status)[1]
-    return row.found > 0 and "updated" or "ignored"
+local STATUS_ONE <const> = [[
+    WITH m AS (
+        SELECT id, status FROM messages
+        WHERE provider_message_id = $1 AND direction = 'outbound' FOR UPDATE),
+    u AS (
+        UPDATE messages SET status = $2, updated_at = now() FROM m
+        WHERE messages.id = m.id
+          AND coalesce(array_position(ARRAY['queued', 'sending', 'sent'], m.status), 4)
+            < coalesce(array_position(ARRAY['queued', 'sending', 'sent'], $2::text), 4)
+        RETURNING messages.id)
+    SELECT (SELECT count(*) FROM m) AS found]]
+
+-- The statuses of several messages in one statement: each message moves
+-- once, to the furthest of its statuses in the batch (the first of equals,
+-- as one after the other would); the messages are locked in id order, so
+-- that two batches never wait for each other in a circle. Returns the
+-- provider ids found.
+local STATUS_BATCH <const> = [[
+    WITH i AS (
+        SELECT i.n, i.pid, i.status, coalesce(array_position(ARRAY['queued', 'sending', 'sent'], i.status), 4) AS rank
+        FROM jsonb_to_recordset($1::jsonb) AS i(n int, pid text, status text)),
+    r AS (
+        SELECT DISTINCT ON (pid) pid, status, rank FROM i ORDER BY pid, rank DESC, n),
+    m AS (
+        SELECT id, status, provider_message_id FROM messages
+        WHERE provider_message_id IN (SELECT pid FROM r) AND direction = 'outbound'
+        ORDER BY id FOR UPDATE),
+    u AS (
+        UPDATE messages SET status = r.status, updated_at = now() FROM m JOIN r ON r.pid = m.provider_message_id
+        WHERE messages.id = m.id
+          AND coalesce(array_position(ARRAY['queued', 'sending', 'sent'], m.status), 4) < r.rank
+        RETURNING messages.id)
+    SELECT provider_message_id AS pid FROM m]]
+
+local function status_one(handle, it)
+    return handle:query(STATUS_ONE, it.ev.message_id, it.ev.status)[1].found > 0 and "updated" or "ignored"
+end
+
+local function statuses_together(handle, items)
+    local rows = {}
+    for i, it in ipairs(items) do rows[i] = { n = i, pid = it.ev.message_id, status = it.ev.status } end
+    local found = {}
+    for _, r in ipairs(handle:query(STATUS_BATCH, codec.encode(rows))) do found[r.pid] = true end
+    local out = {}
+    for i, it in ipairs(items) do out[i] = { ok = true, value = found[it.ev.message_id] and "updated" or "ignored" } end
+    return out
+end
+
+local statuses = group.new(writer(status_one, statuses_together))
+
+-- A status joins the church's next batch of statuses, as a text does.
+local function store_status(handle, church, ev)
+    return statuses:submit(church.server .. "|" .. church.dbname, { handle = handle, ev = ev }, config.spool.after_ms)
 end
 
 function M.apply_to(church, ev, body)
@@ -400,7 +450,7 @@ function M.apply_to(church, ev, body)
         elseif ev.type == "message.received" then
             result = store_received(handle, church, ev)
         else
-            result = store_status(handle, ev)
+            result = store_status(handle, church, ev)
         end
     else
         result = "ignored"

@@ -1,7 +1,7 @@
 -- Received texts of one church stored in batches (group commit): many at
 -- once with duplicates and bad ones among them, a text the database refuses
 -- inside a batch, batches whose connections die; with prepared statements
--- on and off.
+-- on and off; delivery statuses applied in batches too.
 local server = require "support.server"
 local http = require "support.http"
 local pg = require "support.pg"
@@ -259,6 +259,57 @@ describe("received texts stored in batches, prepared statements " .. (prepared a
         assert.truthy(server.wait_until(function() return srv:metric("steeple_spool_pending") == 0 end, 30))
         reload { spool = { after_ms = AFTER_MS } }
         assert.same({}, srv:unexpected_errors { "spooled" })
+    end)
+
+    it("applies delivery statuses that arrive together in batches: each message to its furthest status", function()
+        -- 30 outbound messages of one conversation, queued
+        q(string.format([[
+            WITH c AS (INSERT INTO contacts (phone_number) VALUES ('+15559650000') RETURNING id),
+                 v AS (INSERT INTO conversations (contact_id) SELECT id FROM c RETURNING id)
+            INSERT INTO messages (conversation_id, direction, from_number, to_number, text, status, provider_message_id)
+            SELECT v.id, 'outbound', '%s', '+15559650000', 'hi', 'queued', 'gs-%s-' || i
+            FROM v, generate_series(1, 30) AS i]], church.number, tag))
+        local function status(event_type, n, value)
+            return spec_of(telnyx.status(event_type, "gs-" .. tag .. "-" .. n, church.number, value))
+        end
+        local final = function(i) return i % 2 == 0 and "delivered" or "delivery_failed" end
+        local specs, kinds = {}, {}
+        local function add(kind, spec) specs[#specs + 1] = spec; kinds[#specs] = kind end
+        for i = 1, 30 do -- sent and final at once, in either order
+            if i % 3 == 0 then
+                add("known", status("message.finalized", i, final(i)))
+                add("known", status("message.sent", i, "sent"))
+            else
+                add("known", status("message.sent", i, "sent"))
+                add("known", status("message.finalized", i, final(i)))
+            end
+        end
+        add("known", status("message.finalized", 4, "delivered")) -- a retried final
+        for i = 1, 5 do add("unknown", status("message.sent", "nobody" .. i, "sent")) end
+        add("bad", status("message.sent", 5, "bogus"))
+        local before = srv:metric(together())
+        local post_first = ready(telnyx.status("message.sent", "gs-" .. tag .. "-30", church.number, "sent"))
+        hold_messages(3)
+        -- the first status waits for the lock; the others arrive meanwhile
+        local first = post_first()
+        assert.truthy(waiting(1), "the first status's statement does not wait for the lock")
+        local answers = { known = {}, unknown = {}, bad = {} }
+        for i, res in ipairs(http.concurrent(specs, 40)) do
+            local json = type(res.json) == "table" and res.json or {}
+            local key = res.error and ("error " .. tostring(res.error))
+                or (res.status .. " " .. tostring(json.status or (type(json.error) == "table" and json.error.code)))
+            answers[kinds[i]][key] = (answers[kinds[i]][key] or 0) + 1
+        end
+        assert.truthy(server.wait_until(first, 10), "the first status was never answered")
+        assert.equal("updated", first().status)
+        assert.same({ ["200 updated"] = 61 }, answers.known)
+        assert.same({ ["200 ignored"] = 5 }, answers.unknown)
+        assert.same({ ["400 validation_failed"] = 1 }, answers.bad)
+        for i = 1, 30 do
+            assert.equal(final(i), q("SELECT status FROM messages WHERE provider_message_id = 'gs-" .. tag .. "-" .. i .. "'"))
+        end
+        assert.truthy(srv:metric(together()) > before, "no two statuses were ever applied together")
+        assert.same({}, srv:unexpected_errors())
     end)
 
     it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
