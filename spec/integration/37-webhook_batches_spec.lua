@@ -81,6 +81,20 @@ describe("received texts stored in batches, prepared statements " .. (prepared a
         end
     end
 
+    -- The answers to concurrent requests counted per kind of request:
+    -- { [kind] = { ["200 stored"] = n, ["400 validation_failed"] = n, ... } }.
+    local function tally(results, kinds, names)
+        local answers = {}
+        for _, name in ipairs(names) do answers[name] = {} end
+        for i, res in ipairs(results) do
+            local json = type(res.json) == "table" and res.json or {}
+            local key = res.error and ("error " .. tostring(res.error))
+                or (res.status .. " " .. tostring(json.status or (type(json.error) == "table" and json.error.code)))
+            answers[kinds[i]][key] = (answers[kinds[i]][key] or 0) + 1
+        end
+        return answers
+    end
+
     -- Changes srv's configuration and waits until its worker reloaded.
     local function reload(changes)
         for section, values in pairs(changes) do
@@ -133,13 +147,7 @@ describe("received texts stored in batches, prepared statements " .. (prepared a
             kinds[#specs] = "bad"
         end
         local before = srv:metric(together())
-        local answers = { good = {}, copy = {}, bad = {} }
-        for i, res in ipairs(http.concurrent(specs, 60)) do
-            local json = type(res.json) == "table" and res.json or {}
-            local key = res.error and ("error " .. tostring(res.error))
-                or (res.status .. " " .. tostring(json.status or (type(json.error) == "table" and json.error.code)))
-            answers[kinds[i]][key] = (answers[kinds[i]][key] or 0) + 1
-        end
+        local answers = tally(http.concurrent(specs, 60), kinds, { "good", "copy", "bad" })
         -- every good one taken on (stored, or spooled on a busy machine), the
         -- copies too (at most one of them stored), the bad ones refused
         for key in pairs(answers.good) do
@@ -293,13 +301,7 @@ describe("received texts stored in batches, prepared statements " .. (prepared a
         -- the first status waits for the lock; the others arrive meanwhile
         local first = post_first()
         assert.truthy(waiting(1), "the first status's statement does not wait for the lock")
-        local answers = { known = {}, unknown = {}, bad = {} }
-        for i, res in ipairs(http.concurrent(specs, 40)) do
-            local json = type(res.json) == "table" and res.json or {}
-            local key = res.error and ("error " .. tostring(res.error))
-                or (res.status .. " " .. tostring(json.status or (type(json.error) == "table" and json.error.code)))
-            answers[kinds[i]][key] = (answers[kinds[i]][key] or 0) + 1
-        end
+        local answers = tally(http.concurrent(specs, 40), kinds, { "known", "unknown", "bad" })
         assert.truthy(server.wait_until(first, 10), "the first status was never answered")
         assert.equal("updated", first().status)
         assert.same({ ["200 updated"] = 61 }, answers.known)
