@@ -99,31 +99,11 @@ awk -v rows="$ROWS" 'BEGIN {
 expect_created=$((ROWS - ROWS / 100 - ROWS / 100))
 expect_rejected=$((ROWS / 100))
 
-CFLAGS_BENCH="-std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Wno-unused-parameter"
-# shellcheck disable=SC2086,SC2046
-cc $CFLAGS_BENCH -o "$work/sign_webhooks" spec/bench/sign_webhooks.c $(pkg-config --cflags --libs libsodium)
+. spec/bench/messaging_lib.sh
+build_signer
 
 # --- cluster and server ------------------------------------------------------------
-bash scripts/pg.sh --dir "$PGDIR" --port "$PORT_PG" start
-export DATABASE_URL
-DATABASE_URL=$(bash scripts/pg.sh --dir "$PGDIR" --port "$PORT_PG" url)
-export STEEPLE_TENANT_DATABASE_URLS=
-export STEEPLE_JWT_SECRET=steeple-bench-jwt-secret-of-at-least-32-bytes
-export STEEPLE_DATA_KEY=c3RlZXBsZS1iZW5jaC1kYXRhLWtleS0zMi1ieXRlcyE= # "steeple-bench-data-key-32-bytes!"
-export STEEPLE_AUTH_RATE_PER_MIN=0
-export STEEPLE_SPOOL_DIR=$work/spool
-export TELNYX_PUBLIC_KEY
-TELNYX_PUBLIC_KEY=$("$work/sign_webhooks" --public-key)
-"$BIN" migrate registry >/dev/null
-"$BIN" migrate tenants >/dev/null
-
-db_url() { # database → its URL on the bench cluster
-    local base=${DATABASE_URL%%\?*}
-    echo "${base%/*}/$1?${DATABASE_URL#*\?}"
-}
-sql() { # database sql → unaligned rows
-    psql "$(db_url "$1")" -XAtq -v ON_ERROR_STOP=1 -c "$2"
-}
+start_bench_cluster --dir "$PGDIR" --port "$PORT_PG"
 
 port=$(lua5.4 -e 's=require("socket").bind("127.0.0.1",0); local _, p = s:getsockname(); print(p); s:close()')
 base=http://127.0.0.1:$port
@@ -228,9 +208,7 @@ fill_contacts() { # database: CONTACTS contacts, created a second apart, oldest 
 start_server
 seed_churches $((CHURCHES + 1)) "$SEED_JOBS" +15550000001 fill_contacts
 plan_db=$(printf 'tenant_bt%04d' $((CHURCHES + 1)))
-# church i's number is +1555 and i in 7 digits (sign_webhooks.c)
-sql steeple "UPDATE tenants SET phone_number = '+1555' || lpad(substr(church_name, 14)::int::text, 7, '0')
-    WHERE starts_with(church_name, 'Bench Church ') AND phone_number IS NULL" >/dev/null
+number_churches
 # every statement of the plan church's database has its plan in the cluster's log
 sql steeple "ALTER DATABASE $plan_db SET session_preload_libraries = 'auto_explain'" >/dev/null
 sql steeple "ALTER DATABASE $plan_db SET auto_explain.log_min_duration = 0" >/dev/null
@@ -321,7 +299,6 @@ over_churches() { # sql → the sum of its one number over the churches' databas
     for db in "${tenant_dbs[@]}"; do total=$((total + $(sql "$db" "$1"))); done
     echo "$total"
 }
-field() { awk -v k="$1" '$1 == k { print $2 }' "$2"; }
 spool_pending() { # webhooks spooled and not yet applied, over the workers
     curl -sf "$base/metrics" | awk '/^steeple_spool_pending/ { n += $2 } END { print n + 0 }'
 }

@@ -27,6 +27,8 @@
 # WEBHOOK_N requests (default WEBHOOK_S x 8000), more than wrk sends; if wrk
 # goes round them, the duplicates are reported. The server log stays in the
 # work directory (KEEP=1 keeps it); on failure its last lines are printed.
+# The cluster's start, the server's environment and the signed webhooks' wrk
+# run come from messaging_lib.sh (shared with bench_cluster.sh).
 #
 #   WEBHOOK_S=10 READ_S=10 SPOOL_S=5 SPOOL_INFLIGHT=64 CHURCHES=10 WORKERS=2 \
 #   ROUNDS=1 WEBHOOK_N=80000 SKIP_TX= KEEP=1 bash spec/bench/bench_messaging.sh
@@ -73,8 +75,8 @@ CFLAGS_BENCH="-std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Wshadow -Wpointer-arith 
 # shellcheck disable=SC2086,SC2046
 cc $CFLAGS_BENCH -Icore -o "$work/spool_rate" spec/bench/spool_rate.c core/spool*.c core/log.c \
     $(pkg-config --cflags --libs libevent) -lpthread
-# shellcheck disable=SC2086,SC2046
-cc $CFLAGS_BENCH -o "$work/sign_webhooks" spec/bench/sign_webhooks.c $(pkg-config --cflags --libs libsodium)
+. spec/bench/messaging_lib.sh
+build_signer
 
 # --- the spool: group commit vs one fdatasync per record ----------------------
 # Before the cluster starts, so no PostgreSQL checkpoint shares the disk.
@@ -90,26 +92,7 @@ echo "spool appends (600 B, ${SPOOL_S} s each, $(df --output=source "$work" | ta
      "one at a time ${spool_one}/s ($spool_one_n appends, $spool_one_fsyncs fdatasyncs); ratio $spool_ratio"
 
 # --- cluster and server --------------------------------------------------------
-bash scripts/pg.sh --dir "$PGDIR" --port 5439 start
-export DATABASE_URL
-DATABASE_URL=$(bash scripts/pg.sh --dir "$PGDIR" --port 5439 url)
-export STEEPLE_TENANT_DATABASE_URLS=
-export STEEPLE_JWT_SECRET=steeple-bench-jwt-secret-of-at-least-32-bytes
-export STEEPLE_DATA_KEY=c3RlZXBsZS1iZW5jaC1kYXRhLWtleS0zMi1ieXRlcyE= # "steeple-bench-data-key-32-bytes!"
-export STEEPLE_AUTH_RATE_PER_MIN=0
-export STEEPLE_SPOOL_DIR=$work/spool
-export TELNYX_PUBLIC_KEY
-TELNYX_PUBLIC_KEY=$("$work/sign_webhooks" --public-key)
-"$BIN" migrate registry >/dev/null
-"$BIN" migrate tenants >/dev/null
-
-db_url() { # database → its URL on the bench cluster
-    local base=${DATABASE_URL%%\?*}
-    echo "${base%/*}/$1?${DATABASE_URL#*\?}"
-}
-sql() { # database sql → unaligned rows
-    psql "$(db_url "$1")" -XAtq -v ON_ERROR_STOP=1 -c "$2"
-}
+start_bench_cluster --dir "$PGDIR" --port 5439
 
 port=$(lua5.4 -e 's=require("socket").bind("127.0.0.1",0); local _, p = s:getsockname(); print(p); s:close()')
 cat > "$work/config.lua" <<CFG
@@ -242,7 +225,6 @@ wrk_summary() {
              printf "%.1f %.3f %.3f %d %d%s\n", rps, p50, p99, n[200] + 0, other, detail
          }' "$1"
 }
-field() { awk -v k="$1" '$1 == k { print $2 }' "$2"; }
 
 # --- webhooks vs pgbench ---------------------------------------------------------
 echo "webhooks: wrk 64 connections, ${WEBHOOK_S} s, $WORKERS workers, $CHURCHES churches;" \
@@ -252,15 +234,9 @@ for round in $(seq "$ROUNDS"); do
     "$work/sign_webhooks" "$work/webhooks" "$WEBHOOK_N" "$CHURCHES" "$CONTACTS" "$HOT_EVERY" "$run-$round" ||
         die "sign_webhooks failed"
     before=$(stored_rows)
-    BENCH_WEBHOOKS=$work/webhooks BENCH_THREADS=1 wrk -t1 -c64 -d"${WEBHOOK_S}s" --timeout 10s --latency \
-        -s spec/bench/webhooks.lua "$base/api/webhooks/telnyx/messaging" > "$work/wrk_hooks$round" 2>&1 ||
-        die "wrk failed: $(cat "$work/wrk_hooks$round")"
-    read -r rps _ p99 n200 other detail < <(wrk_summary "$work/wrk_hooks$round")
-    dup=$(field duplicate "$work/wrk_hooks$round")
-    wrapped=$(field wrapped "$work/wrk_hooks$round")
-    dur=$(field duration_us "$work/wrk_hooks$round")
-    stored=$((n200 - dup))
-    stored_rate=$(awk -v s="$stored" -v d="$dur" 'BEGIN { printf "%.1f", s / (d / 1e6) }')
+    post_webhooks "$work/wrk_hooks$round" "$WEBHOOK_S" 1 "$work/webhooks" "$base/api/webhooks/telnyx/messaging"
+    read -r rps _ p99 _ other detail < <(wrk_summary "$work/wrk_hooks$round")
+    read -r stored stored_rate dup _ wrapped < <(webhooks_stored "$work/wrk_hooks$round")
     sleep 1 # requests cut off by wrk's stop may still commit
     rows=$(( $(stored_rows) - before ))
     if [ "$dup" = 0 ] && [ "$other" = 0 ]; then

@@ -81,31 +81,11 @@ server_log() { [ -f "$work/log" ] && { echo "--- last lines of the server log ($
 die() { echo "bench_soak: $*" >&2; server_log; exit 1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 
-# shellcheck disable=SC2046
-cc -std=c11 -O2 -Wall -Wextra -o "$work/sign_webhooks" spec/bench/sign_webhooks.c \
-    $(pkg-config --cflags --libs libsodium)
+. spec/bench/messaging_lib.sh
+build_signer
 
 # --- cluster and server --------------------------------------------------------
-bash scripts/pg.sh --dir "$PGDIR" --port 5439 start
-export DATABASE_URL
-DATABASE_URL=$(bash scripts/pg.sh --dir "$PGDIR" --port 5439 url)
-export STEEPLE_TENANT_DATABASE_URLS=
-export STEEPLE_JWT_SECRET=steeple-bench-jwt-secret-of-at-least-32-bytes
-export STEEPLE_DATA_KEY=c3RlZXBsZS1iZW5jaC1kYXRhLWtleS0zMi1ieXRlcyE= # "steeple-bench-data-key-32-bytes!"
-export STEEPLE_AUTH_RATE_PER_MIN=0
-export STEEPLE_SPOOL_DIR=$work/spool
-export TELNYX_PUBLIC_KEY
-TELNYX_PUBLIC_KEY=$("$work/sign_webhooks" --public-key)
-"$BIN" migrate registry >/dev/null
-"$BIN" migrate tenants >/dev/null
-
-db_url() { # database → its URL on the bench cluster
-    local base=${DATABASE_URL%%\?*}
-    echo "${base%/*}/$1?${DATABASE_URL#*\?}"
-}
-sql() { # database sql → unaligned rows
-    psql "$(db_url "$1")" -XAtq -v ON_ERROR_STOP=1 -c "$2"
-}
+start_bench_cluster --dir "$PGDIR" --port 5439
 
 port=$(lua5.4 -e 's=require("socket").bind("127.0.0.1",0); local _, p = s:getsockname(); print(p); s:close()')
 access_ttl=$((DURATION + 900))
@@ -377,7 +357,6 @@ wrk_line() { # name file → one line: requests, req/s, statuses, non-2xx, error
             printf "\n"
         }' "$2"
 }
-field() { awk -v k="$1" '$1 == k { print $2 }' "$2"; }
 echo "--- requests (wrk, ${DURATION} s) ---"
 wrk_line "logins (4 connections)" "$work/wrk_logins"
 wrk_line "reads (8 connections)" "$work/wrk_reads"

@@ -1,9 +1,9 @@
 # shellcheck shell=bash
-# Many churches for the benches, made fast (sourced by bench_tenants.sh and
-# bench_contacts.sh): one registered through the API, the others copied from
-# its database in SQL (CREATE DATABASE ... TEMPLATE) and entered in the
-# registry; their owners' access tokens minted by a bench route
-# (bench_routes.lua). The caller has its cluster running and defines work
+# Many churches for the benches, made fast (sourced by bench_tenants.sh,
+# bench_contacts.sh and bench_cluster.sh): one registered through the API,
+# the others copied from its database in SQL (CREATE DATABASE ... TEMPLATE)
+# and entered in the registry; their owners' access tokens minted by a bench
+# route (bench_routes.lua). The caller has its cluster running and defines work
 # (its directory), base (the server's URL), PASSWORD, sql (database sql →
 # rows), die, start_server and stop_server (the server on the scripts of
 # $work/lua, pid in $pid).
@@ -18,6 +18,9 @@
 #       the registry as "Bench Church 0002" ... (active, no number). Prints the
 #       seeding time; sets seed_db and admin (the owner, in every copy).
 #       Leaves the server stopped.
+#   number_churches
+#       gives the copies (no number yet) the numbers sign_webhooks.c posts to:
+#       church i's is +1555 and i in 7 digits
 #   mint_tokens FILE N
 #       with the server running: the owner's access tokens of the N bench
 #       churches, one a line, in the order of their names, into FILE
@@ -61,6 +64,11 @@ seed_churches() {
     [ "$made" = "$n" ] || die "expected $n churches, found $made"
     awk -v a="$t0" -v b="$t1" -v n="$n" -v j="$jobs" 'BEGIN {
         printf "seeded %d churches: 1 registered, %d copied from its database (%d sessions) in %.1f s\n", n, n - 1, j, b - a }'
+}
+
+number_churches() {
+    sql steeple "UPDATE tenants SET phone_number = '+1555' || lpad(substr(church_name, 14)::int::text, 7, '0')
+        WHERE starts_with(church_name, 'Bench Church ') AND phone_number IS NULL" >/dev/null
 }
 
 mint_tokens() {

@@ -1,4 +1,5 @@
--- wrk script of the webhook benches (bench_messaging.sh, bench_contacts.sh):
+-- wrk script of the webhook benches (bench_messaging.sh, bench_contacts.sh,
+-- bench_cluster.sh):
 -- cycles through the signed requests of the file BENCH_WEBHOOKS (lines
 -- "timestamp<TAB>signature<TAB>body" from sign_webhooks.c), POSTed to wrk's
 -- path; of BENCH_THREADS threads, thread t takes lines t, t+T, ... done()
