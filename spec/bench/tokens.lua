@@ -3,8 +3,9 @@
 -- takes the access token of a church picked at random from the file
 -- BENCH_TOKENS (one a line), uniformly or, with BENCH_ZIPF = s > 0,
 -- Zipf-distributed (church k with weight 1/k^s); the method, path and body
--- are wrk's own (the URL's path and query). done() prints "status CODE COUNT" per status and "timeouts N", for
--- wrk_summary.sh. wrk runs LuaJIT (Lua 5.1).
+-- are wrk's own (the URL's path and query). done() prints "status CODE
+-- COUNT" per status and "timeouts N", for wrk_summary.sh. wrk runs LuaJIT
+-- (Lua 5.1).
 -- luacheck: std luajit, globals wrk tid setup init request response done statuses, no unused args
 local file, s = os.getenv("BENCH_TOKENS"), tonumber(os.getenv("BENCH_ZIPF") or "0")
 local threads = {}
