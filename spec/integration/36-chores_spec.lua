@@ -203,3 +203,92 @@ describe("chores shared by two nodes", function()
         nodes[back]:assert_stops_cleanly()
     end)
 end)
+
+-- A node told to stop (SIGTERM) gives its leases back (app.stop): with a
+-- lease far longer than the interval, the other node takes the chores at its
+-- next look instead of once the lease ends.
+describe("chores of a node stopped with SIGTERM", function()
+    local LONG_LEASE_S = 30
+    local reg, scripts
+    local nodes = {}
+
+    local function start(name)
+        nodes[name] = server.start {
+            scripts = scripts,
+            config = { workers = 2,
+                       tenants = { janitor_interval_s = INTERVAL_S },
+                       telnyx = { sweep_interval_s = INTERVAL_S, api_base = "http://127.0.0.1:1" },
+                       messaging = { dispatch_interval_s = INTERVAL_S } },
+            env = reg.env,
+        }
+    end
+
+    -- chore name -> holder's node ("a", "b") for the leases held now
+    local function held_by()
+        local out = {}
+        local rows = psql(reg.url, "SELECT name, holder FROM chore_leases WHERE lease_until > now()")
+        for chore, holder in rows:gmatch("([^\n|]+)|([^\n]*)") do
+            for name, srv in pairs(nodes) do
+                if holder:match("^.+:" .. srv.pid .. "/[01]$") then out[chore] = name end
+            end
+        end
+        return out
+    end
+
+    local function all_held_by(name)
+        local h = held_by()
+        for _, chore in ipairs(CHORES) do
+            if h[chore] ~= name then return false end
+        end
+        return true
+    end
+
+    setup(function()
+        reg = auth.registry("chorestop")
+        -- the scripts of both nodes, with leases of LONG_LEASE_S
+        scripts = server.scripts_dir()
+        local path = scripts .. "/chores.lua"
+        local text, n = server.read_file(path):gsub("MIN_LEASE_S <const> = %d+",
+            "MIN_LEASE_S <const> = " .. LONG_LEASE_S)
+        assert(n == 1, "chores.lua has no MIN_LEASE_S")
+        server.write_file(path, text)
+        start("a")
+        assert(server.wait_until(function() return all_held_by("a") end, 10), "node a never took the chores")
+        start("b")
+    end)
+
+    teardown(function()
+        for _, srv in pairs(nodes) do srv:stop(10) end
+        reg:drop()
+        server.cleanup()
+    end)
+
+    it("hands them to the other node within seconds, not the lease", function()
+        -- a keeps them while it runs: the leases are long
+        os.execute("sleep " .. (2 * INTERVAL_S))
+        assert.truthy(all_held_by("a"), "the chores changed hands while node a ran")
+        local left = tonumber((psql(reg.url, "SELECT min(extract(epoch FROM lease_until - now())) FROM chore_leases")))
+        assert.is_true(left > LONG_LEASE_S - 5, "lease left: " .. tostring(left))
+        local stopped = server.now()
+        local in_time, status = nodes.a:stop(10)
+        assert.is_true(in_time)
+        assert.equal(0, status)
+        local given = nodes.a:entries { msg = "chore leases given back" }
+        local names = {}
+        for _, e in ipairs(given) do
+            for chore in e.chores:gmatch("[^,]+") do names[#names + 1] = chore end
+        end
+        table.sort(names)
+        local want = { table.unpack(CHORES) }
+        table.sort(want)
+        assert.same(want, names)
+        assert.truthy(server.wait_until(function() return all_held_by("b") end, INTERVAL_S + 5),
+            "node b did not take the chores")
+        local took = server.now() - stopped
+        print(string.format("# taken over %.1f s after SIGTERM (lease %d s, interval %d s)",
+            took, LONG_LEASE_S, INTERVAL_S))
+        assert.is_true(took < LONG_LEASE_S / 2, "took " .. took .. " s")
+        assert.same({}, nodes.a:unexpected_errors())
+        nodes.b:assert_stops_cleanly()
+    end)
+end)
