@@ -50,13 +50,6 @@ describe("chores shared by two nodes", function()
         return true
     end
 
-    local function kill(srv)
-        local workers = srv:worker_pids()
-        srv:signal("KILL")
-        for _, pid in ipairs(workers) do srv:signal("KILL", pid) end
-        assert.truthy(srv:wait_exit(5), "the node did not die")
-    end
-
     -- A registration cut short: a provisioning tenant an hour old, with its database.
     local function cut_short(n)
         local dbname = "tenant_chores" .. n .. "x" .. auth.STAMP
@@ -166,7 +159,7 @@ describe("chores shared by two nodes", function()
     it("hands the chores of a node killed with SIGKILL to the other once their leases end", function()
         local dead = node_of(holders().janitor)
         local survivor = dead == "a" and "b" or "a"
-        kill(nodes[dead])
+        nodes[dead]:kill()
         -- the dead node's leases end (moved into the past here rather than waited for)
         psql(reg.url, "UPDATE chore_leases SET lease_until = now() - interval '1 second'")
         local started = server.now()
@@ -191,7 +184,7 @@ describe("chores shared by two nodes", function()
         start(back)
         os.execute("sleep " .. (2 * INTERVAL_S))
         assert.truthy(all_held_by(holder), "the chores changed hands when a node came back")
-        kill(nodes[holder])
+        nodes[holder]:kill()
         local killed = server.now()
         assert.truthy(server.wait_until(function() return all_held_by(back) end, LEASE_S + INTERVAL_S + 3),
             "the chores were not taken over within the lease")
