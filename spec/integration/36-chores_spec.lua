@@ -11,44 +11,55 @@ local CHORES = { "janitor", "outbound_sweep", "broadcast_stall" }
 local INTERVAL_S = 1
 local LEASE_S = 5 -- chores.lease_s(1): 3 intervals, at least 5 s
 
+-- The registry, nodes and scripts of the describe block that runs (each
+-- sets them up in its setup and stops them in its teardown).
+local reg, scripts
+local nodes = {} -- name -> server
+
+local function start(name)
+    nodes[name] = server.start {
+        scripts = scripts,
+        config = { workers = 2,
+                   tenants = { janitor_interval_s = INTERVAL_S, provisioning_timeout_s = 10 },
+                   telnyx = { sweep_interval_s = INTERVAL_S, api_base = "http://127.0.0.1:1" },
+                   messaging = { dispatch_interval_s = INTERVAL_S } },
+        env = reg.env,
+    }
+    return nodes[name]
+end
+
+local function stop_all()
+    for _, srv in pairs(nodes) do srv:stop(10) end
+    nodes = {}
+    reg:drop()
+    server.cleanup()
+end
+
+-- chore name -> holder, for the leases held now
+local function holders()
+    local out = {}
+    local rows = psql(reg.url, "SELECT name, holder FROM chore_leases WHERE lease_until > now() ORDER BY name")
+    for name, holder in rows:gmatch("([^\n|]+)|([^\n]*)") do out[name] = holder end
+    return out
+end
+
+-- The node (its name) whose worker the holder text names, or nil.
+local function node_of(holder)
+    for name, srv in pairs(nodes) do
+        if holder and holder:match("^.+:" .. srv.pid .. "/[01]$") then return name end
+    end
+    return nil
+end
+
+local function all_held_by(name)
+    local h = holders()
+    for _, chore in ipairs(CHORES) do
+        if node_of(h[chore]) ~= name then return false end
+    end
+    return true
+end
+
 describe("chores shared by two nodes", function()
-    local reg
-    local nodes = {} -- name -> server
-
-    local function start(name)
-        nodes[name] = server.start {
-            config = { workers = 2,
-                       tenants = { janitor_interval_s = INTERVAL_S, provisioning_timeout_s = 10 },
-                       telnyx = { sweep_interval_s = INTERVAL_S, api_base = "http://127.0.0.1:1" },
-                       messaging = { dispatch_interval_s = INTERVAL_S } },
-            env = reg.env,
-        }
-        return nodes[name]
-    end
-
-    -- chore name -> holder, for the leases held now
-    local function holders()
-        local out = {}
-        local rows = psql(reg.url, "SELECT name, holder FROM chore_leases WHERE lease_until > now() ORDER BY name")
-        for name, holder in rows:gmatch("([^\n|]+)|([^\n]*)") do out[name] = holder end
-        return out
-    end
-
-    -- The node (its name) whose worker the holder text names, or nil.
-    local function node_of(holder)
-        for name, srv in pairs(nodes) do
-            if holder and holder:match("^.+:" .. srv.pid .. "/[01]$") then return name end
-        end
-        return nil
-    end
-
-    local function all_held_by(name)
-        local h = holders()
-        for _, chore in ipairs(CHORES) do
-            if node_of(h[chore]) ~= name then return false end
-        end
-        return true
-    end
 
     -- A registration cut short: a provisioning tenant an hour old, with its database.
     local function cut_short(n)
@@ -73,11 +84,7 @@ describe("chores shared by two nodes", function()
         start("b")
     end)
 
-    teardown(function()
-        for _, srv in pairs(nodes) do srv:stop(10) end
-        reg:drop()
-        server.cleanup()
-    end)
+    teardown(stop_all)
 
     it("gives each chore one holder at a time, which keeps it", function()
         assert.truthy(server.wait_until(function()
@@ -202,39 +209,6 @@ end)
 -- next look instead of once the lease ends.
 describe("chores of a node stopped with SIGTERM", function()
     local LONG_LEASE_S = 30
-    local reg, scripts
-    local nodes = {}
-
-    local function start(name)
-        nodes[name] = server.start {
-            scripts = scripts,
-            config = { workers = 2,
-                       tenants = { janitor_interval_s = INTERVAL_S },
-                       telnyx = { sweep_interval_s = INTERVAL_S, api_base = "http://127.0.0.1:1" },
-                       messaging = { dispatch_interval_s = INTERVAL_S } },
-            env = reg.env,
-        }
-    end
-
-    -- chore name -> holder's node ("a", "b") for the leases held now
-    local function held_by()
-        local out = {}
-        local rows = psql(reg.url, "SELECT name, holder FROM chore_leases WHERE lease_until > now()")
-        for chore, holder in rows:gmatch("([^\n|]+)|([^\n]*)") do
-            for name, srv in pairs(nodes) do
-                if holder:match("^.+:" .. srv.pid .. "/[01]$") then out[chore] = name end
-            end
-        end
-        return out
-    end
-
-    local function all_held_by(name)
-        local h = held_by()
-        for _, chore in ipairs(CHORES) do
-            if h[chore] ~= name then return false end
-        end
-        return true
-    end
 
     setup(function()
         reg = auth.registry("chorestop")
@@ -250,11 +224,7 @@ describe("chores of a node stopped with SIGTERM", function()
         start("b")
     end)
 
-    teardown(function()
-        for _, srv in pairs(nodes) do srv:stop(10) end
-        reg:drop()
-        server.cleanup()
-    end)
+    teardown(stop_all)
 
     it("hands them to the other node within seconds, not the lease", function()
         -- a keeps them while it runs: the leases are long
