@@ -29,6 +29,8 @@ int task_tick(struct request_set *rs, int *exit_code)
 
 int task_stop(struct request_set *rs, double seconds)
 {
+    if (rs->host->scripts == NULL) /* told to stop before its scripts loaded */
+        return 1;
     return start_app_function(rs, rs->host->scripts->stop_ref, seconds, NULL);
 }
 
