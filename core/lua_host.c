@@ -42,6 +42,21 @@ static const char lock_globals[] =
     "  __index = function(_, k) error('undeclared global ' .. tostring(k), 2) end,\n"
     "})\n";
 
+/* Under pcall, with the app table on top: a registry reference to
+ * app[name], or LUA_NOREF when it is nil; raises when it is no function.
+ * Leaves the stack as it found it. */
+static int optional_function(lua_State *L, const char *name)
+{
+    int t = lua_getfield(L, -1, name); /* app field */
+    if (t == LUA_TNIL) {
+        lua_pop(L, 1); /* app */
+        return LUA_NOREF;
+    }
+    if (t != LUA_TFUNCTION)
+        return luaL_error(L, "app.%s must be a function", name);
+    return luaL_ref(L, LUA_REGISTRYINDEX); /* app */
+}
+
 /* Under pcall: loads the configuration and app.lua; leaves nothing behind. */
 static int load_app(lua_State *L)
 {
@@ -62,18 +77,9 @@ static int load_app(lua_State *L)
     if (lua_getfield(L, -1, "handle") != LUA_TFUNCTION)
         return luaL_error(L, "app.lua must return a table with a function 'handle'");
     ss->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* app */
-    int t = lua_getfield(L, -1, "tick");                /* app tick */
-    if (t != LUA_TFUNCTION && t != LUA_TNIL)
-        return luaL_error(L, "app.tick must be a function");
-    ss->tick_ref = t == LUA_TFUNCTION ? luaL_ref(L, LUA_REGISTRYINDEX) : LUA_NOREF;
-    if (t == LUA_TNIL)
-        lua_pop(L, 1);
-    t = lua_getfield(L, -1, "body_limit"); /* app body_limit */
-    if (t != LUA_TFUNCTION && t != LUA_TNIL)
-        return luaL_error(L, "app.body_limit must be a function");
-    ss->body_limit_ref = t == LUA_TFUNCTION ? luaL_ref(L, LUA_REGISTRYINDEX) : LUA_NOREF;
-    if (t == LUA_TNIL)
-        lua_pop(L, 1);
+    ss->tick_ref = optional_function(L, "tick");
+    ss->body_limit_ref = optional_function(L, "body_limit");
+    ss->stop_ref = optional_function(L, "stop");
     lua_pop(L, 1);
     if (luaL_loadbuffer(L, lock_globals, sizeof lock_globals - 1, "=lock_globals") != LUA_OK)
         return lua_error(L);
@@ -96,6 +102,7 @@ struct script_state *script_state_new(struct host *h, lua_State *L, char *err, s
     ss->handler_ref = LUA_NOREF;
     ss->tick_ref = LUA_NOREF;
     ss->body_limit_ref = LUA_NOREF;
+    ss->stop_ref = LUA_NOREF;
     lua_pushlightuserdata(L, h);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &host_key);
 

@@ -22,6 +22,7 @@ struct script_state {
     int handler_ref; /* registry reference to app.handle */
     int tick_ref;    /* app.tick, or LUA_NOREF when app has none */
     int body_limit_ref; /* app.body_limit, or LUA_NOREF when app has none */
+    int stop_ref;    /* app.stop, or LUA_NOREF when app has none */
     unsigned generation;
     struct config cfg;
     int nidle; /* idle[i] is pinned by the registry reference idle_ref[i] */

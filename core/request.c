@@ -579,6 +579,13 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     r->deadline_armed = 0;
     r->timed_out = 1;
     cancel_pending(r);
+    if (r->task) { /* a bounded task (request_spawn_until): its bound is its contract */
+        log_msg(LOG_WARN, r->id, "task ended at its deadline");
+        if (r->exit_code)
+            *r->exit_code = 1;
+        request_end(r, 1);
+        return;
+    }
     fail(r, "the handler was still waiting at the request deadline");
 }
 
@@ -700,13 +707,38 @@ static void on_task_start(evutil_socket_t fd, short what, void *arg)
     run(r, lua_gettop(r->co) - 1);
 }
 
+/* Arms r's deadline `seconds` from now, unless seconds is not a positive
+ * finite number. Returns 0, or -1 if the timer could not be armed. */
+static int arm_task_deadline(struct request_set *rs, struct request *r, double seconds)
+{
+    if (!(seconds > 0) || !isfinite(seconds))
+        return 0;
+    struct timeval tv = {(time_t)seconds, (suseconds_t)((seconds - (time_t)seconds) * 1e6)};
+    if (evtimer_assign(&r->deadline_ev, rs->host->base, on_deadline, r) != 0 ||
+        evtimer_add(&r->deadline_ev, &tv) != 0)
+        return -1;
+    r->deadline = r->started + seconds;
+    r->deadline_armed = 1;
+    return 0;
+}
+
 int request_spawn(struct request_set *rs, lua_State *from, int nargs, int *exit_code)
+{
+    return request_spawn_until(rs, from, nargs, exit_code, INFINITY);
+}
+
+int request_spawn_until(struct request_set *rs, lua_State *from, int nargs, int *exit_code,
+                        double seconds)
 {
     /* a task runs on the script state of whoever starts it */
     struct script_state *ss = rs->running ? rs->running->ss : rs->host->scripts;
     struct request *r = calloc(1, sizeof *r);
     struct event *start_ev = r ? event_new(rs->host->base, -1, 0, on_task_start, r) : NULL;
-    if (start_ev == NULL) {
+    if (r)
+        r->started = clock_mono();
+    if (start_ev == NULL || arm_task_deadline(rs, r, seconds) != 0) {
+        if (start_ev)
+            event_free(start_ev);
         free(r);
         return -1;
     }
@@ -714,8 +746,8 @@ int request_spawn(struct request_set *rs, lua_State *from, int nargs, int *exit_
     r->exit_code = exit_code;
     r->fd = -1;
     r->method = "TASK";
-    r->started = clock_mono();
-    r->deadline = INFINITY;
+    if (!r->deadline_armed)
+        r->deadline = INFINITY;
     r->co_ref = LUA_NOREF;
     r->req_ref = LUA_NOREF;
     http_request_id(NULL, r->id);

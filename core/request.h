@@ -94,6 +94,15 @@ void request_overrun(void *co);
  * 0, or -1 if it could not start. */
 int request_spawn(struct request_set *rs, struct lua_State *from, int nargs, int *exit_code);
 
+/* request_spawn with a bound: `seconds` after the start (a positive finite
+ * number; otherwise there is none) the task is ended where it waits (its
+ * pending operation cancelled, its to-be-closed variables closed), a warning
+ * "task ended at its deadline" is logged and *exit_code gets 1; a task that
+ * keeps the CPU past it is stopped as a request would be. Returns 0, or -1
+ * if it could not start. */
+int request_spawn_until(struct request_set *rs, struct lua_State *from, int nargs, int *exit_code,
+                        double seconds);
+
 /* Ends every request still running: used at shutdown. */
 void request_abort_all(struct request_set *rs);
 

@@ -6,18 +6,32 @@
 #include "request.h"
 
 #include <lauxlib.h>
+#include <math.h>
+
+/* Starts the app's function `ref` of the current scripts as a task, ended
+ * after `seconds` (INFINITY: never). Returns as task_tick does. */
+static int start_app_function(struct request_set *rs, int ref, double seconds, int *exit_code)
+{
+    if (ref == LUA_NOREF)
+        return 1;
+    lua_State *L = rs->host->scripts->L;
+    lua_State *T = lua_newthread(L);       /* L: T */
+    lua_rawgeti(T, LUA_REGISTRYINDEX, ref); /* T: fn */
+    int rc = request_spawn_until(rs, T, 0, exit_code, seconds);
+    lua_pop(L, 1);
+    return rc;
+}
 
 int task_tick(struct request_set *rs, int *exit_code)
 {
-    struct script_state *ss = rs->host->scripts;
-    if (ss->tick_ref == LUA_NOREF)
+    return start_app_function(rs, rs->host->scripts->tick_ref, INFINITY, exit_code);
+}
+
+int task_stop(struct request_set *rs, double seconds)
+{
+    if (rs->host->scripts == NULL) /* told to stop before its scripts loaded */
         return 1;
-    lua_State *L = ss->L;
-    lua_State *T = lua_newthread(L);                 /* L: T */
-    lua_rawgeti(T, LUA_REGISTRYINDEX, ss->tick_ref); /* T: tick */
-    int rc = request_spawn(rs, T, 0, exit_code);
-    lua_pop(L, 1);
-    return rc;
+    return start_app_function(rs, rs->host->scripts->stop_ref, seconds, NULL);
 }
 
 /* Pushes require(module).main and the argument list onto T; under pcall. */

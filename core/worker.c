@@ -37,6 +37,10 @@
 #define WATCHDOG_PERIOD_S 0.1
 #define WATCHDOG_KILL_AFTER_S 5.0
 
+/* How long app.stop() (giving back what the worker holds for the cluster)
+ * may take once the worker is told to stop. */
+#define STOP_HOOK_S 1.0
+
 /* Jobs that may wait for a pool thread, per thread. */
 #define POOL_QUEUE_PER_THREAD 16
 
@@ -187,6 +191,8 @@ static void begin_stop(struct worker *w)
     conn_guard_stop_accepting(w->requests.guard);
     w->stop_deadline = clock_mono() + w->host.cfg.shutdown_timeout_s;
     log_info("stopping: %d requests in flight", w->requests.nlive);
+    if (task_stop(&w->requests, STOP_HOOK_S) < 0)
+        log_warn("could not start app.stop: out of memory");
     if (request_set_idle(&w->requests)) {
         event_base_loopexit(w->host.base, NULL);
         return;

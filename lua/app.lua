@@ -189,4 +189,8 @@ end
 -- Called by the core once a second on each worker, as a background task.
 M.tick = housekeeping.tick
 
+-- Called by the core once when the worker is told to stop, as a background
+-- task it ends after a second.
+M.stop = housekeeping.stop
+
 return M

@@ -8,6 +8,9 @@
 --       MIN_LEASE_S seconds
 --   chores.holder()             -> this worker's name in the table,
 --       "<node>/<worker>" (steeple.node(): hostname and master pid)
+--   chores.give_back()          -> the names of the chores whose leases this
+--       worker gave back (a list); from then on it takes none (raises on a
+--       database error)
 --
 -- One statement takes or renews a lease: it succeeds when the lease has run
 -- out or this worker already holds it, so the first worker to find a chore
@@ -16,13 +19,16 @@
 -- worker takes the chore once lease_until has passed, within lease_s plus
 -- its own interval. Times are the database's, so the nodes' clocks do not
 -- matter. A run that lasts longer than its lease may overlap the next
--- holder's: the chores are safe to run twice at once, only wasteful.
+-- holder's: the chores are safe to run twice at once, only wasteful. A
+-- worker that stops gives its leases back (app.stop): the lease ends at
+-- once and the next worker to look takes the chore.
 
 local steeple = require "steeple"
 local log = require "steeple.log"
 local db = require "db"
 
-local math_max = math.max
+local math_max, ipairs = math.max, ipairs
+local concat = table.concat
 
 local M = {}
 
@@ -37,8 +43,13 @@ local TAKE <const> = [[
     WHERE name = $1 AND (lease_until < now() OR holder = $2)
     RETURNING holder]]
 
+local GIVE_BACK <const> = [[
+    UPDATE chore_leases SET holder = '', lease_until = '-infinity' WHERE holder = $1
+    RETURNING name]]
+
 local seeded = {} -- chore names whose row this script state has made sure of
 local held = {}   -- chore names this worker held at its last look
+local stopping = false -- give_back ran: take nothing more
 
 function M.lease_s(interval_s)
     return math_max(3 * interval_s, MIN_LEASE_S)
@@ -48,14 +59,30 @@ function M.holder()
     return steeple.node() .. "/" .. steeple.worker()
 end
 
+function M.give_back()
+    stopping = true
+    local names = {}
+    for i, row in ipairs(db.registry():query(GIVE_BACK, M.holder())) do names[i] = row.name end
+    if #names > 0 then
+        log.info("chore leases given back", { chores = concat(names, ","), holder = M.holder() })
+    end
+    held = {}
+    return names
+end
+
 -- Takes or renews the lease; true when this worker holds it now.
 local function take(name, interval_s)
+    if stopping then return false end
     local reg, me = db.registry(), M.holder()
     if not seeded[name] then
         reg:query(SEED, name)
         seeded[name] = true
     end
     local got = reg:query(TAKE, name, me, M.lease_s(interval_s))[1] ~= nil
+    if got and stopping then -- taken while give_back was under way
+        M.give_back()
+        return false
+    end
     if got and not held[name] then
         log.info("chore lease taken", { chore = name, holder = me })
     elseif held[name] and not got then

@@ -24,6 +24,10 @@
 --
 -- Failures are logged as warnings and tried again at the next interval. Each
 -- tick also sets the gauge steeple_lua_heap_bytes (this worker's Lua heap).
+--
+-- When the worker is told to stop, the core calls app.stop() once (ending it
+-- after a second): stop() gives back the chores' leases this worker holds,
+-- so another worker takes them at its next look rather than once they end.
 
 local config = require "steeple.config"
 local steeple = require "steeple"
@@ -36,6 +40,7 @@ local outbound = require "messaging.outbound"
 local dispatch = require "broadcasts.dispatch"
 local webhook = require "messaging.webhook"
 local chores = require "chores"
+local db = require "db"
 
 local pcall, type = pcall, type
 
@@ -51,17 +56,22 @@ local last = { janitor = -math.huge, outbound_sweep = -math.huge, replay = -math
                broadcasts = -math.huge, broadcast_stall = -math.huge }
 local pass -- the replay pass under way, kept from one tick to the next
 
--- Runs fn unless it ran less than interval seconds ago; logs its failure.
-local function every(name, interval, now, fn)
-    if interval <= 0 or now - last[name] < interval then return end
-    last[name] = now
+-- Runs fn under pcall; logs its failure (a warning: `what`).
+local function guarded(name, what, fn)
     local ok, err = pcall(fn)
     if ok then return end
     if type(err) == "table" and err.sqlstate == "42P01" then
         log.debug(name .. ": the registry is not migrated yet")
         return
     end
-    log.warn(name .. " failed; trying again later", { error = errors.describe(err) })
+    log.warn(name .. what, { error = errors.describe(err) })
+end
+
+-- Runs fn unless it ran less than interval seconds ago; logs its failure.
+local function every(name, interval, now, fn)
+    if interval <= 0 or now - last[name] < interval then return end
+    last[name] = now
+    guarded(name, " failed; trying again later", fn)
 end
 
 -- Batches of the pass until it is over or the tick has spent
@@ -89,6 +99,16 @@ end
 
 local function clear_stall()
     metrics.set("steeple_broadcast_stall_seconds", nil, 0)
+end
+
+-- The database work of stop(): within the second the core gives it, so a
+-- registry that does not answer is a warning, not a task cut short.
+local STOP_DB_MS <const> = 700
+
+function M.stop()
+    if config.db.url == nil then return end
+    db.deadline(STOP_DB_MS)
+    guarded("chores", ": leases not given back; they end by themselves", chores.give_back)
 end
 
 function M.tick()

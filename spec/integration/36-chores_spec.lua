@@ -11,51 +11,55 @@ local CHORES = { "janitor", "outbound_sweep", "broadcast_stall" }
 local INTERVAL_S = 1
 local LEASE_S = 5 -- chores.lease_s(1): 3 intervals, at least 5 s
 
+-- The registry, nodes and scripts of the describe block that runs (each
+-- sets them up in its setup and stops them in its teardown).
+local reg, scripts
+local nodes = {} -- name -> server
+
+local function start(name)
+    nodes[name] = server.start {
+        scripts = scripts,
+        config = { workers = 2,
+                   tenants = { janitor_interval_s = INTERVAL_S, provisioning_timeout_s = 10 },
+                   telnyx = { sweep_interval_s = INTERVAL_S, api_base = "http://127.0.0.1:1" },
+                   messaging = { dispatch_interval_s = INTERVAL_S } },
+        env = reg.env,
+    }
+    return nodes[name]
+end
+
+local function stop_all()
+    for _, srv in pairs(nodes) do srv:stop(10) end
+    nodes = {}
+    reg:drop()
+    server.cleanup()
+end
+
+-- chore name -> holder, for the leases held now
+local function holders()
+    local out = {}
+    local rows = psql(reg.url, "SELECT name, holder FROM chore_leases WHERE lease_until > now() ORDER BY name")
+    for name, holder in rows:gmatch("([^\n|]+)|([^\n]*)") do out[name] = holder end
+    return out
+end
+
+-- The node (its name) whose worker the holder text names, or nil.
+local function node_of(holder)
+    for name, srv in pairs(nodes) do
+        if holder and holder:match("^.+:" .. srv.pid .. "/[01]$") then return name end
+    end
+    return nil
+end
+
+local function all_held_by(name)
+    local h = holders()
+    for _, chore in ipairs(CHORES) do
+        if node_of(h[chore]) ~= name then return false end
+    end
+    return true
+end
+
 describe("chores shared by two nodes", function()
-    local reg
-    local nodes = {} -- name -> server
-
-    local function start(name)
-        nodes[name] = server.start {
-            config = { workers = 2,
-                       tenants = { janitor_interval_s = INTERVAL_S, provisioning_timeout_s = 10 },
-                       telnyx = { sweep_interval_s = INTERVAL_S, api_base = "http://127.0.0.1:1" },
-                       messaging = { dispatch_interval_s = INTERVAL_S } },
-            env = reg.env,
-        }
-        return nodes[name]
-    end
-
-    -- chore name -> holder, for the leases held now
-    local function holders()
-        local out = {}
-        local rows = psql(reg.url, "SELECT name, holder FROM chore_leases WHERE lease_until > now() ORDER BY name")
-        for name, holder in rows:gmatch("([^\n|]+)|([^\n]*)") do out[name] = holder end
-        return out
-    end
-
-    -- The node (its name) whose worker the holder text names, or nil.
-    local function node_of(holder)
-        for name, srv in pairs(nodes) do
-            if holder and holder:match("^.+:" .. srv.pid .. "/[01]$") then return name end
-        end
-        return nil
-    end
-
-    local function all_held_by(name)
-        local h = holders()
-        for _, chore in ipairs(CHORES) do
-            if node_of(h[chore]) ~= name then return false end
-        end
-        return true
-    end
-
-    local function kill(srv)
-        local workers = srv:worker_pids()
-        srv:signal("KILL")
-        for _, pid in ipairs(workers) do srv:signal("KILL", pid) end
-        assert.truthy(srv:wait_exit(5), "the node did not die")
-    end
 
     -- A registration cut short: a provisioning tenant an hour old, with its database.
     local function cut_short(n)
@@ -80,11 +84,7 @@ describe("chores shared by two nodes", function()
         start("b")
     end)
 
-    teardown(function()
-        for _, srv in pairs(nodes) do srv:stop(10) end
-        reg:drop()
-        server.cleanup()
-    end)
+    teardown(stop_all)
 
     it("gives each chore one holder at a time, which keeps it", function()
         assert.truthy(server.wait_until(function()
@@ -166,7 +166,7 @@ describe("chores shared by two nodes", function()
     it("hands the chores of a node killed with SIGKILL to the other once their leases end", function()
         local dead = node_of(holders().janitor)
         local survivor = dead == "a" and "b" or "a"
-        kill(nodes[dead])
+        nodes[dead]:kill()
         -- the dead node's leases end (moved into the past here rather than waited for)
         psql(reg.url, "UPDATE chore_leases SET lease_until = now() - interval '1 second'")
         local started = server.now()
@@ -191,7 +191,7 @@ describe("chores shared by two nodes", function()
         start(back)
         os.execute("sleep " .. (2 * INTERVAL_S))
         assert.truthy(all_held_by(holder), "the chores changed hands when a node came back")
-        kill(nodes[holder])
+        nodes[holder]:kill()
         local killed = server.now()
         assert.truthy(server.wait_until(function() return all_held_by(back) end, LEASE_S + INTERVAL_S + 3),
             "the chores were not taken over within the lease")
@@ -201,5 +201,57 @@ describe("chores shared by two nodes", function()
         assert.is_true(took <= LEASE_S + INTERVAL_S + 1, "took " .. took .. " s")
         assert.truthy(nodes[back]:wait_log("chore lease taken"))
         nodes[back]:assert_stops_cleanly()
+    end)
+end)
+
+-- A node told to stop (SIGTERM) gives its leases back (app.stop): with a
+-- lease far longer than the interval, the other node takes the chores at its
+-- next look instead of once the lease ends.
+describe("chores of a node stopped with SIGTERM", function()
+    local LONG_LEASE_S = 30
+
+    setup(function()
+        reg = auth.registry("chorestop")
+        -- the scripts of both nodes, with leases of LONG_LEASE_S
+        scripts = server.scripts_dir()
+        local path = scripts .. "/chores.lua"
+        local text, n = server.read_file(path):gsub("MIN_LEASE_S <const> = %d+",
+            "MIN_LEASE_S <const> = " .. LONG_LEASE_S)
+        assert(n == 1, "chores.lua has no MIN_LEASE_S")
+        server.write_file(path, text)
+        start("a")
+        assert(server.wait_until(function() return all_held_by("a") end, 10), "node a never took the chores")
+        start("b")
+    end)
+
+    teardown(stop_all)
+
+    it("hands them to the other node within seconds, not the lease", function()
+        -- a keeps them while it runs: the leases are long
+        os.execute("sleep " .. (2 * INTERVAL_S))
+        assert.truthy(all_held_by("a"), "the chores changed hands while node a ran")
+        local left = tonumber((psql(reg.url, "SELECT min(extract(epoch FROM lease_until - now())) FROM chore_leases")))
+        assert.is_true(left > LONG_LEASE_S - 5, "lease left: " .. tostring(left))
+        local stopped = server.now()
+        local in_time, status = nodes.a:stop(10)
+        assert.is_true(in_time)
+        assert.equal(0, status)
+        local given = nodes.a:entries { msg = "chore leases given back" }
+        local names = {}
+        for _, e in ipairs(given) do
+            for chore in e.chores:gmatch("[^,]+") do names[#names + 1] = chore end
+        end
+        table.sort(names)
+        local want = { table.unpack(CHORES) }
+        table.sort(want)
+        assert.same(want, names)
+        assert.truthy(server.wait_until(function() return all_held_by("b") end, INTERVAL_S + 5),
+            "node b did not take the chores")
+        local took = server.now() - stopped
+        print(string.format("# taken over %.1f s after SIGTERM (lease %d s, interval %d s)",
+            took, LONG_LEASE_S, INTERVAL_S))
+        assert.is_true(took < LONG_LEASE_S / 2, "took " .. took .. " s")
+        assert.same({}, nodes.a:unexpected_errors())
+        nodes.b:assert_stops_cleanly()
     end)
 end)

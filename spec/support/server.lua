@@ -4,6 +4,8 @@
 --   local srv = server.start{ config = { workers = 1 }, env = { ... }, watch = true }
 --   srv.port, srv.pid, srv.scripts (a private copy of lua/ with the test routes)
 --   srv:sighup(), srv:signal("KILL", pid), srv:worker_pids()
+--   srv:kill(): SIGKILL to the master and its workers, waits until they are gone
+--   server.alive(pid): the process runs (exists and is no zombie)
 --   srv:log_text(), srv:log_contains(pattern), srv:wait_log(pattern, timeout)
 --   srv:entries{ field = value }, srv:wait_entry{ ... }: decoded JSON log lines
 --   srv:mark(); ...; srv:unexpected_errors(allowed_patterns) -> error lines since the mark
@@ -298,9 +300,15 @@ Server.__index = Server
 
 M.running = {}
 
+-- Whether process pid runs: it exists and is no zombie (a killed worker
+-- whose master died first waits to be reaped by init, which in a container
+-- may never come).
 local function process_alive(pid)
-    return run("kill -0 " .. pid .. " 2>/dev/null") == 0
+    local stat = read_file("/proc/" .. pid .. "/stat")
+    if stat == nil then return false end
+    return stat:match("^%d+ %b() (%a)") ~= "Z"
 end
+M.alive = process_alive
 
 local function log_tail(text, n)
     local lines = {}
@@ -431,6 +439,24 @@ function Server:stop(timeout)
     end
     self.stopped = { in_time, status }
     return in_time, status
+end
+
+-- Kills the master and its workers at once with SIGKILL (no shutdown: a
+-- crash or a lost host) and waits until they are gone. Returns the master's
+-- exit status as its wrapper saw it (137).
+function Server:kill()
+    local workers = self:worker_pids()
+    self:signal("KILL")
+    for _, pid in ipairs(workers) do self:signal("KILL", pid) end
+    local status = self:wait_exit(5)
+    assert(status, "the server did not die")
+    assert(M.wait_until(function()
+        for _, pid in ipairs(workers) do
+            if process_alive(pid) then return false end
+        end
+        return true
+    end, 5), "a worker outlived SIGKILL")
+    return status
 end
 
 -- The pids of the master's children (the workers), sorted.
