@@ -18,7 +18,7 @@
 #include "csv.h"
 #include "fuzz_util.h"
 
-static const struct csv_column COLS[] = {{"phone", 20}, {"first_name", 5}, {"last_name", 5}};
+static const struct csv_column COLS[] = {{"phone", 20, NULL}, {"first_name", 5, NULL}, {"last_name", 5, NULL}};
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
