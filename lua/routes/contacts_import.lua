@@ -41,8 +41,11 @@ local SORT_MEMORY_SQL <const> = "SET LOCAL work_mem = '32MB'"
 
 local COPY_SQL <const> = "COPY import_rows (line, phone, first_name, last_name) FROM STDIN"
 
--- $1: consent=opted_in given; $2: the list id or NULL. The numbers are
--- staged in E.164 already.
+-- $1: consent=opted_in given; $2: the list id or NULL.
+-- The numbers are staged in E.164 already. Memberships go in in contact id
+-- order: two statements adding the same contacts to a list wait for each
+-- other in the same order (never a deadlock), and the index entries and the
+-- membership check's lookups (sql/tenant/0014) follow the contacts' key.
 local MERGE_SQL <const> = [[
 WITH uniq AS (
     SELECT DISTINCT ON (phone) phone, first_name, last_name
@@ -86,11 +89,13 @@ WITH uniq AS (
     INSERT INTO list_members (list_id, contact_id)
     SELECT $2::uuid, m.id FROM merged m LEFT JOIN old o ON o.id = m.id
     WHERE $2::uuid IS NOT NULL AND o.id IS NULL
+    ORDER BY m.id
     RETURNING 1
 ), members_old AS (
     INSERT INTO list_members (list_id, contact_id)
     SELECT $2::uuid, id FROM old
     WHERE $2::uuid IS NOT NULL
+    ORDER BY id
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
