@@ -312,6 +312,8 @@ static int read_header(struct csv_reader *r, const struct csv_column *cols, int 
 static int finish_record(struct csv_copy *out, const struct csv_column *cols, int ncols,
                          size_t line, int unterminated)
 {
+    char converted[CSV_MAX_COLUMNS][CSV_CONVERT_MAX];
+    size_t clen[CSV_MAX_COLUMNS];
     if (unterminated)
         return add_reject(out, line, CSV_UNTERMINATED, -1);
     for (int c = 0; c < ncols; c++) {
@@ -320,6 +322,14 @@ static int finish_record(struct csv_copy *out, const struct csv_column *cols, in
             return add_reject(out, line, CSV_BAD_ENCODING, c);
         if ((size_t)chars > cols[c].max_chars)
             return add_reject(out, line, CSV_TOO_LONG, c);
+    }
+    for (int c = 0; c < ncols; c++) {
+        if (cols[c].convert == NULL)
+            continue;
+        clen[c] = cols[c].convert(out->value[c].data ? out->value[c].data : "", out->value[c].len,
+                                  converted[c], sizeof converted[c]);
+        if (clen[c] == 0 || clen[c] > sizeof converted[c])
+            return add_reject(out, line, CSV_REFUSED, c);
     }
     char num[24];
     int n = 0;
@@ -330,8 +340,8 @@ static int finish_record(struct csv_copy *out, const struct csv_column *cols, in
     while (n > 0)
         out->text.data[out->text.len++] = num[--n];
     for (int c = 0; c < ncols; c++) {
-        const char *s = out->value[c].data;
-        size_t len = out->value[c].len;
+        const char *s = cols[c].convert ? converted[c] : out->value[c].data;
+        size_t len = cols[c].convert ? clen[c] : out->value[c].len;
         int rc = text_add(&out->text, "\t", 1);
         if (rc == 0 && len == 0)
             rc = text_add(&out->text, "\\N", 2);

@@ -53,17 +53,28 @@ enum csv_reason {
     CSV_TOO_LONG = 1,     /* a column's value over its max_chars */
     CSV_BAD_ENCODING,     /* a column's value is not UTF-8 */
     CSV_UNTERMINATED,     /* a quote that never closes */
+    CSV_REFUSED,          /* a column's convert refused its value */
 };
+
+/* The most bytes a convert may write for one value. */
+#define CSV_CONVERT_MAX 32
+
+/* Turns a column's value (trimmed, UTF-8, within max_chars; empty when the
+ * cell is) into what COPY receives: writes at most cap bytes to out, no NUL,
+ * and returns their number, or 0 to refuse the value and reject its record.
+ * phone_e164 (phone.h) is one. */
+typedef size_t csv_convert_fn(const char *s, size_t len, char *out, size_t cap);
 
 struct csv_column {
     const char *name;  /* matched against the header, trimmed, case-insensitive */
     size_t max_chars;  /* in characters (code points) */
+    csv_convert_fn *convert; /* NULL: the value as it is */
 };
 
 struct csv_reject {
     size_t line;
     enum csv_reason reason;
-    int column; /* CSV_TOO_LONG, CSV_BAD_ENCODING: which column */
+    int column; /* CSV_TOO_LONG, CSV_BAD_ENCODING, CSV_REFUSED: which column */
 };
 
 struct csv_text {
@@ -84,9 +95,12 @@ struct csv_copy {
 /* Reads a CSV file with a header row and writes, for each data record, the
  * line number and the requested columns (ncols <= CSV_MAX_COLUMNS) in COPY
  * text format: values trimmed of spaces and tabs, escaped, \N when empty or
- * when the header lacks the column. A record with a value that is not UTF-8
- * or over its column's max_chars, or with an unterminated quote, is left out
- * and listed in out->rejects. Other columns are ignored.
+ * when the header lacks the column; a column with a convert gets what it
+ * returns instead. A record with a value that is not UTF-8 or over its
+ * column's max_chars, or with an unterminated quote, or (those checks passed
+ * for every column) a value its column's convert refuses, is left out and
+ * listed in out->rejects with the first such reason. Other columns are
+ * ignored.
  *
  * out is initialized here; call csv_copy_free on it whatever the result.
  * Returns a csv_status. */

@@ -1,19 +1,23 @@
 /* lmod_csv.c — the `steeple.csv` module: CSV files to PostgreSQL COPY text.
  *
  *   csv.to_copy(text, columns, max_rows)
- *       columns: a list of { name, max_chars } (at most 8), matched against
- *       the header row (trimmed, case-insensitive). Returns a table
+ *       columns: a list of { name, max_chars [, kind] } (at most 8), matched
+ *       against the header row (trimmed, case-insensitive). kind "e164":
+ *       the column holds phone numbers, written to the text in E.164 (the
+ *       rules of core/phone.h); a record whose number is empty or no number
+ *       is rejected ("refused"). Returns a table
  *         { text = "<line>\t<col1>\t...\n"... (COPY text, \N for empty),
  *           rows = <data records>, accepted = <records in text>,
  *           found = { <name> = true, ... } (columns the header has),
  *           rejected = { { row = <line>, reason = "too_long" |
- *                          "invalid_encoding" | "unterminated_quote",
- *                          column = <name> or nil }, ... } }
+ *                          "invalid_encoding" | "unterminated_quote" |
+ *                          "refused", column = <name> or nil }, ... } }
  *       or nil, "binary" (a NUL byte), "no_header" (empty, or a header
  *       that is not UTF-8) or "too_many_rows" (more than max_rows records).
  *       Raises on misuse and out of memory. See core/csv.h for the format. */
 #include "csv.h"
 #include "lmod.h"
+#include "phone.h"
 
 #include <lauxlib.h>
 #include <string.h>
@@ -24,7 +28,29 @@ static const char *const reasons[] = {
     [CSV_TOO_LONG] = "too_long",
     [CSV_BAD_ENCODING] = "invalid_encoding",
     [CSV_UNTERMINATED] = "unterminated_quote",
+    [CSV_REFUSED] = "refused",
 };
+
+/* The column kinds and what each writes; "text" is the value as it is. */
+static const char *const kinds[] = {"text", "e164", NULL};
+static csv_convert_fn *const converts[] = {NULL, phone_e164};
+
+/* The kind at the top of the stack (nil: "text"), as an index of kinds;
+ * raises on another value. */
+static int check_kind(lua_State *L, int idx)
+{
+    if (lua_isnil(L, -1))
+        return 0;
+    int k = 0;
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        const char *kind = lua_tostring(L, -1);
+        while (kinds[k] != NULL && strcmp(kind, kinds[k]) != 0)
+            k++;
+    }
+    luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING && kinds[k] != NULL, idx,
+                  "a column's kind is \"text\" or \"e164\"");
+    return k;
+}
 
 /* Reads the columns argument into cols; names stay anchored by it. */
 static int check_columns(lua_State *L, int idx, struct csv_column *cols)
@@ -33,14 +59,16 @@ static int check_columns(lua_State *L, int idx, struct csv_column *cols)
     int n = (int)luaL_len(L, idx);
     luaL_argcheck(L, n >= 1 && n <= CSV_MAX_COLUMNS, idx, "1 to 8 columns");
     for (int i = 0; i < n; i++) {
-        luaL_argcheck(L, lua_geti(L, idx, i + 1) == LUA_TTABLE, idx, "each column is { name, max_chars }");
+        luaL_argcheck(L, lua_geti(L, idx, i + 1) == LUA_TTABLE, idx, "each column is { name, max_chars [, kind] }");
         lua_geti(L, -1, 1); /* column name */
         lua_geti(L, -2, 2); /* column name max */
-        cols[i].name = lua_tostring(L, -2);
-        lua_Integer max = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : -1;
-        luaL_argcheck(L, lua_type(L, -2) == LUA_TSTRING && max >= 0, idx, "each column is { name, max_chars }");
+        lua_geti(L, -3, 3); /* column name max kind */
+        cols[i].name = lua_tostring(L, -3);
+        lua_Integer max = lua_isinteger(L, -2) ? lua_tointeger(L, -2) : -1;
+        luaL_argcheck(L, lua_type(L, -3) == LUA_TSTRING && max >= 0, idx, "each column is { name, max_chars [, kind] }");
         cols[i].max_chars = (size_t)max;
-        lua_pop(L, 3);
+        cols[i].convert = converts[check_kind(L, idx)];
+        lua_pop(L, 4);
     }
     return n;
 }

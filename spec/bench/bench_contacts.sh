@@ -37,6 +37,8 @@
 #
 #   ROWS=50000 ROUNDS=3 CONTACTS=100000 CHURCHES=20 WRK_S=10 WARM_S=5 WEBHOOK_S=10 \
 #   STOP_N=20000 SEED_JOBS=4 KEEP=1 PGPORT_BENCH=5439 bash spec/bench/bench_contacts.sh
+#
+# IMPORT_ONLY=1 stops after the import rounds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROWS=${ROWS:-50000}
@@ -184,6 +186,7 @@ echo "contacts import of $ROWS rows ($(du -k "$work/contacts.csv" | cut -f1) KiB
      "$expect_rejected rejected): best ${best_import} s; psql \\copy of the same rows into contacts: best" \
      "${best_copy} s; ratio $(ratio "$best_import" "$best_copy") (target <= 2); psql \\copy of the raw file" \
      "into a plain table: best ${best_stage} s, ratio $(ratio "$best_import" "$best_stage")"
+[ -z "${IMPORT_ONLY:-}" ] || exit 0
 
 # --- many churches: contacts page, name-prefix search, STOP webhooks ---------------
 stop_server

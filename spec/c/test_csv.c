@@ -1,11 +1,12 @@
 /* test_csv.c — CSV fields, UTF-8 and CSV to COPY text (core/csv.c). */
 #include "csv.h"
+#include "phone.h"
 #include "tap.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static const struct csv_column COLS[] = {{"phone", 20}, {"first_name", 5}, {"last_name", 5}};
+static const struct csv_column COLS[] = {{"phone", 20, NULL}, {"first_name", 5, NULL}, {"last_name", 5, NULL}};
 
 /* Reads all fields of s as "a|b;c|d;" (| between fields, ; after each
  * record, ! after an unterminated one) with each record's line as "@n". */
@@ -186,6 +187,45 @@ static void copy_rejects(void)
     csv_copy_free(&out);
 }
 
+/* A convert that writes more than it was given room for: refused too. */
+static size_t overflowing(const char *s, size_t len, char *out, size_t cap)
+{
+    return cap + 1;
+}
+
+static void copy_converted(void)
+{
+    static const struct csv_column cols[] = {{"phone", 20, phone_e164}, {"first_name", 5, NULL}};
+    struct csv_copy out;
+    const char *in = "phone,first_name\n"
+                     "(555) 123-4567,Ann\n"     /* 2: converted */
+                     "555v123v4567,Bob\n"       /* 3: refused */
+                     ",Cy\n"                    /* 4: empty, refused */
+                     "555-12,toolongname\n"     /* 5: the name's length first */
+                     "\" +1 555\v123 4567 \",\n" /* 6: trimmed, then converted */
+                     "555-123-4567\n";          /* 7: the name absent */
+    CHECK(csv_copy(in, strlen(in), cols, 2, 10, &out) == CSV_OK);
+    CHECK(out.rows == 6 && out.accepted == 3 && out.nrejects == 3);
+    CHECK(out.rejects[0].line == 3 && out.rejects[0].reason == CSV_REFUSED && out.rejects[0].column == 0);
+    CHECK(out.rejects[1].line == 4 && out.rejects[1].reason == CSV_REFUSED && out.rejects[1].column == 0);
+    CHECK(out.rejects[2].line == 5 && out.rejects[2].reason == CSV_TOO_LONG && out.rejects[2].column == 1);
+    const char *text = "2\t+15551234567\tAnn\n"
+                       "6\t+15551234567\t\\N\n"
+                       "7\t+15551234567\t\\N\n";
+    CHECK(out.text.len == strlen(text) && memcmp(out.text.data, text, out.text.len) == 0);
+    csv_copy_free(&out);
+
+    static const struct csv_column bad[] = {{"phone", 20, overflowing}};
+    CHECK(csv_copy("phone\n1\n", 8, bad, 1, 10, &out) == CSV_OK);
+    CHECK(out.accepted == 0 && out.nrejects == 1 && out.rejects[0].reason == CSV_REFUSED);
+    csv_copy_free(&out);
+
+    /* a converted column the header lacks refuses every record */
+    CHECK(csv_copy("number\n5551234567\n", 18, cols, 1, 10, &out) == CSV_OK);
+    CHECK(!out.found[0] && out.accepted == 0 && out.nrejects == 1);
+    csv_copy_free(&out);
+}
+
 static const struct tap_case cases[] = {
     {"plain records, LF, CRLF and CR", plain_records},
     {"blank lines are skipped, line numbers kept", blank_lines_keep_numbers},
@@ -199,6 +239,7 @@ static const struct tap_case cases[] = {
     {"a header alone", copy_header_only},
     {"binary, no header, too many rows", copy_refusals},
     {"rejected records: encoding, unterminated quote", copy_rejects},
+    {"converted columns: E.164 numbers, refusals after the other checks", copy_converted},
 };
 
 TAP_MAIN(cases)

@@ -6,7 +6,9 @@
  *   2. the input split at 0x1E into records and at 0x1F into fields, written
  *      out as CSV with every field quoted (quotes doubled) and records ended
  *      by CRLF or LF (bit 0 of the first byte), then read back by
- *      csv_read_field.
+ *      csv_read_field;
+ *   3. the whole input to phone_e164 (core/phone.c), the converter of the
+ *      import's phone column.
  * Asserts:
  *   - csv_copy returns a csv_status; on CSV_OK accepted + rejects == rows,
  *     every line of the text is a line number (rising, >= 2), then exactly
@@ -14,11 +16,14 @@
  *     not empty, within its column's limit, with no raw CR or LF;
  *   - CSV_BINARY exactly when the input holds a NUL byte;
  *   - the written CSV reads back as the same records and fields, with each
- *     record's line number counted from the line breaks written before it. */
+ *     record's line number counted from the line breaks written before it;
+ *   - a number phone_e164 takes is + and 8 to 15 digits, the first not 0,
+ *     with the input's digits at its end, and is taken again as itself. */
 #include "csv.h"
 #include "fuzz_util.h"
+#include "phone.h"
 
-static const struct csv_column COLS[] = {{"phone", 20}, {"first_name", 5}, {"last_name", 5}};
+static const struct csv_column COLS[] = {{"phone", 20, NULL}, {"first_name", 5, NULL}, {"last_name", 5, NULL}};
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -157,9 +162,31 @@ static void check_round_trip(const uint8_t *data, size_t size)
     free(csv);
 }
 
+static void check_phone(const uint8_t *data, size_t size)
+{
+    char out[PHONE_E164_MAX], again[PHONE_E164_MAX], digits[PHONE_E164_MAX];
+    size_t n = phone_e164((const char *)data, size, out, sizeof out);
+    if (n == 0)
+        return;
+    FUZZ_CHECK(n >= 9 && n <= PHONE_E164_MAX && out[0] == '+' && out[1] != '0', "not E.164");
+    size_t d = 0;
+    for (size_t i = 0; i < size; i++) {
+        if (data[i] >= '0' && data[i] <= '9') {
+            FUZZ_CHECK(d < sizeof digits, "too many digits taken");
+            digits[d++] = (char)data[i];
+        }
+    }
+    for (size_t i = 1; i < n; i++)
+        FUZZ_CHECK(out[i] >= '0' && out[i] <= '9', "a number holds digits only");
+    FUZZ_CHECK(d <= n - 1 && memcmp(out + n - d, digits, d) == 0, "the input's digits end the number");
+    FUZZ_CHECK(phone_e164(out, n, again, sizeof again) == n && memcmp(out, again, n) == 0,
+               "a number is taken again as itself");
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     check_copy(data, size);
     check_round_trip(data, size);
+    check_phone(data, size);
     return 0;
 }

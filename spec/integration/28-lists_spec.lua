@@ -6,9 +6,10 @@ local suite = require "support.suite"
 local pg = require "support.pg"
 local auth = require "support.auth"
 local cjson = require "cjson"
+local socket = require "socket"
 
 assert(pg.BASE_URL, "DATABASE_URL must point at the test cluster")
-local psql, url_of = pg.psql, pg.url_of
+local psql, psql_file, url_of = pg.psql, pg.psql_file, pg.url_of
 
 local OTHER_ID <const> = "00000000-0000-4000-8000-000000000000"
 
@@ -182,6 +183,58 @@ describe("lists", function()
         assert.equal("1", (psql(url, "SELECT count(*) FROM list_members WHERE list_id = '" .. list.id .. "'")))
         assert.equal(204, call("DELETE", "/api/lists/" .. list.id, church.token).status)
         assert.equal("0", (psql(url, "SELECT count(*) FROM list_members WHERE contact_id = '" .. a.id .. "'")))
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("checks a statement's new members once per list, not once per member, and locks the lists", function()
+        local url = url_of(church.db)
+        local a, b = new_list(church, { name = "Choir" }), new_list(church, { name = "Ushers" })
+        local missing = "00000000-0000-4000-8000-000000000000"
+        psql(url, "INSERT INTO contacts (phone_number) SELECT '+1555470' || lpad(i::text, 4, '0') "
+            .. "FROM generate_series(1, 300) i")
+        local lists = "(VALUES ('" .. a.id .. "'::uuid), ('" .. b.id .. "'::uuid)) v(id)"
+        -- 600 members of two lists in one statement: the lists' key is read twice, not 600 times
+        local out, ok = psql_file(url, "BEGIN;\n"
+            .. "INSERT INTO list_members (list_id, contact_id) SELECT v.id, c.id FROM contacts c, " .. lists
+            .. " WHERE c.phone_number LIKE '+1555470%' ORDER BY c.id, v.id;\n"
+            .. "SELECT pg_stat_get_xact_numscans('lists_pkey'::regclass);\nCOMMIT;")
+        assert.truthy(ok, out)
+        local scans = tonumber(out)
+        assert.is_number(scans, out)
+        assert.is_true(scans >= 1 and scans <= 2, "lists_pkey read " .. out .. " times")
+        assert.equal(300, call("GET", "/api/lists/" .. a.id, church.token).json.list.memberCount)
+        assert.equal(300, call("GET", "/api/lists/" .. b.id, church.token).json.list.memberCount)
+        -- one list of a statement's two missing: nothing added; a statement that adds nothing passes
+        out, ok = psql(url, "INSERT INTO list_members (list_id, contact_id) SELECT v.id, c.id FROM "
+            .. "(SELECT id FROM contacts WHERE phone_number = '+15554700001') c, "
+            .. "(VALUES ('" .. a.id .. "'::uuid), ('" .. missing .. "'::uuid)) v(id) ON CONFLICT DO NOTHING")
+        assert.is_falsy(ok)
+        assert.truthy(out:find("list_members_list_id_fkey", 1, true), out)
+        out, ok = psql(url, "INSERT INTO list_members (list_id, contact_id) SELECT id, id FROM lists WHERE false")
+        assert.truthy(ok, out)
+        assert.equal("600", (psql(url, "SELECT count(*) FROM list_members WHERE list_id IN ('"
+            .. a.id .. "', '" .. b.id .. "')")))
+        -- a list that an open transaction adds members to cannot be deleted until it ends
+        local c = new_contact(church, "+15554709999")
+        local holder = "BEGIN; INSERT INTO list_members (list_id, contact_id) VALUES ('" .. a.id .. "', '"
+            .. c.id .. "'); SELECT pg_sleep(30) /* holds Choir */; ROLLBACK"
+        assert(os.execute("psql " .. server.quote(url) .. " -XAtq -c " .. server.quote(holder)
+            .. " >/dev/null 2>&1 </dev/null &"))
+        local waiting = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%holds Choir%' "
+            .. "AND wait_event = 'PgSleep'"
+        for _ = 1, 100 do
+            if psql(url, waiting) == "1" then break end
+            socket.sleep(0.1)
+        end
+        assert.equal("1", (psql(url, waiting)))
+        out, ok = psql(url, "SET lock_timeout = '300ms'; DELETE FROM lists WHERE id = '" .. a.id .. "'")
+        psql(url, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%holds Choir%' "
+            .. "AND pid <> pg_backend_pid()")
+        assert.is_falsy(ok)
+        assert.truthy(out:find("lock timeout", 1, true), out)
+        assert.equal(204, call("DELETE", "/api/lists/" .. a.id, church.token).status)
+        assert.equal("300", (psql(url, "SELECT count(*) FROM list_members WHERE list_id IN ('"
+            .. a.id .. "', '" .. b.id .. "')")))
         assert.same({}, srv:unexpected_errors())
     end)
 

@@ -226,6 +226,28 @@ describe("contacts import", function()
         assert.same({}, srv:unexpected_errors())
     end)
 
+    it("reads numbers by the E.164 rules: separators dropped, a vertical tab too, the letter v never", function()
+        local res = import(church, "phone,first_name\n"
+            .. "555v703v0001,Vee\n"             -- 2: v is a letter
+            .. "\"555\v703\v0002\",Tab\n"      -- 3: vertical tabs dropped
+            .. "+1 (555) 703-0003,Plus\n"       -- 4
+            .. "1.555.703.0004,One\n"           -- 5
+            .. "+05557030005,Zero\n"            -- 6: no country code starts with 0
+            .. "555 703 0006 x7,Ext\n"          -- 7
+            .. "\t 555-703-0007 \t,Trim\n"      -- 8: trimmed
+            .. "555\xC2\xA0703\xC2\xA00008,Nbsp\n" -- 9: a no-break space is no separator
+            .. ",Empty\n")                      -- 10
+        assert.equal(200, res.status, res.body)
+        assert.same({ created = 4, updated = 0, unchanged = 0,
+                      rejected = { { row = 2, reason = "invalid_phone" }, { row = 6, reason = "invalid_phone" },
+                                   { row = 7, reason = "invalid_phone" }, { row = 9, reason = "invalid_phone" },
+                                   { row = 10, reason = "invalid_phone" } } }, res.json)
+        assert.equal("+15557030002 Tab,+15557030003 Plus,+15557030004 One,+15557030007 Trim",
+            sql(church, "SELECT string_agg(phone_number || ' ' || first_name, ',' ORDER BY phone_number) "
+                .. "FROM contacts WHERE phone_number LIKE '+1555703%'"))
+        assert.same({}, srv:unexpected_errors())
+    end)
+
     it("stops cleanly", function()
         srv:assert_stops_cleanly()
     end)

@@ -14,4 +14,5 @@ return {
     "0011_import_speed.sql",
     "0012_contact_search.sql",
     "0013_broadcast_claim_counts.sql",
+    "0014_list_member_check_once_per_list.sql",
 }
