@@ -105,9 +105,11 @@ function M.create(s, input)
 end
 
 local GET <const> = "SELECT " .. COLUMNS .. " FROM broadcasts WHERE id = $1"
+-- the sort key qualified: a bare created_at would name the text column of
+-- the SELECT list, which no index orders
 local PAGE <const> = "SELECT " .. COLUMNS .. [[
     FROM broadcasts WHERE $1::timestamptz IS NULL OR (created_at, id) < ($1::timestamptz, $2::uuid)
-    ORDER BY created_at DESC, id DESC LIMIT $3]]
+    ORDER BY broadcasts.created_at DESC, broadcasts.id DESC LIMIT $3]]
 
 function M.get(handle, id)
     if not uuid.valid(id) then return nil end

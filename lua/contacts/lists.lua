@@ -30,7 +30,7 @@ end
 
 function M.all(handle)
     local list = {}
-    local rows = handle:query("SELECT " .. COLUMNS .. " FROM lists ORDER BY created_at, id")
+    local rows = handle:query("SELECT " .. COLUMNS .. " FROM lists ORDER BY lists.created_at, lists.id")
     for i, r in ipairs(rows) do
         list[i] = json_of(r)
     end

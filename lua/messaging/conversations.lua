@@ -63,7 +63,7 @@ function M.message_columns(prefix)
         .. p .. "status AS status, " .. p .. "provider_message_id AS provider_message_id, "
         .. iso(p .. "created_at") .. " AS created_at"
 end
-local MESSAGE_COLUMNS <const> = M.message_columns()
+local MESSAGE_COLUMNS <const> = M.message_columns("m.")
 
 function M.message_json(r)
     local media = {}
@@ -81,11 +81,13 @@ function M.messages(handle, id, limit, cursor)
     if M.get(handle, id) == nil then return nil end
     local time, mid = nil, nil
     if cursor then time, mid = paging.decode_cursor(cursor) end
+    -- the sort key qualified: a bare created_at would name the text column
+    -- of the SELECT list, which no index orders
     local rows, next_cursor = paging.query(handle, limit, "created_at", "SELECT " .. MESSAGE_COLUMNS .. [[
-        FROM messages
-        WHERE conversation_id = $1
-          AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, $3::uuid))
-        ORDER BY created_at DESC, id DESC
+        FROM messages m
+        WHERE m.conversation_id = $1
+          AND ($2::timestamptz IS NULL OR (m.created_at, m.id) < ($2::timestamptz, $3::uuid))
+        ORDER BY m.created_at DESC, m.id DESC
         LIMIT $4]], id, time or db.null, mid or db.null)
     if cursor == nil then
         handle:query("UPDATE conversations SET unread_count = 0 WHERE id = $1 AND unread_count <> 0", id)

@@ -301,6 +301,48 @@ describe("messaging", function()
             assert.same({}, srv:unexpected_errors())
         end)
 
+        it("reads a page of a long conversation from its index, not the whole conversation", function()
+            -- a church of its own: no other reads of its index are reported meanwhile
+            local reg_res = auth.post(srv, "/api/auth/register", auth.church("msglong", { phoneNumber = phone(51) }))
+            assert.equal(201, reg_res.status, reg_res.body)
+            local own = reg_res.json.accessToken
+            local long_db = url_of((psql(reg.url, "SELECT db_name FROM tenants WHERE id = '" .. reg_res.json.tenantId .. "'")))
+            local id = psql(long_db, [[
+                WITH c AS (INSERT INTO contacts (phone_number) VALUES ('+15556667777') RETURNING id),
+                     v AS (INSERT INTO conversations (contact_id) SELECT id FROM c RETURNING id),
+                     m AS (INSERT INTO messages (conversation_id, direction, from_number, to_number, text, status,
+                                                 created_at)
+                           SELECT v.id, 'inbound', '+15556667777', ']] .. phone(51) .. [[', 'long ' || i, 'received',
+                                  now() - make_interval(secs => i)
+                           FROM v, generate_series(1, 3000) AS i)
+                SELECT id FROM v]])
+            psql(long_db, "ANALYZE messages") -- as autovacuum does after so many inserts
+            -- rows of messages read, through an index or a scan, as the
+            -- server's sessions report them (they flush their counts within
+            -- seconds of going idle)
+            local function entries_read()
+                return tonumber((psql(long_db, "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0) "
+                    .. "FROM pg_stat_user_tables WHERE relname = 'messages'")))
+            end
+            local before = entries_read()
+            local res = auth.get(srv, "/api/conversations/" .. id .. "/messages?limit=50", own)
+            assert.equal(200, res.status, res.body)
+            assert.equal(50, #res.json.messages)
+            for k = 1, 50 do assert.equal("long " .. k, res.json.messages[k].text) end -- newest first
+            local read
+            assert.truthy(server.wait_until(function()
+                read = entries_read() - before
+                return read >= 51
+            end, 30), "the server's reads were never reported")
+            -- the page's 51 rows, not the conversation's 3,000
+            assert.truthy(read <= 500, read .. " rows read for a page of 50")
+            local nxt = auth.get(srv, "/api/conversations/" .. id .. "/messages?limit=50&cursor=" .. res.json.nextCursor,
+                own)
+            assert.equal(200, nxt.status, nxt.body)
+            assert.equal("long 51", nxt.json.messages[1].text)
+            assert.equal("long 100", nxt.json.messages[50].text)
+        end)
+
         it("refuses bad paging and unknown conversations", function()
             for _, q in ipairs { "limit=0", "limit=101", "limit=abc", "limit=1.5", "cursor=%%%", "cursor=bm9wZQ" } do
                 local res = auth.get(srv, "/api/conversations?" .. q, token)
