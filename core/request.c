@@ -218,14 +218,27 @@ static void record(struct request *r, int status, const char *route, const char 
     access_log(r, status, route, tenant, seconds);
 }
 
-/* evhttp finished writing a response (not called when the connection broke
- * first; a stopping worker then waits for its shutdown timeout): the
- * connection's next request may be read. */
+/* evhttp finished writing a response: the connection's next request may be
+ * read. The connection stops being watched for a close (on_write_broken). */
 static void on_reply_written(struct evhttp_request *req, void *arg)
 {
     struct request_set *rs = arg;
+    struct http_conn *c = http_conns_find(rs->conns, req);
+    if (c)
+        http_conn_watch(c, NULL, NULL);
     rs->writing--;
     http_conns_answered(rs->conns, req);
+    ended(rs);
+}
+
+/* The connection closed while its response was being written (the client
+ * went away): evhttp frees the request without calling on_reply_written, so
+ * the response counts as written here, or a stopping worker would wait for
+ * its shutdown timeout. */
+static void on_write_broken(void *arg)
+{
+    struct request_set *rs = arg;
+    rs->writing--;
     ended(rs);
 }
 
@@ -238,17 +251,25 @@ static void on_plain_written(struct evhttp_request *req, void *arg)
 /* Sends a response if the client is still there, then ends the request. */
 static void respond(struct request *r, const struct http_reply *reply, int reset)
 {
+    struct request_set *rs = r->rs;
+    struct http_conn *writing_on = NULL;
     if (r->req != NULL) {
-        http_conn_watch(r->conn, NULL, NULL);
-        evhttp_request_set_on_complete_cb(r->req, on_reply_written, r->rs);
-        r->rs->writing++;
+        if (r->conn)
+            http_conn_watch(r->conn, NULL, NULL);
+        evhttp_request_set_on_complete_cb(r->req, on_reply_written, rs);
+        rs->writing++;
+        writing_on = r->conn;
         /* a refused request's body was not read: the connection must close */
-        if (http_reply_send(r->req, reply, r->id, r->rs->host->stopping || r->refused) != 0)
+        if (http_reply_send(r->req, reply, r->id, rs->host->stopping || r->refused) != 0)
             log_msg(LOG_ERROR, r->id, "could not build the response");
         r->req = NULL; /* evhttp owns it again */
     }
     record(r, reply->status, reply->route ? reply->route : "unmatched", reply->tenant);
     request_end(r, reset);
+    /* after request_end, which stops the request's own watch: evhttp writes
+     * later, from the loop, so on_reply_written has not run yet */
+    if (writing_on)
+        http_conn_watch(writing_on, on_write_broken, rs);
 }
 
 static void respond_error(struct request *r, int status, const char *code, int reset)

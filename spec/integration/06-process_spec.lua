@@ -204,6 +204,25 @@ describe("process", function()
             srv:assert_stops_cleanly()
         end)
 
+        it("stops at once on SIGTERM after a client went away while its answer was being written", function()
+            local srv = server.start { config = { workers = 1, shutdown_timeout_s = 300 } }
+            srv:mark()
+            -- 64 MiB: more than the sockets' buffers hold, so the answer is
+            -- still being written when the client resets the connection
+            local sock = assert(http.raw(srv.port))
+            assert(sock:send("GET /test/big?mb=64 HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+            assert.is_table(srv:wait_entry { msg = "request", route = "/test/big" }, "the answer never started")
+            assert.is_string((sock:receive(1024)), "no byte of the answer came")
+            sock:setoption("linger", { on = true, timeout = 0 }) -- close with a reset
+            sock:close()
+            assert.is_true(srv:signal("TERM"))
+            -- the worker ends once nothing runs, long before shutdown_timeout_s
+            local status = srv:wait_exit(20 * server.SLOW)
+            assert.equal(0, status, "still running 20 s after SIGTERM:\n" .. srv:log_text())
+            assert.is_nil(srv:log_contains("shutdown timeout"))
+            assert.same({}, srv:unexpected_errors())
+        end)
+
         it("stops the server, once, when a restarted worker cannot use it", function()
             local dir = server.tmpdir() .. "/spool"
             local srv = server.start { config = { workers = 2 }, env = { STEEPLE_SPOOL_DIR = dir } }
