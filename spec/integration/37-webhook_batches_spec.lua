@@ -20,7 +20,7 @@ local function one_by_one() return 'steeple_webhook_batches_total{written="one_b
 
 for _, prepared in ipairs { true, false } do
 describe("received texts stored in batches, prepared statements " .. (prepared and "on" or "off"), function()
-    local reg, tx, srv, church, seq = nil, nil, nil, nil, 0
+    local reg, tx, srv, church = nil, nil, nil, nil
     local tag = prepared and "p" or "u"
 
     local function q(sql) return (psql(url_of(church.db), sql)) end
@@ -35,19 +35,8 @@ describe("received texts stored in batches, prepared statements " .. (prepared a
         return telnyx.received(id, from, church.number, text or ("text " .. id))
     end
 
-    -- Holds the church's messages table for `seconds` (inserts wait), from
-    -- another session in the background; returns once the lock is held.
-    local function hold_messages(seconds)
-        seq = seq + 1
-        local mark = "hold-" .. tag .. seq
-        os.execute(string.format("psql -XAtq %s -c %s >/dev/null 2>&1 &", server.quote(url_of(church.db)),
-            server.quote(string.format("BEGIN; LOCK TABLE messages IN SHARE MODE; SELECT '%s', pg_sleep(%g); COMMIT",
-                mark, seconds))))
-        assert.truthy(server.wait_until(function()
-            return count("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%" .. mark .. "%' "
-                .. "AND state = 'active' AND pid <> pg_backend_pid()") == 1
-        end, 5), "the lock was not taken")
-    end
+    -- Holds the church's messages table for `seconds` (inserts wait).
+    local function hold_messages(seconds) pg.hold(url_of(church.db), "messages", seconds) end
 
     -- steeple's statements waiting for the lock on messages (nothing else
     -- takes a lock there), at least n of them

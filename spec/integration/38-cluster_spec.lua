@@ -66,19 +66,9 @@ describe("two nodes behind HAProxy", function()
         return specs
     end
 
-    -- Holds the church's messages table for `seconds` from another session
-    -- (inserts wait, so webhooks are spooled); returns once the lock is held.
-    local function hold_messages(seconds)
-        local mark = "hold-cluster-" .. os.time()
-        os.execute(string.format("psql -XAtq %s -c %s >/dev/null 2>&1 &", server.quote(url_of(church.db)),
-            server.quote(string.format("BEGIN; LOCK TABLE messages IN SHARE MODE; SELECT '%s', pg_sleep(%g); COMMIT",
-                mark, seconds))))
-        assert.truthy(server.wait_until(function()
-            return q("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%" .. mark .. "%' "
-                .. "AND state = 'active' AND pid <> pg_backend_pid()") == "1"
-        end, 5), "the lock was not taken")
-        return mark
-    end
+    -- Holds the church's messages table for `seconds` (inserts wait, so
+    -- webhooks are spooled); returns the holding session's mark.
+    local function hold_messages(seconds) return pg.hold(url_of(church.db), "messages", seconds) end
 
     setup(function()
         reg = auth.registry("clusterspec")

@@ -6,6 +6,9 @@
 --   pg.psql(url, sql)            -> output (trimmed), ok
 --   pg.psql_file(url, text)      runs a script of statements, each on its own
 --   pg.url_of(dbname [, user [, base]])   the URL of another database
+--   pg.hold(url, tbl, seconds)   locks table tbl (SHARE: writes wait) from a
+--       session in the background for `seconds`; returns once the lock is
+--       held, with a mark that the session's query carries
 local server = require "support.server"
 
 local M = {}
@@ -33,6 +36,21 @@ function M.url_of(dbname, user, base)
     local url = (base or M.BASE_URL):gsub("^(postgresql://)[^@/]*(@?[^/]*/)[^?]*",
         "%1" .. (user or "steeple") .. "%2" .. dbname)
     return url
+end
+
+local holds = 0
+
+function M.hold(url, tbl, seconds)
+    holds = holds + 1
+    local mark = string.format("hold-%s-%d-%d", tbl, os.time(), holds)
+    os.execute(string.format("psql -XAtq %s -c %s >/dev/null 2>&1 &", server.quote(url),
+        server.quote(string.format("BEGIN; LOCK TABLE %s IN SHARE MODE; SELECT '%s', pg_sleep(%g); COMMIT",
+            tbl, mark, seconds))))
+    assert(server.wait_until(function()
+        return M.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%" .. mark .. "%' "
+            .. "AND state = 'active' AND pid <> pg_backend_pid()") == "1"
+    end, 5), "the lock on " .. tbl .. " was not taken")
+    return mark
 end
 
 return M
