@@ -52,10 +52,6 @@ describe("a broadcast killed with SIGKILL mid-run and restarted", function()
         return n
     end
 
-    local function alive(pid)
-        return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
-    end
-
     -- No backend of a killed server is left in the database: what it
     -- committed is all it will ever commit.
     local function no_backends(url)
@@ -119,7 +115,7 @@ describe("a broadcast killed with SIGKILL mid-run and restarted", function()
         assert.is_number(srv:wait_exit(5 * server.SLOW), "the master outlived SIGKILL")
         assert.truthy(server.wait_until(function()
             for _, pid in ipairs(pids) do
-                if alive(pid) then return false end
+                if server.alive(pid) then return false end
             end
             return true
         end, 5), "a worker outlived SIGKILL")
