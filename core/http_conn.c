@@ -289,6 +289,7 @@ void http_conns_answered(struct http_conns *cs, struct evhttp_request *req)
     struct http_conn *c = http_conns_find(cs, req);
     if (c == NULL)
         return;
+    c->on_close = NULL; /* the answer is out: no one waits for it any more */
     http_framer_next(c->framer);
     if (evbuffer_get_length(c->raw) > 0 && !http_framer_holding(c->framer))
         event_active(&c->kick, EV_TIMEOUT, 1); /* after evhttp starts reading again */

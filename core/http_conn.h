@@ -45,7 +45,7 @@ struct bufferevent *http_conns_bufferevent(struct http_conns *cs);
 struct http_conn *http_conns_find(struct http_conns *cs, struct evhttp_request *req);
 
 /* The answer to a request has been written (from its on-complete callback):
- * frames the connection's next request. */
+ * ends the connection's watch (http_conn_watch) and frames its next request. */
 void http_conns_answered(struct http_conns *cs, struct evhttp_request *req);
 
 /* For the request handed over: 0, or 400 / 413 when the framer refused it

@@ -219,13 +219,10 @@ static void record(struct request *r, int status, const char *route, const char 
 }
 
 /* evhttp finished writing a response: the connection's next request may be
- * read. The connection stops being watched for a close (on_write_broken). */
+ * read (http_conns_answered also ends the watch of on_write_broken). */
 static void on_reply_written(struct evhttp_request *req, void *arg)
 {
     struct request_set *rs = arg;
-    struct http_conn *c = http_conns_find(rs->conns, req);
-    if (c)
-        http_conn_watch(c, NULL, NULL);
     rs->writing--;
     http_conns_answered(rs->conns, req);
     ended(rs);
@@ -610,6 +607,15 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     fail(r, "the handler was still waiting at the request deadline");
 }
 
+/* Arms r's deadline timer (on_deadline) to fire after tv. Returns 0, or -1. */
+static int arm_deadline(struct event_base *base, struct request *r, const struct timeval *tv)
+{
+    if (evtimer_assign(&r->deadline_ev, base, on_deadline, r) != 0 || evtimer_add(&r->deadline_ev, tv) != 0)
+        return -1;
+    r->deadline_armed = 1;
+    return 0;
+}
+
 static void on_client_close(void *arg)
 {
     struct request *r = arg;
@@ -636,10 +642,8 @@ static int start(struct request *r)
     struct request_set *rs = r->rs;
     begin(r);
     r->deadline = r->started + rs->host->cfg.limits.request_timeout_s;
-    if (evtimer_assign(&r->deadline_ev, rs->host->base, on_deadline, r) != 0 ||
-        evtimer_add(&r->deadline_ev, rs->timeout_tv) != 0)
+    if (arm_deadline(rs->host->base, r, rs->timeout_tv) != 0)
         return -1;
-    r->deadline_armed = 1;
     http_conn_watch(r->conn, on_client_close, r);
     lua_State *L = r->ss->L;
     lua_pushcfunction(L, prepare);
@@ -728,18 +732,19 @@ static void on_task_start(evutil_socket_t fd, short what, void *arg)
     run(r, lua_gettop(r->co) - 1);
 }
 
-/* Arms r's deadline `seconds` from now, unless seconds is not a positive
- * finite number. Returns 0, or -1 if the timer could not be armed. */
-static int arm_task_deadline(struct request_set *rs, struct request *r, double seconds)
+/* Starts task r's clock: its deadline is `seconds` from now when that is a
+ * positive finite number, else there is none. Returns 0, or -1 if the timer
+ * could not be armed. */
+static int start_task_clock(struct event_base *base, struct request *r, double seconds)
 {
+    r->started = clock_mono();
+    r->deadline = INFINITY;
     if (!(seconds > 0) || !isfinite(seconds))
         return 0;
     struct timeval tv = {(time_t)seconds, (suseconds_t)((seconds - (time_t)seconds) * 1e6)};
-    if (evtimer_assign(&r->deadline_ev, rs->host->base, on_deadline, r) != 0 ||
-        evtimer_add(&r->deadline_ev, &tv) != 0)
+    if (arm_deadline(base, r, &tv) != 0)
         return -1;
     r->deadline = r->started + seconds;
-    r->deadline_armed = 1;
     return 0;
 }
 
@@ -755,9 +760,7 @@ int request_spawn_until(struct request_set *rs, lua_State *from, int nargs, int 
     struct script_state *ss = rs->running ? rs->running->ss : rs->host->scripts;
     struct request *r = calloc(1, sizeof *r);
     struct event *start_ev = r ? event_new(rs->host->base, -1, 0, on_task_start, r) : NULL;
-    if (r)
-        r->started = clock_mono();
-    if (start_ev == NULL || arm_task_deadline(rs, r, seconds) != 0) {
+    if (start_ev == NULL || start_task_clock(rs->host->base, r, seconds) != 0) {
         if (start_ev)
             event_free(start_ev);
         free(r);
@@ -767,8 +770,6 @@ int request_spawn_until(struct request_set *rs, lua_State *from, int nargs, int 
     r->exit_code = exit_code;
     r->fd = -1;
     r->method = "TASK";
-    if (!r->deadline_armed)
-        r->deadline = INFINITY;
     r->co_ref = LUA_NOREF;
     r->req_ref = LUA_NOREF;
     http_request_id(NULL, r->id);
