@@ -153,15 +153,8 @@ function M.start(opts)
     local check = server.capture(BIN .. " -c -q -f " .. server.quote(cfg) .. " 2>&1; echo status=$?")
     assert(check:match("status=0"), "haproxy refuses its configuration:\n" .. check)
     -- -db: in the foreground, so that `log stdout` reaches the log file
-    local script = string.format("%s -db -f %s >%s 2>&1 </dev/null & echo $! >%s; wait $!; echo $? >%s",
-        BIN, server.quote(cfg), server.quote(lb.log_path), server.quote(lb.dir .. "/pid"),
-        server.quote(lb.dir .. "/rc"))
-    assert(run("sh -c " .. server.quote(script) .. " >/dev/null 2>&1 </dev/null &"))
-    assert(server.wait_until(function()
-        local text = server.read_file(lb.dir .. "/pid")
-        lb.pid = text and tonumber(text:match("%d+"))
-        return lb.pid ~= nil
-    end, 5), "haproxy's pid never appeared")
+    lb.pid = server.launch(BIN .. " -db -f " .. server.quote(cfg), lb.log_path, lb.dir .. "/pid", lb.dir .. "/rc",
+        "haproxy")
     assert(server.wait_until(function() return lb:exited() or lb:stats() ~= nil end, 10)
         and not lb:exited(), "haproxy did not start:\n" .. lb:log_text())
     return lb

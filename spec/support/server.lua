@@ -4,7 +4,8 @@
 --   local srv = server.start{ config = { workers = 1 }, env = { ... }, watch = true }
 --   srv.port, srv.pid, srv.scripts (a private copy of lua/ with the test routes)
 --   srv:sighup(), srv:signal("KILL", pid), srv:worker_pids()
---   srv:kill(): SIGKILL to the master and its workers, waits until they are gone
+--   srv:kill([timeout]): SIGKILL to the master and its workers, waits until they are gone
+--   server.launch(command, log, pid_file, rc_file, what) -> pid: a process in the background
 --   server.alive(pid): the process runs (exists and is no zombie)
 --   srv:log_text(), srv:log_contains(pattern), srv:wait_log(pattern, timeout)
 --   srv:entries{ field = value }, srv:wait_entry{ ... }: decoded JSON log lines
@@ -317,6 +318,25 @@ local function log_tail(text, n)
 end
 
 -- Starts the server and waits until GET /health answers.
+-- Runs command (a shell command line) in the background from the
+-- repository's root, its output to log_path; a wrapper shell waits for it,
+-- its pid in pid_path and, once it has exited, its exit status in rc_path.
+-- Returns the pid once it is known (5 s at most; `what` names the process
+-- in the error).
+function M.launch(command, log_path, pid_path, rc_path, what)
+    local script = string.format(
+        "cd %s || exit 1; %s >%s 2>&1 </dev/null & echo $! >%s; wait $!; echo $? >%s",
+        shell_quote(M.ROOT), command, shell_quote(log_path), shell_quote(pid_path), shell_quote(rc_path))
+    assert(run("sh -c " .. shell_quote(script) .. " >/dev/null 2>&1 </dev/null &") == 0)
+    local deadline = now() + 5
+    while true do
+        local s = read_file(pid_path)
+        if s and s:match("%d+\n") then return tonumber(s:match("%d+")) end
+        assert(now() < deadline, what .. "'s pid never appeared")
+        socket.sleep(0.01)
+    end
+end
+
 -- opts: config (merged over default_config()), env, scripts (dir), watch,
 --       port (default: a free one, passed as PORT), timeout (default 10 s).
 function M.start(opts)
@@ -342,21 +362,7 @@ function M.start(opts)
     for k, v in pairs(opts.env or {}) do env[k] = v end
     local args = { "serve", "--config", self.config_path, "--scripts", self.scripts }
     if opts.watch then args[#args + 1] = "--watch" end
-    -- A wrapper shell waits for the server and records its exit status.
-    local script = string.format(
-        "cd %s || exit 1; %s >%s 2>&1 </dev/null & echo $! >%s; wait $!; echo $? >%s",
-        shell_quote(M.ROOT), M.command(args, env), shell_quote(self.log_path),
-        shell_quote(self.pid_path), shell_quote(self.rc_path))
-    assert(run("sh -c " .. shell_quote(script) .. " >/dev/null 2>&1 </dev/null &") == 0)
-    local deadline = now() + 5
-    while not self.pid do
-        local s = read_file(self.pid_path)
-        if s and s:match("%d+\n") then self.pid = tonumber(s:match("%d+")) end
-        if not self.pid then
-            assert(now() < deadline, "the server's pid never appeared")
-            socket.sleep(0.01)
-        end
-    end
+    self.pid = M.launch(M.command(args, env), self.log_path, self.pid_path, self.rc_path, "the server")
     M.running[#M.running + 1] = self
     if opts.wait ~= false then
         local ok, err = self:wait_ready(opts.timeout or 10)
@@ -441,15 +447,17 @@ function Server:stop(timeout)
     return in_time, status
 end
 
--- Kills the master and its workers at once with SIGKILL (no shutdown: a
--- crash or a lost host) and waits until they are gone. Returns the master's
--- exit status as its wrapper saw it (137).
-function Server:kill()
+-- Kills the master and its workers at once with SIGKILL, in one kill(1)
+-- (no shutdown: a crash or a lost host; no worker outlives the master), and
+-- waits until they are gone: the master for `timeout` seconds (default 5),
+-- the workers for 5. Returns the master's exit status as its wrapper saw it
+-- (137).
+function Server:kill(timeout)
     local workers = self:worker_pids()
-    self:signal("KILL")
-    for _, pid in ipairs(workers) do self:signal("KILL", pid) end
-    local status = self:wait_exit(5)
-    assert(status, "the server did not die")
+    self.signalled = true
+    run("kill -KILL " .. self.pid .. " " .. table.concat(workers, " ") .. " 2>/dev/null")
+    local status = self:wait_exit(timeout or 5)
+    assert(status, "the master outlived SIGKILL")
     assert(M.wait_until(function()
         for _, pid in ipairs(workers) do
             if process_alive(pid) then return false end
