@@ -2,6 +2,7 @@
 local suite = require "support.suite"
 local http = require "support.http"
 local pg = require "support.pg"
+local server = require "support.server"
 local auth = require "support.auth"
 local cjson = require "cjson"
 
@@ -171,6 +172,25 @@ describe("contacts import", function()
         assert.equal(2000, res.json.created)
         assert.equal(2000, count(other, "SELECT member_count FROM lists WHERE id = '" .. list .. "'"))
         assert.same({}, srv:unexpected_errors { "handler failed" })
+    end)
+
+    it("merges a number that another transaction gives a contact while the import inserts", function()
+        -- the other session's contact is not committed when the import's statement starts, so the
+        -- import inserts the number too, waits for that session, and merges again once it commits
+        local racer = number(3005)
+        pg.uncommitted(url_of(other.db), "INSERT INTO contacts (phone_number, first_name) VALUES ('"
+            .. racer .. "', 'Racer')", 2 * server.SLOW)
+        local rows = { "phone,first_name" }
+        for i = 3001, 3010 do rows[#rows + 1] = number(i) .. ",N" .. i end
+        local res = import(other, table.concat(rows, "\n"), "?consent=opted_in")
+        assert.equal(200, res.status, res.body)
+        assert.same({ created = 9, updated = 1, unchanged = 0, rejected = {} }, res.json)
+        assert.equal("N3005|opted_in|import", sql(other, "SELECT first_name || '|' || consent || '|' || consent_source "
+            .. "FROM contacts WHERE phone_number = '" .. racer .. "'"))
+        assert.equal(10, count(other, "SELECT count(*) FROM consent_events WHERE phone_number BETWEEN '"
+            .. number(3001) .. "' AND '" .. number(3010) .. "'"))
+        assert.truthy(srv:log_contains("merged again with upserts"))
+        assert.same({}, srv:unexpected_errors())
     end)
 
     it("refuses another church's list, an unknown one and a malformed one", function()

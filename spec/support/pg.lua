@@ -9,6 +9,9 @@
 --   pg.hold(url, tbl, seconds)   locks table tbl (SHARE: writes wait) from a
 --       session in the background for `seconds`; returns once the lock is
 --       held, with a mark that the session's query carries
+--   pg.uncommitted(url, sql, seconds)  runs sql in a transaction of a
+--       session in the background and commits it after `seconds`; returns
+--       once sql has run, with the session's mark
 local server = require "support.server"
 
 local M = {}
@@ -40,17 +43,20 @@ end
 
 local holds = 0
 
-function M.hold(url, tbl, seconds)
+function M.uncommitted(url, sql, seconds)
     holds = holds + 1
-    local mark = string.format("hold-%s-%d-%d", tbl, os.time(), holds)
+    local mark = string.format("hold-%d-%d", os.time(), holds)
     os.execute(string.format("psql -XAtq %s -c %s >/dev/null 2>&1 &", server.quote(url),
-        server.quote(string.format("BEGIN; LOCK TABLE %s IN SHARE MODE; SELECT '%s', pg_sleep(%g); COMMIT",
-            tbl, mark, seconds))))
+        server.quote(string.format("BEGIN; %s; SELECT '%s', pg_sleep(%g); COMMIT", sql, mark, seconds))))
     assert(server.wait_until(function()
         return M.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%" .. mark .. "%' "
             .. "AND state = 'active' AND pid <> pg_backend_pid()") == "1"
-    end, 5), "the lock on " .. tbl .. " was not taken")
+    end, 5), "the session's statement did not run: " .. sql)
     return mark
+end
+
+function M.hold(url, tbl, seconds)
+    return M.uncommitted(url, "LOCK TABLE " .. tbl .. " IN SHARE MODE", seconds)
 end
 
 return M
