@@ -103,7 +103,8 @@ local INSERTED_OR_UPDATED <const> = [[
     UPDATE contacts c SET
 ]] .. KNOWN_SET .. [[
 
-    FROM (SELECT o.id, u.first_name, u.last_name, ]] .. NEW_CONSENT .. [[ AS consent
+    FROM (SELECT o.id, u.first_name, u.last_name, ]] .. NEW_CONSENT .. [[
+                 AS consent
           FROM old o JOIN uniq u ON u.phone = o.phone_number
           LEFT JOIN suppressions s ON s.phone_number = u.phone) x
     WHERE c.id = x.id AND (]] .. KNOWN_CHANGES .. [[)
