@@ -1,6 +1,11 @@
--- The broadcast dispatcher. Every worker runs lanes: telnyx.max_in_flight
--- split in shares of LANE_SHARE calls (PACED_SHARE when churches are
--- paced). A lane takes one church whose mark in the registry's
+-- The broadcast dispatcher. Every worker runs lanes, each with a share of
+-- recipients it may hold at once: LANE_SHARE (at most telnyx.max_in_flight),
+-- twice as many lanes as fill telnyx.max_in_flight, so that one lane's calls
+-- are under way while another writes to its church's database; the
+-- worker's calls in flight stay within telnyx.max_in_flight (a call waits
+-- for its turn at the worker's gate). When churches are paced, the lanes
+-- split telnyx.max_in_flight in shares of PACED_SHARE instead (more churches
+-- at once, each slower). A lane takes one church whose mark in the registry's
 -- broadcast_tenants is due after another (never two lanes, workers or nodes
 -- the same church at once: taking one moves its due_at a lease ahead) and
 -- gives each a turn of at most TURN_S seconds:
@@ -36,6 +41,7 @@ local config = require "steeple.config"
 local log = require "steeple.log"
 local metrics = require "steeple.metrics"
 local steeple = require "steeple"
+local latch = require "steeple.latch"
 local db = require "db"
 local errors = require "errors"
 local json = require "json"
@@ -47,7 +53,8 @@ local area_codes = require "broadcasts.area_codes"
 local outbound = require "messaging.outbound"
 local consent = require "messaging.consent"
 
-local ipairs, pcall, error, max, floor, ceil = ipairs, pcall, error, math.max, math.floor, math.ceil
+local ipairs, pcall, error, remove = ipairs, pcall, error, table.remove
+local max, min, floor, ceil = math.max, math.min, math.floor, math.ceil
 
 local M = {}
 
@@ -60,12 +67,15 @@ metrics.describe("steeple_broadcast_stall_seconds", "gauge",
 local TURN_S <const> = 3            -- one church's turn
 local TURN_LEASE_S <const> = 30     -- a church taken is not taken again before
 local HORIZON_S <const> = 1         -- the furthest slot a call waits for
-local LANE_SHARE <const> = 8        -- calls in flight in one church's turn, at most
+local LANE_SHARE <const> = 16       -- recipients one church's turn holds, at most
 local PACED_SHARE <const> = 2       -- the same when churches are paced (rate or daily cap)
+local GATE_POLL_MS <const> = 100    -- a call waiting at the gate looks again after
 local CLAIM_LEASE_S <const> = 60    -- a claimed recipient, on top of the call's timeout
 
 local codec = json.new(8)
 local lanes = 0           -- this worker's lanes under way
+local in_flight = 0       -- this worker's calls under way
+local gate_queue = {}     -- latches of the calls waiting for one to end
 local stopping = false    -- the worker is stopping: no task can start
 
 -- The area-code table as a JSON object for the audience statement.
@@ -292,6 +302,28 @@ local function outcome_of(run, msg, outcome, detail, wait)
     return o
 end
 
+-- The worker's gate: at most telnyx.max_in_flight calls at once over all
+-- its lanes. A call that finds it full waits for one to end (or looks again
+-- after GATE_POLL_MS, should its wake-up have gone to a waiter that left).
+local function enter_gate()
+    while in_flight >= config.telnyx.max_in_flight do
+        local l = latch.new()
+        gate_queue[#gate_queue + 1] = l
+        if not l:wait(GATE_POLL_MS) then
+            for i, q in ipairs(gate_queue) do
+                if q == l then remove(gate_queue, i) break end
+            end
+        end
+    end
+    in_flight = in_flight + 1
+end
+
+local function leave_gate()
+    in_flight = in_flight - 1
+    local l = remove(gate_queue, 1)
+    if l then l:set() end
+end
+
 local settle
 
 -- The outcome of a call never made: the recipient pending again after wait
@@ -310,7 +342,9 @@ local function call(run, msg, wait)
         if platform > 0 then steeple.sleep(platform * 1000) end
     end)
     if ok then
+        enter_gate()
         ok, o = pcall(function() return outcome_of(run, msg, outbound.call(msg)) end)
+        leave_gate()
         if not ok then
             log.warn("a broadcast call stopped before its outcome was recorded; it fails once its lease ends",
                 { message = msg.id, error = errors.describe(o) })
@@ -501,16 +535,19 @@ local function lane(share)
 end
 
 -- A paced church sends no faster than its slots come, whatever its share: a
--- small share lets a worker's lanes serve more churches at once.
+-- small share lets a worker's lanes serve more churches at once. Unpaced,
+-- a share as large as the gate allows makes each statement serve more
+-- recipients, and the second lane of each share keeps the gate busy.
 function M.tick()
     local total = config.telnyx.max_in_flight
     local paced = config.messaging.rate_per_min > 0 or config.messaging.daily_cap > 0
-    local count = ceil(total / (paced and PACED_SHARE or LANE_SHARE))
+    local share = not paced and min(LANE_SHARE, total) or nil
+    local count = paced and ceil(total / PACED_SHARE) or 2 * ceil(total / share)
     while lanes < count and not stopping do
         lanes = lanes + 1
-        local share = floor(total / count) + (lanes <= total % count and 1 or 0)
+        local lane_share = share or floor(total / count) + (lanes <= total % count and 1 or 0)
         steeple.spawn(function()
-            local ok, err = pcall(lane, share)
+            local ok, err = pcall(lane, lane_share)
             lanes = lanes - 1
             if not ok then log.warn("broadcast dispatch stopped; it starts again on the next tick",
                 { error = errors.describe(err) }) end

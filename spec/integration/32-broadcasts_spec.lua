@@ -263,6 +263,39 @@ describe("broadcasts", function()
             assert.truthy(failed >= 10, "500 answers: " .. failed)
         end)
 
+        it("keeps each worker's calls in flight within telnyx.max_in_flight over all its lanes", function()
+            -- max_in_flight 4: each worker runs two lanes of 4, and its gate lets 4 calls run at
+            -- once; four churches broadcasting keep every lane busy. Every answer comes 300 ms
+            -- after its request is read, so a call holds its place in the gate at least that long:
+            -- no 300 ms window sees more requests than 2 workers x 4.
+            local DELAY <const>, GATE <const> = 0.3, 4
+            reload { telnyx = { max_in_flight = GATE } }
+            set_chaos("delay_ms=" .. DELAY * 1000 .. "\n")
+            local churches = { church, other, reg:church(srv, "bC", { phoneNumber = "+15559300003" }),
+                               reg:church(srv, "bD", { phoneNumber = "+15559300004" }) }
+            local made = {}
+            for i, c in ipairs(churches) do
+                local list = list_of(40, "+1555939" .. i, c)
+                made[i] = create({ text = "Gate", lists = { list } }, c)
+            end
+            for i, c in ipairs(churches) do wait_status(made[i].id, "done", 60, c) end
+            set_chaos("")
+            reload { telnyx = { max_in_flight = 16 } }
+            local times = {}
+            for _, r in ipairs(requests()) do
+                if r.body.text == "Gate" then times[#times + 1] = r.at end
+            end
+            table.sort(times)
+            assert.equal(160, #times)
+            local most, j = 0, 1
+            for i = 1, #times do
+                while times[i] - times[j] >= DELAY * 0.9 do j = j + 1 end
+                most = math.max(most, i - j + 1)
+            end
+            assert.truthy(most <= 2 * GATE, most .. " calls in flight at once")
+            assert.truthy(most > GATE, "only " .. most .. " calls in flight at once: the lanes did not overlap")
+        end)
+
         it("claims a recipient from the due index, never sorting the whole audience", function()
             -- the dispatcher's claim (one per send), planned over a 5,000-person
             -- broadcast made and dropped in one transaction
