@@ -541,8 +541,13 @@ end
 function M.tick()
     local total = config.telnyx.max_in_flight
     local paced = config.messaging.rate_per_min > 0 or config.messaging.daily_cap > 0
-    local share = not paced and min(LANE_SHARE, total) or nil
-    local count = paced and ceil(total / PACED_SHARE) or 2 * ceil(total / share)
+    local count, share -- share: every lane's, or nil to split total evenly
+    if paced then
+        count = ceil(total / PACED_SHARE)
+    else
+        share = min(LANE_SHARE, total)
+        count = 2 * ceil(total / share)
+    end
     while lanes < count and not stopping do
         lanes = lanes + 1
         local lane_share = share or floor(total / count) + (lanes <= total % count and 1 or 0)

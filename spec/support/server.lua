@@ -317,7 +317,6 @@ local function log_tail(text, n)
     return table.concat(lines, "\n", math.max(1, #lines - (n or 30) + 1))
 end
 
--- Starts the server and waits until GET /health answers.
 -- Runs command (a shell command line) in the background from the
 -- repository's root, its output to log_path; a wrapper shell waits for it,
 -- its pid in pid_path and, once it has exited, its exit status in rc_path.
@@ -337,6 +336,7 @@ function M.launch(command, log_path, pid_path, rc_path, what)
     end
 end
 
+-- Starts the server and waits until GET /health answers.
 -- opts: config (merged over default_config()), env, scripts (dir), watch,
 --       port (default: a free one, passed as PORT), timeout (default 10 s).
 function M.start(opts)
