@@ -190,26 +190,35 @@ local INSERT_MESSAGE <const> = [[
         WHERE phone_number = $2 AND deleted_at IS NOT NULL AND EXISTS (SELECT 1 FROM m))
     SELECT id FROM m]]
 
--- One statement: contact and conversation upserted, the message inserted
--- unless its provider id is known; a trigger moves the conversation's
--- activity and unread count (0004_conversation_counters.sql). A new contact
--- of a suppressed number starts opted out (the suppression's source), any
--- other unknown; a deleted one is brought back. The contact's row stays
--- locked until the transaction ends.
-local UPSERT_AND_INSERT <const> = [[
-    WITH c AS (
+-- The contact and conversation of an unknown sender, made or brought back
+-- (the same in both statements below): a new contact of a suppressed number
+-- starts opted out (the suppression's source), any other unknown; a deleted
+-- one is brought back. Its row stays locked until the transaction ends.
+-- Between CONTACT_FROM and CONTACT_UPSERTED: the senders' numbers, a relation
+-- of one column, phone.
+local CONTACT_FROM <const> = [[
         INSERT INTO contacts (phone_number, consent, consent_source, consent_at)
         SELECT n.phone, CASE WHEN s.source IS NULL THEN 'unknown' ELSE 'opted_out' END, s.source, s.created_at
-        FROM (SELECT $1::text AS phone) n LEFT JOIN suppressions s ON s.phone_number = n.phone
+        FROM]]
+local CONTACT_UPSERTED <const> = [[
+        n LEFT JOIN suppressions s ON s.phone_number = n.phone
         ON CONFLICT (phone_number) DO UPDATE SET
             deleted_at = NULL,
             created_at = CASE WHEN contacts.deleted_at IS NULL THEN contacts.created_at ELSE now() END,
             updated_at = CASE WHEN contacts.deleted_at IS NULL THEN contacts.updated_at ELSE now() END
-        RETURNING id),
-    v AS (
+        RETURNING id, phone_number]]
+local UPSERT_CONVERSATION <const> = [[
         INSERT INTO conversations (contact_id) SELECT id FROM c
         ON CONFLICT (contact_id) DO UPDATE SET contact_id = EXCLUDED.contact_id
-        RETURNING id),
+        RETURNING id, contact_id]]
+
+-- One statement: contact and conversation upserted, the message inserted
+-- unless its provider id is known; a trigger moves the conversation's
+-- activity and unread count (0004_conversation_counters.sql). The contact's
+-- row stays locked until the transaction ends (a keyword changes it next).
+local UPSERT_AND_INSERT <const> = [[
+    WITH c AS (]] .. CONTACT_FROM .. [[ (SELECT $1::text AS phone) ]] .. CONTACT_UPSERTED .. [[),
+    v AS (]] .. UPSERT_CONVERSATION .. [[),
     m AS (
         INSERT INTO messages (conversation_id, direction, from_number, to_number, text, media, status,
                               provider_message_id)
@@ -217,6 +226,30 @@ local UPSERT_AND_INSERT <const> = [[
         ON CONFLICT (provider_message_id) DO NOTHING
         RETURNING id, conversation_id)
     SELECT m.id, m.conversation_id, c.id AS contact_id FROM m, c]]
+
+-- A sender this worker does not know yet: its conversation looked up first,
+-- so that a contact who has one is not written (the upsert writes a new
+-- version of both rows); one who has none, or no contact, gets them as
+-- above. A deleted contact is brought back once the message is in.
+local FIND_OR_UPSERT_AND_INSERT <const> = [[
+    WITH f AS (
+        SELECT k.id AS contact_id, k.deleted_at, v.id AS conversation_id
+        FROM contacts k JOIN conversations v ON v.contact_id = k.id
+        WHERE k.phone_number = $1),
+    c AS (]] .. CONTACT_FROM .. [[ (SELECT $1::text AS phone WHERE NOT EXISTS (SELECT 1 FROM f))
+        ]] .. CONTACT_UPSERTED .. [[),
+    v AS (]] .. UPSERT_CONVERSATION .. [[),
+    m AS (
+        INSERT INTO messages (conversation_id, direction, from_number, to_number, text, media, status,
+                              provider_message_id)
+        SELECT coalesce((SELECT conversation_id FROM f), (SELECT id FROM v)), 'inbound', $1, $2, $3, $4::jsonb,
+               'received', $5
+        ON CONFLICT (provider_message_id) DO NOTHING
+        RETURNING conversation_id),
+    back AS (
+        UPDATE contacts SET deleted_at = NULL, created_at = now(), updated_at = now()
+        WHERE id = (SELECT contact_id FROM f WHERE deleted_at IS NOT NULL) AND EXISTS (SELECT 1 FROM m))
+    SELECT conversation_id FROM m]]
 
 -- The key of a contact's conversation in known.
 local function known_key(handle, number)
@@ -270,40 +303,37 @@ local function store_received_one(handle, ev, media)
         if not (db.is_error(rows) and rows.sqlstate == "23503") then error(rows, 0) end
         known[key] = nil -- the church's database was made again: upsert
     end
-    local rows = handle:query(UPSERT_AND_INSERT, ev.contact_number, ev.church_number, ev.text, media, ev.message_id)
+    local rows = handle:query(FIND_OR_UPSERT_AND_INSERT, ev.contact_number, ev.church_number, ev.text, media,
+        ev.message_id)
     if rows[1] == nil then return "duplicate" end
     remember(key, rows[1].conversation_id)
     return "stored"
 end
 
 -- Texts of one church's database that arrived together, in one statement:
--- those of known conversations go straight to their messages (a deleted
--- contact brought back), the others upsert their contacts and conversations
--- first, as the statements above; a provider id already stored is skipped.
--- Returns the provider ids stored, with their conversations.
+-- those of known conversations go straight to their messages, the others
+-- look their conversations up, and only senders without one upsert their
+-- contacts and conversations, as the statements above; a deleted contact
+-- with a message in is brought back; a provider id already stored is
+-- skipped. Returns the provider ids stored, with their conversations.
 local INSERT_BATCH <const> = [[
     WITH i AS (
         SELECT * FROM jsonb_to_recordset($1::jsonb)
             AS i(n int, phone text, church text, text text, media text, pid text, conv uuid)),
-    c AS (
-        INSERT INTO contacts (phone_number, consent, consent_source, consent_at)
-        SELECT f.phone, CASE WHEN s.source IS NULL THEN 'unknown' ELSE 'opted_out' END, s.source, s.created_at
-        FROM (SELECT DISTINCT phone FROM i WHERE conv IS NULL) f
-        LEFT JOIN suppressions s ON s.phone_number = f.phone
-        ON CONFLICT (phone_number) DO UPDATE SET
-            deleted_at = NULL,
-            created_at = CASE WHEN contacts.deleted_at IS NULL THEN contacts.created_at ELSE now() END,
-            updated_at = CASE WHEN contacts.deleted_at IS NULL THEN contacts.updated_at ELSE now() END
-        RETURNING id, phone_number),
-    v AS (
-        INSERT INTO conversations (contact_id) SELECT id FROM c
-        ON CONFLICT (contact_id) DO UPDATE SET contact_id = EXCLUDED.contact_id
-        RETURNING id, contact_id),
+    f AS (
+        SELECT k.phone_number AS phone, v.id AS conv
+        FROM contacts k JOIN conversations v ON v.contact_id = k.id
+        WHERE k.phone_number IN (SELECT phone FROM i WHERE conv IS NULL)),
+    c AS (]] .. CONTACT_FROM .. [[
+            (SELECT DISTINCT phone FROM i WHERE conv IS NULL AND phone NOT IN (SELECT phone FROM f))
+        ]] .. CONTACT_UPSERTED .. [[),
+    v AS (]] .. UPSERT_CONVERSATION .. [[),
     m AS (
         INSERT INTO messages (conversation_id, direction, from_number, to_number, text, media, status,
                               provider_message_id)
-        SELECT coalesce(i.conv, v.id), 'inbound', i.phone, i.church, i.text, i.media::jsonb, 'received', i.pid
-        FROM i LEFT JOIN c ON i.conv IS NULL AND c.phone_number = i.phone
+        SELECT coalesce(i.conv, f.conv, v.id), 'inbound', i.phone, i.church, i.text, i.media::jsonb, 'received', i.pid
+        FROM i LEFT JOIN f ON i.conv IS NULL AND f.phone = i.phone
+        LEFT JOIN c ON i.conv IS NULL AND c.phone_number = i.phone
         LEFT JOIN v ON v.contact_id = c.id
         ORDER BY i.n
         ON CONFLICT (provider_message_id) DO NOTHING
@@ -311,7 +341,7 @@ local INSERT_BATCH <const> = [[
     back AS (
         UPDATE contacts SET deleted_at = NULL, created_at = now(), updated_at = now()
         WHERE deleted_at IS NOT NULL
-          AND phone_number IN (SELECT phone FROM i WHERE conv IS NOT NULL)
+          AND phone_number IN (SELECT phone FROM i WHERE conv IS NOT NULL UNION ALL SELECT phone FROM f)
           AND phone_number IN (SELECT from_number FROM m))
     SELECT provider_message_id AS pid, conversation_id FROM m]]
 

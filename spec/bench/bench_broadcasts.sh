@@ -82,14 +82,14 @@ die() { echo "bench_broadcasts: $*" >&2; server_log; exit 1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
 now() { date +%s.%N; }
 has_part() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-TCK=$(getconf CLK_TCK)
 
 # --- cluster ---------------------------------------------------------------------
+. spec/bench/cpu_lib.sh
+. spec/bench/pgss_lib.sh
 pg() { bash scripts/pg.sh --dir "$PGDIR" --port "$PGPORT_B" "$@"; }
 pg start
 if [ "$PGSS" = 1 ]; then
-    printf '%s\n' "shared_preload_libraries = 'pg_stat_statements'" "pg_stat_statements.track = all" \
-        "pg_stat_statements.track_planning = on" >> "$PGDIR/data/postgresql.conf"
+    pgss_conf "$PGDIR/data"
     pg stop >/dev/null
     pg start
 fi
@@ -113,28 +113,6 @@ sql() { # database sql → unaligned rows
 }
 if [ "$PGSS" = 1 ]; then sql steeple "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null; fi
 
-# CPU seconds (user + system) of the cluster's processes so far: the
-# postmaster, its live children, and the children it has reaped (backends
-# that ended). Builtins only, so that sampling costs little.
-stat_ticks() { # pid [with-children] → its CPU ticks (0 when gone)
-    local line s
-    { read -r line < "/proc/$1/stat"; } 2>/dev/null || { echo 0; return; }
-    read -r -a s <<< "${line##*) }"
-    if [ -n "${2:-}" ]; then echo $((s[11] + s[12] + s[13] + s[14])); else echo $((s[11] + s[12])); fi
-}
-seconds() { awk -v t="$1" -v k="$TCK" 'BEGIN { printf "%.2f", t / k }'; }
-pg_cpu() {
-    local master p ticks
-    master=$(head -1 "$PGDIR/data/postmaster.pid")
-    ticks=$(stat_ticks "$master" children)
-    for p in $(ps -o pid= --ppid "$master"); do ticks=$((ticks + $(stat_ticks "$p"))); done
-    seconds "$ticks"
-}
-proc_cpu() { # pid... → their CPU seconds so far (user + system)
-    local p ticks=0
-    for p in "$@"; do ticks=$((ticks + $(stat_ticks "$p"))); done
-    seconds "$ticks"
-}
 workers() { ps -o pid= --ppid "$pid" | tr -d ' ' | sort -n; }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
@@ -329,12 +307,12 @@ if has_part throughput; then
     retried=0
     create_broadcasts "$tok" "$at" "$list"
     created_retried=$retried created_at_late=$created_late
-    if [ "$PGSS" = 1 ]; then sql steeple "SELECT pg_stat_statements_reset()" >/dev/null; fi
+    if [ "$PGSS" = 1 ]; then pgss_reset; fi
     mapfile -t wpids < <(workers)
     while [ "$(date +%s)" -lt "$at" ]; do sleep 0.1; done
-    c0=$(now) pg0=$(pg_cpu) w0=$(proc_cpu "${wpids[@]}") f0=$(proc_cpu "$fake_pid")
+    c0=$(now) pg0=$(pg_cpu "$PGDIR") w0=$(proc_cpu "${wpids[@]}") f0=$(proc_cpu "$fake_pid")
     wait_drain "$n" "$at"
-    c1=$(now) pg1=$(pg_cpu) w1=$(proc_cpu "${wpids[@]}") f1=$(proc_cpu "$fake_pid")
+    c1=$(now) pg1=$(pg_cpu "$PGDIR") w1=$(proc_cpu "${wpids[@]}") f1=$(proc_cpu "$fake_pid")
     stop_fake # flushes its log
     fake_calls "$fake_log" > "$work/calls"
     read -r calls unique first last mid_rate < <(sort -g "$work/calls" | awk '
@@ -371,19 +349,7 @@ if has_part throughput; then
             printf "worker %s: %.1f / %.1f, %.1f, %.1f / %.1f / %.1f MiB\n", p, s[p, 1] / 1024,
                 at(p, 0.25), at(p, 0.5), at(p, 0.75), s[p, k[p]] / 1024, max[p] / 1024 } }' "$work/rss")
     echo "$rss_lines" | sed 's/^/    /'
-    if [ "$PGSS" = 1 ]; then
-        echo "  statements by time (pg_stat_statements, every database, nested ones too: executing + planning):"
-        sql steeple "SELECT lpad(round(sum(total_exec_time))::text, 7) || ' + ' || rpad(round(sum(total_plan_time))::text || ' ms', 9)
-                || lpad(sum(calls)::text, 8) || ' calls ' || lpad(round((sum(total_exec_time + total_plan_time)
-                / greatest(sum(calls), 1))::numeric, 3)::text, 7) || ' ms/call  ' || left(regexp_replace(query, '\s+', ' ', 'g'), 80)
-            FROM pg_stat_statements GROUP BY query ORDER BY sum(total_exec_time + total_plan_time) DESC LIMIT 14" |
-            sed 's/^/    /'
-        sql steeple "SELECT 'all statements: ' || round((sum(total_exec_time) / 1000)::numeric, 1) || ' s executing (top level: '
-                || round((sum(total_exec_time) FILTER (WHERE toplevel) / 1000)::numeric, 1) || ' s), '
-                || round((sum(total_plan_time) / 1000)::numeric, 1) || ' s planning, '
-                || sum(calls) FILTER (WHERE toplevel) || ' top-level calls'
-            FROM pg_stat_statements" | sed 's/^/    /'
-    fi
+    if [ "$PGSS" = 1 ]; then pgss_report; fi
     stop_server
     summary+=("throughput: $rate sends/s handed to the fake (target >= $TARGET; ratio $(ratio "$rate" "$TARGET")); middle 80%: $mid_rate sends/s; $calls calls of $n, $unique distinct, sent $sent")
     summary+=("  $cpu_line")

@@ -27,11 +27,17 @@
 # WEBHOOK_N requests (default WEBHOOK_S x 8000), more than wrk sends; if wrk
 # goes round them, the duplicates are reported. The server log stays in the
 # work directory (KEEP=1 keeps it); on failure its last lines are printed.
+# Each round also reports the CPU seconds of the server (master and
+# workers) and of PostgreSQL during the webhooks, per stored text, and of
+# PostgreSQL during pgbench's runs, per transaction, and the WAL written
+# during the webhooks per new message row.
+# PGSS=1 loads pg_stat_statements in the cluster and prints, after each
+# round's webhooks, the statements that took the database's time.
 # The cluster's start, the server's environment and the signed webhooks' wrk
 # run come from messaging_lib.sh (shared with bench_cluster.sh).
 #
 #   WEBHOOK_S=10 READ_S=10 SPOOL_S=5 SPOOL_INFLIGHT=64 CHURCHES=10 WORKERS=2 \
-#   ROUNDS=1 WEBHOOK_N=80000 SKIP_TX= KEEP=1 bash spec/bench/bench_messaging.sh
+#   ROUNDS=1 WEBHOOK_N=80000 SKIP_TX= KEEP=1 PGSS= bash spec/bench/bench_messaging.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WEBHOOK_S=${WEBHOOK_S:-10}
@@ -69,6 +75,10 @@ percentile() { # p < numbers on stdin
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 sum() { awk -v a="$1" -v b="$2" 'BEGIN { print a + b }'; }
+cpu_use() { # cpu0 cpu1 t0 t1 n → "S s (P% of a core), U µs"
+    awk -v c="$(awk -v a="$1" -v b="$2" 'BEGIN { print b - a }')" -v w="$(awk -v a="$3" -v b="$4" 'BEGIN { print b - a }')" \
+        -v n="$5" 'BEGIN { printf "%.1f s (%.0f%% of a core), %.0f µs", c, 100 * c / w, (n > 0 ? 1e6 * c / n : 0) }'
+}
 
 CFLAGS_BENCH="-std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Wshadow -Wpointer-arith -Wcast-align -Wwrite-strings
     -Wmissing-prototypes -Wstrict-prototypes -Wformat=2 -Wno-unused-parameter"
@@ -76,6 +86,7 @@ CFLAGS_BENCH="-std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Wshadow -Wpointer-arith 
 cc $CFLAGS_BENCH -Icore -o "$work/spool_rate" spec/bench/spool_rate.c core/spool*.c core/log.c \
     $(pkg-config --cflags --libs libevent) -lpthread
 . spec/bench/messaging_lib.sh
+. spec/bench/cpu_lib.sh
 build_signer
 
 # --- the spool: group commit vs one fdatasync per record ----------------------
@@ -234,11 +245,17 @@ for round in $(seq "$ROUNDS"); do
     "$work/sign_webhooks" "$work/webhooks" "$WEBHOOK_N" "$CHURCHES" "$CONTACTS" "$HOT_EVERY" "$run-$round" ||
         die "sign_webhooks failed"
     before=$(stored_rows)
+    if [ "${PGSS:-}" = 1 ]; then pgss_reset; fi
+    mapfile -t wpids < <(ps -o pid= --ppid "$pid")
+    wal0=$(sql steeple "SELECT pg_current_wal_lsn()")
+    t0=$(date +%s.%N) pg0=$(pg_cpu "$PGDIR") s0=$(proc_cpu "$pid" "${wpids[@]}")
     post_webhooks "$work/wrk_hooks$round" "$WEBHOOK_S" 1 "$work/webhooks" "$base/api/webhooks/telnyx/messaging"
+    t1=$(date +%s.%N) pg1=$(pg_cpu "$PGDIR") s1=$(proc_cpu "$pid" "${wpids[@]}")
     read -r rps _ p99 _ other detail < <(wrk_summary "$work/wrk_hooks$round")
     read -r stored stored_rate dup _ wrapped < <(webhooks_stored "$work/wrk_hooks$round")
     sleep 1 # requests cut off by wrk's stop may still commit
     rows=$(( $(stored_rows) - before ))
+    wal=$(sql steeple "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal0')")
     if [ "$dup" = 0 ] && [ "$other" = 0 ]; then
         note="every response 200 \"stored\""
     else
@@ -251,23 +268,40 @@ for round in $(seq "$ROUNDS"); do
     bad_total=$((bad_total + other)) dup_total=$((dup_total + dup)) stored_total=$((stored_total + stored))
     [ "$rows" -ge "$stored" ] || echo "round $round: WARNING: $stored answered stored but only $rows new rows" >&2
     [ "$stored" -gt 0 ] || die "no webhook was stored"
+    echo "round $round: CPU over the webhooks' $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s:" \
+         "server $(cpu_use "$s0" "$s1" "$t0" "$t1" "$stored") a stored text," \
+         "PostgreSQL $(cpu_use "$pg0" "$pg1" "$t0" "$t1" "$stored") a stored text;" \
+         "WAL $(awk -v w="$wal" -v n="$rows" 'BEGIN { printf "%.0f", w / n }') bytes a new row"
+    if [ "${PGSS:-}" = 1 ]; then pgss_report; fi
 
+    t0=$(date +%s.%N) pg0=$(pg_cpu "$PGDIR")
     pgbench -n -M prepared -c 64 -j 2 -T "$WEBHOOK_S" -f "$work/insert.sql" "$(db_url bench_insert)" \
         > "$work/pgbench$round" 2>&1 || die "pgbench failed: $(cat "$work/pgbench$round")"
+    t1=$(date +%s.%N)
+    sleep 1 # pgbench's backends end: the postmaster reaps them and counts their CPU
+    pg1=$(pg_cpu "$PGDIR")
     tps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench$round")
+    ptx=$(awk '/number of transactions actually processed:/ { print $6 }' "$work/pgbench$round")
     pfail=$(awk '/number of failed transactions:/ { print $5 }' "$work/pgbench$round")
     plat=$(awk '/^latency average/ { print $4 }' "$work/pgbench$round")
-    echo "round $round: pgbench INSERT: $tps tps (latency average $plat ms, ${pfail:-0} failed);" \
+    echo "round $round: pgbench INSERT: $tps tps (latency average $plat ms, ${pfail:-0} failed;" \
+         "PostgreSQL $(cpu_use "$pg0" "$pg1" "$t0" "$t1" "$ptx") a transaction);" \
          "stored webhooks/pgbench $(ratio "$stored_rate" "$tps")"
     hook_sum=$(sum "$hook_sum" "$stored_rate") pgb_sum=$(sum "$pgb_sum" "$tps")
 
     if [ -z "${SKIP_TX:-}" ]; then
+        t0=$(date +%s.%N) pg0=$(pg_cpu "$PGDIR")
         pgbench -n -M prepared -c 64 -j 2 -T "$WEBHOOK_S" -f "$work/webhook_tx.sql" "$(db_url bench_webhook_tx)" \
             > "$work/pgbench_tx$round" 2>&1 || die "pgbench (webhook transaction) failed: $(cat "$work/pgbench_tx$round")"
+        t1=$(date +%s.%N)
+        sleep 1
+        pg1=$(pg_cpu "$PGDIR")
         txtps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench_tx$round")
+        ptx=$(awk '/number of transactions actually processed:/ { print $6 }' "$work/pgbench_tx$round")
         pfail=$(awk '/number of failed transactions:/ { print $5 }' "$work/pgbench_tx$round")
         echo "round $round: for reference, pgbench running the webhook's own transaction (one database):" \
-             "$txtps tps (${pfail:-0} failed); stored webhooks/that $(ratio "$stored_rate" "$txtps")"
+             "$txtps tps (${pfail:-0} failed; PostgreSQL $(cpu_use "$pg0" "$pg1" "$t0" "$t1" "$ptx") a transaction);" \
+             "stored webhooks/that $(ratio "$stored_rate" "$txtps")"
         tx_sum=$(sum "$tx_sum" "$txtps")
     fi
 done

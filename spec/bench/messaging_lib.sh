@@ -10,7 +10,8 @@
 #       starts the private cluster (scripts/pg.sh with those options), exports
 #       DATABASE_URL, the server's secrets, STEEPLE_SPOOL_DIR ($work/spool)
 #       and TELNYX_PUBLIC_KEY (sign_webhooks' key; build_signer first), and
-#       migrates the registry and the tenant template
+#       migrates the registry and the tenant template; with PGSS=1 the
+#       cluster loads pg_stat_statements (pgss_lib.sh, sourced here)
 #   db_url DATABASE
 #       its URL on the bench cluster (unix socket or TCP)
 #   sql DATABASE SQL
@@ -25,6 +26,8 @@
 #   field KEY OUT
 #       the value after KEY in such an output
 
+. spec/bench/pgss_lib.sh
+
 build_signer() {
     # shellcheck disable=SC2046
     cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Wno-unused-parameter -o "$work/sign_webhooks" \
@@ -33,6 +36,11 @@ build_signer() {
 
 start_bench_cluster() {
     bash scripts/pg.sh "$@" start
+    if [ "${PGSS:-}" = 1 ]; then
+        pgss_conf "${PGDIR:?}/data"
+        bash scripts/pg.sh "$@" stop >/dev/null
+        bash scripts/pg.sh "$@" start
+    fi
     export DATABASE_URL
     DATABASE_URL=$(bash scripts/pg.sh "$@" url)
     export STEEPLE_TENANT_DATABASE_URLS=
@@ -44,6 +52,7 @@ start_bench_cluster() {
     TELNYX_PUBLIC_KEY=$("$work/sign_webhooks" --public-key)
     "$BIN" migrate registry >/dev/null
     "$BIN" migrate tenants >/dev/null
+    if [ "${PGSS:-}" = 1 ]; then sql steeple "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null; fi
 }
 
 db_url() {

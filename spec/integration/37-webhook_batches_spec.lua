@@ -303,6 +303,64 @@ describe("received texts stored in batches, prepared statements " .. (prepared a
         assert.same({}, srv:unexpected_errors())
     end)
 
+    it("finds the conversations of senders the worker does not know, alone and in batches: a contact who has "
+        .. "one is not written, one without gets one, a deleted one comes back", function()
+        -- per path, three contacts made by SQL (the worker has seen none of
+        -- them): one with a conversation, one without (as an import makes
+        -- them), one with a conversation and deleted
+        local function contacts(prefix)
+            q(string.format([[
+                INSERT INTO contacts (phone_number, first_name) VALUES ('%s1', 'Has'), ('%s2', 'Lacks'), ('%s3', 'Gone');
+                INSERT INTO conversations (contact_id) SELECT id FROM contacts WHERE phone_number IN ('%s1', '%s3');
+                UPDATE contacts SET deleted_at = now() WHERE phone_number = '%s3']],
+                prefix, prefix, prefix, prefix, prefix, prefix))
+            return q(string.format("SELECT xmin FROM contacts WHERE phone_number = '%s1'", prefix)),
+                q(string.format([[SELECT v.id FROM conversations v JOIN contacts c ON c.id = v.contact_id
+                    WHERE c.phone_number = '%s1']], prefix))
+        end
+        local function check(prefix, xmin, conversation, sent)
+            assert.equal(xmin, q(string.format("SELECT xmin FROM contacts WHERE phone_number = '%s1'", prefix)),
+                "the contact who has a conversation was written")
+            assert.equal(conversation, q(string.format("SELECT conversation_id FROM messages "
+                .. "WHERE provider_message_id = 'gf-%s-%s1'", tag, prefix)))
+            assert.equal(string.format("1|Has|%d\n1|Lacks|%d\n1|Gone|%d", sent, sent, sent), q(string.format([[
+                SELECT count(*), c.first_name, v.unread_count FROM contacts c JOIN conversations v ON v.contact_id = c.id
+                WHERE c.phone_number LIKE '%s_' AND c.deleted_at IS NULL
+                GROUP BY c.phone_number, c.first_name, v.unread_count ORDER BY c.phone_number]], prefix)))
+        end
+        -- alone: one text after the other
+        local xmin, conversation = contacts("+1555966000")
+        for i = 1, 3 do
+            local res = tx:post(srv, HOOK, received("gf-" .. tag .. "-+1555966000" .. i, "+1555966000" .. i))
+            assert.equal(200, res.status, res.body)
+            assert.equal("stored", res.json.status)
+        end
+        check("+1555966000", xmin, conversation, 1)
+        -- in a batch: three texts arrive while a first one waits for a lock
+        xmin, conversation = contacts("+1555966100")
+        local before = srv:metric(together())
+        local post_first = ready(received("gf-" .. tag .. "-first", "+15559661999"))
+        local specs = {}
+        for i = 1, 3 do specs[i] = spec_of(received("gf-" .. tag .. "-+1555966100" .. i, "+1555966100" .. i)) end
+        hold_messages(2)
+        local first = post_first()
+        assert.truthy(waiting(1), "the first text's statement does not wait for the lock")
+        for i, res in ipairs(http.concurrent(specs, 30)) do
+            assert.equal(200, res.status, res.body)
+            assert.equal("stored", res.json.status, i)
+        end
+        assert.truthy(server.wait_until(first, 10), "the first text was never answered")
+        assert.equal(before + 1, srv:metric(together()))
+        check("+1555966100", xmin, conversation, 1)
+        -- and again, now that the worker knows them: the messages only
+        for i = 1, 3 do
+            local res = tx:post(srv, HOOK, received("gf-" .. tag .. "-again" .. i, "+1555966100" .. i))
+            assert.equal("stored", res.json.status)
+        end
+        check("+1555966100", xmin, conversation, 2)
+        assert.same({}, srv:unexpected_errors())
+    end)
+
     it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
         srv:assert_stops_cleanly()
         srv = nil
