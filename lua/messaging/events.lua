@@ -202,6 +202,7 @@ local CONTACT_FROM <const> = [[
         FROM]]
 local CONTACT_UPSERTED <const> = [[
         n LEFT JOIN suppressions s ON s.phone_number = n.phone
+        ORDER BY n.phone
         ON CONFLICT (phone_number) DO UPDATE SET
             deleted_at = NULL,
             created_at = CASE WHEN contacts.deleted_at IS NULL THEN contacts.created_at ELSE now() END,
@@ -316,6 +317,12 @@ end
 -- contacts and conversations, as the statements above; a deleted contact
 -- with a message in is brought back; a provider id already stored is
 -- skipped. Returns the provider ids stored, with their conversations.
+-- Batches of the same church run at once (one per worker), so each takes
+-- its row locks in one order: contacts by number, then (the trigger, row
+-- after row) conversations by id, a conversation's texts in the order they
+-- came (its preview is the last one's). In the order the texts came, two
+-- batches that share two senders could each wait for the other (PostgreSQL
+-- ends that after deadlock_timeout, 1 s, by failing one of them).
 local INSERT_BATCH <const> = [[
     WITH i AS (
         SELECT * FROM jsonb_to_recordset($1::jsonb)
@@ -335,7 +342,7 @@ local INSERT_BATCH <const> = [[
         FROM i LEFT JOIN f ON i.conv IS NULL AND f.phone = i.phone
         LEFT JOIN c ON i.conv IS NULL AND c.phone_number = i.phone
         LEFT JOIN v ON v.contact_id = c.id
-        ORDER BY i.n
+        ORDER BY coalesce(i.conv, f.conv, v.id), i.n
         ON CONFLICT (provider_message_id) DO NOTHING
         RETURNING provider_message_id, conversation_id, from_number),
     back AS (

@@ -23,8 +23,9 @@
 #    >= 100 messages, both filled by the webhooks above (topped up by SQL if
 #    the webhook run was too short to fill them, which the output says).
 # The webhooks are signed by sign_webhooks.c (libsodium, a fixed-seed key)
-# right before each round (their timestamps must be within 300 s of now):
-# WEBHOOK_N requests (default WEBHOOK_S x 8000), more than wrk sends; if wrk
+# right before each round (their timestamps must be within 300 s of now)
+# and shuffled (senders in random order, not round the contact list):
+# WEBHOOK_N requests (default WEBHOOK_S x 16000), more than wrk sends; if wrk
 # goes round them, the duplicates are reported. The server log stays in the
 # work directory (KEEP=1 keeps it); on failure its last lines are printed.
 # Each round also reports the CPU seconds of the server (master and
@@ -37,7 +38,7 @@
 # run come from messaging_lib.sh (shared with bench_cluster.sh).
 #
 #   WEBHOOK_S=10 READ_S=10 SPOOL_S=5 SPOOL_INFLIGHT=64 CHURCHES=10 WORKERS=2 \
-#   ROUNDS=1 WEBHOOK_N=80000 SKIP_TX= KEEP=1 PGSS= bash spec/bench/bench_messaging.sh
+#   ROUNDS=1 WEBHOOK_N=160000 SKIP_TX= KEEP=1 PGSS= bash spec/bench/bench_messaging.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WEBHOOK_S=${WEBHOOK_S:-10}
@@ -47,7 +48,7 @@ SPOOL_INFLIGHT=${SPOOL_INFLIGHT:-64}
 CHURCHES=${CHURCHES:-10}
 WORKERS=${WORKERS:-2}
 ROUNDS=${ROUNDS:-1}
-WEBHOOK_N=${WEBHOOK_N:-$((WEBHOOK_S * 8000))}
+WEBHOOK_N=${WEBHOOK_N:-$((WEBHOOK_S * 16000))}
 CONTACTS=300  # regular contacts per church (each one conversation)
 HOT_EVERY=16  # every 16th webhook of a church comes from its contact 0
 BIN=$PWD/build/steeple
@@ -244,9 +245,12 @@ hook_sum=0 pgb_sum=0 tx_sum=0 bad_total=0 dup_total=0 stored_total=0
 for round in $(seq "$ROUNDS"); do
     "$work/sign_webhooks" "$work/webhooks" "$WEBHOOK_N" "$CHURCHES" "$CONTACTS" "$HOT_EVERY" "$run-$round" ||
         die "sign_webhooks failed"
+    # senders in random order, as texts come: in the signer's order (contacts
+    # round the list) the texts in flight always came from consecutive senders
+    shuf -o "$work/webhooks" "$work/webhooks"
     before=$(stored_rows)
     if [ "${PGSS:-}" = 1 ]; then pgss_reset; fi
-    mapfile -t wpids < <(ps -o pid= --ppid "$pid")
+    mapfile -t wpids < <(ps -o pid= --ppid "$pid" | tr -d " ")
     wal0=$(sql steeple "SELECT pg_current_wal_lsn()")
     t0=$(date +%s.%N) pg0=$(pg_cpu "$PGDIR") s0=$(proc_cpu "$pid" "${wpids[@]}")
     post_webhooks "$work/wrk_hooks$round" "$WEBHOOK_S" 1 "$work/webhooks" "$base/api/webhooks/telnyx/messaging"

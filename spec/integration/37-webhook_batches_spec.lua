@@ -367,3 +367,68 @@ describe("received texts stored in batches, prepared statements " .. (prepared a
     end)
 end)
 end
+
+-- Two workers write batches of the same church at the same time: whatever
+-- order the senders' texts come in, no two batches wait for each other in a
+-- circle (a deadlock fails one of them after a second).
+describe("received texts of one church written by two workers at once", function()
+    local reg, tx, srv, church = nil, nil, nil, nil
+    local SENDERS <const> = 40
+
+    local function q(sql) return (psql(url_of(church.db), sql)) end
+
+    setup(function()
+        reg = auth.registry("wbatch2")
+        tx = telnyx.new()
+        srv = server.start {
+            config = { workers = 2, limits = { request_timeout_s = 30 }, db = { acquire_timeout_ms = 20000 },
+                       spool = { after_ms = AFTER_MS, replay_interval_s = 1 } },
+            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false, TELNYX_PUBLIC_KEY = tx.public_key,
+                    STEEPLE_SPOOL_DIR = server.tmpdir() .. "/spool" },
+        }
+        church = reg:church(srv, "wbw", { phoneNumber = "+15559500003" })
+    end)
+
+    teardown(function()
+        if srv then srv:stop() end
+        if reg then reg:drop() end
+    end)
+
+    it("stores 3 x 400 texts of 40 known senders in random order, each once, none spooled", function()
+        q(string.format([[
+            WITH c AS (INSERT INTO contacts (phone_number)
+                       SELECT '+1555967' || lpad(k::text, 4, '0') FROM generate_series(1, %d) AS k RETURNING id)
+            INSERT INTO conversations (contact_id) SELECT id FROM c]], SENDERS))
+        local seed = 17
+        local function next_sender() -- a fixed pseudo-random sequence
+            seed = (seed * 1103515245 + 12345) % 2147483648
+            return seed % SENDERS + 1
+        end
+        local answers = {}
+        for round = 1, 3 do
+            local specs = {}
+            for i = 1, 400 do
+                local body = telnyx.received(string.format("gd-%d-%d", round, i),
+                    string.format("+1555967%04d", next_sender()), church.number, "text " .. i)
+                specs[i] = { port = srv.port, method = "POST", path = HOOK, body = body, headers = tx:headers(body),
+                             timeout = 30 }
+            end
+            for _, res in ipairs(http.concurrent(specs, 60)) do
+                local key = res.error and ("error " .. tostring(res.error))
+                    or (res.status .. " " .. tostring(type(res.json) == "table" and res.json.status))
+                answers[key] = (answers[key] or 0) + 1
+            end
+        end
+        assert.same({ ["200 stored"] = 1200 }, answers)
+        assert.equal("1200", q("SELECT count(*) FROM messages WHERE provider_message_id LIKE 'gd-%'"))
+        assert.equal("1200", q([[SELECT sum(unread_count) FROM conversations v JOIN contacts c ON c.id = v.contact_id
+            WHERE c.phone_number LIKE '+1555967%']]))
+        assert.truthy(srv:metric('steeple_webhook_batches_total{written="together"}') > 0)
+        assert.same({}, srv:unexpected_errors())
+    end)
+
+    it("stops on SIGTERM with status 0 and leaves no error lines in the log", function()
+        srv:assert_stops_cleanly()
+        srv = nil
+    end)
+end)
