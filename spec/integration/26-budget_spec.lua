@@ -374,11 +374,13 @@ describe("a server at its own max_connections", function()
         assert.is_true(server.wait_until(function() return select(2, backends(url)) == 0 end, 10))
         -- take every connection the server has with psql sessions that sleep
         -- (a backend outlives its killed client: they end by themselves);
-        -- one more each time, until a new session is refused
+        -- one more each time, until a new session is refused. They sleep
+        -- long enough that none ends before the last one is in, however
+        -- slowly a loaded machine starts them
         local pids, out = {}, ""
         while #pids < 12 and not out:find("too many clients", 1, true) do
             pids[#pids + 1] = server.capture(string.format(
-                "psql %s -XAtq -c 'SELECT pg_sleep(20)' >/dev/null 2>&1 & echo $!", server.quote(url))):match("%d+")
+                "psql %s -XAtq -c 'SELECT pg_sleep(45)' >/dev/null 2>&1 & echo $!", server.quote(url))):match("%d+")
             sleepers = table.concat(pids, " ")
             server.wait_until(function()
                 out = psql(url, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")
@@ -394,7 +396,7 @@ describe("a server at its own max_connections", function()
         end
         assert.is_true(server.wait_until(function()
             return http.request { port = srv.port, path = "/test/db/sleep?s=0" }.status == 200
-        end, 60), "the server never served again")
+        end, 90), "the server never served again")
         sleepers = nil
         assert.same({}, srv:unexpected_errors())
         srv:assert_stops_cleanly()
