@@ -15,6 +15,25 @@ local psql, url_of = pg.psql, pg.url_of
 local HOOK <const> = "/api/webhooks/telnyx/messaging"
 local AFTER_MS <const> = 8000 -- spool.after_ms: the specs hold locks for a few seconds
 
+-- A server of `workers` workers for the registry reg, its webhooks signed
+-- by tx's key; db: the db section of its configuration.
+local function start(reg, tx, workers, db)
+    return server.start {
+        config = { workers = workers, limits = { request_timeout_s = 30 }, db = db,
+                   spool = { after_ms = AFTER_MS, replay_interval_s = 1 } },
+        env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false, TELNYX_PUBLIC_KEY = tx.public_key,
+                STEEPLE_SPOOL_DIR = server.tmpdir() .. "/spool" },
+    }
+end
+
+-- A response as "status answer" ("200 stored", "400 validation_failed"),
+-- or "error ..." when none came.
+local function answer_of(res)
+    local json = type(res.json) == "table" and res.json or {}
+    return res.error and ("error " .. tostring(res.error))
+        or (res.status .. " " .. tostring(json.status or (type(json.error) == "table" and json.error.code)))
+end
+
 local function together() return 'steeple_webhook_batches_total{written="together"}' end
 local function one_by_one() return 'steeple_webhook_batches_total{written="one_by_one"}' end
 
@@ -76,9 +95,7 @@ describe("received texts stored in batches, prepared statements " .. (prepared a
         local answers = {}
         for _, name in ipairs(names) do answers[name] = {} end
         for i, res in ipairs(results) do
-            local json = type(res.json) == "table" and res.json or {}
-            local key = res.error and ("error " .. tostring(res.error))
-                or (res.status .. " " .. tostring(json.status or (type(json.error) == "table" and json.error.code)))
+            local key = answer_of(res)
             answers[kinds[i]][key] = (answers[kinds[i]][key] or 0) + 1
         end
         return answers
@@ -100,13 +117,7 @@ describe("received texts stored in batches, prepared statements " .. (prepared a
     setup(function()
         reg = auth.registry("wbatch" .. tag)
         tx = telnyx.new()
-        srv = server.start {
-            config = { workers = 1, limits = { request_timeout_s = 30 },
-                       db = { prepared_statements = prepared, acquire_timeout_ms = 20000 },
-                       spool = { after_ms = AFTER_MS, replay_interval_s = 1 } },
-            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false, TELNYX_PUBLIC_KEY = tx.public_key,
-                    STEEPLE_SPOOL_DIR = server.tmpdir() .. "/spool" },
-        }
+        srv = start(reg, tx, 1, { prepared_statements = prepared, acquire_timeout_ms = 20000 })
         church = reg:church(srv, "wb" .. tag, { phoneNumber = prepared and "+15559500001" or "+15559500002" })
     end)
 
@@ -380,12 +391,7 @@ describe("received texts of one church written by two workers at once", function
     setup(function()
         reg = auth.registry("wbatch2")
         tx = telnyx.new()
-        srv = server.start {
-            config = { workers = 2, limits = { request_timeout_s = 30 }, db = { acquire_timeout_ms = 20000 },
-                       spool = { after_ms = AFTER_MS, replay_interval_s = 1 } },
-            env = { DATABASE_URL = reg.url, STEEPLE_TENANT_DATABASE_URLS = false, TELNYX_PUBLIC_KEY = tx.public_key,
-                    STEEPLE_SPOOL_DIR = server.tmpdir() .. "/spool" },
-        }
+        srv = start(reg, tx, 2, { acquire_timeout_ms = 20000 })
         church = reg:church(srv, "wbw", { phoneNumber = "+15559500003" })
     end)
 
@@ -414,8 +420,7 @@ describe("received texts of one church written by two workers at once", function
                              timeout = 30 }
             end
             for _, res in ipairs(http.concurrent(specs, 60)) do
-                local key = res.error and ("error " .. tostring(res.error))
-                    or (res.status .. " " .. tostring(type(res.json) == "table" and res.json.status))
+                local key = answer_of(res)
                 answers[key] = (answers[key] or 0) + 1
             end
         end
